@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what building, cross-testing and booting watchkeeper needs on a Debian 12 host:
+# Rust targets, cross linkers, qemu-user (unit tests of the ARM builds) and qemu-system
+# (the virtual appliance). Idempotent: a second run finds everything present and only checks.
+set -euo pipefail
+
+need_apt=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have aarch64-linux-gnu-gcc || need_apt+=(gcc-aarch64-linux-gnu)
+have arm-linux-gnueabihf-gcc || need_apt+=(gcc-arm-linux-gnueabihf)
+have cpio || need_apt+=(cpio)
+have python3 || need_apt+=(python3)
+
+# The machine's qemu-utils comes from bookworm-backports; the emulators must match it.
+need_qemu=()
+have qemu-aarch64-static || need_qemu+=(qemu-user-static)
+have qemu-system-aarch64 || need_qemu+=(qemu-system-arm)
+
+sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+if [ ${#need_apt[@]} -gt 0 ] || [ ${#need_qemu[@]} -gt 0 ]; then
+    export DEBIAN_FRONTEND=noninteractive
+    if [ ${#need_qemu[@]} -gt 0 ] && ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
+        # Reuse the Debian mirror this machine already uses for bookworm.
+        mirror=$(grep -rhoE '(https?://[^ ]+/debian)/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null |
+            grep -v -- '-security' | head -n 1 | tr -d ' ')
+        [ -n "$mirror" ] || { echo "host-setup: no Debian mirror found in /etc/apt sources" >&2; exit 1; }
+        echo "deb ${mirror%/} bookworm-backports main" |
+            sudo_if_needed tee /etc/apt/sources.list.d/watchkeeper-backports.list >/dev/null
+    fi
+    sudo_if_needed apt-get update -qq
+    if [ ${#need_apt[@]} -gt 0 ]; then
+        sudo_if_needed apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+    fi
+    if [ ${#need_qemu[@]} -gt 0 ]; then
+        sudo_if_needed apt-get install -y -qq --no-install-recommends -t bookworm-backports "${need_qemu[@]}" >/dev/null
+    fi
+fi
+
+installed_targets=$(rustup target list --installed)
+for target in aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf; do
+    grep -qx "$target" <<<"$installed_targets" || rustup target add "$target"
+done

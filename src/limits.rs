@@ -1,0 +1,29 @@
+//! Every fixed capacity of the agent, in one place.
+//!
+//! The agent allocates nothing after startup, so each runtime table has a capacity fixed
+//! at compile time. Exceeding one in the config is a startup error that names the limit;
+//! at run time (hearts directory) an entry over capacity is refused with a warning. None is
+//! ever a panic.
+
+/// Supervised components: `[[component]]` entries plus hearts-directory files.
+pub const MAX_COMPONENTS: usize = 1024;
+/// Bytes in a component or heart name (`[A-Za-z0-9._-]`).
+pub const MAX_NAME_LEN: usize = 32;
+/// Bytes in any path the agent is configured with (heartbeat, pidfile, device, dirs).
+pub const MAX_PATH_LEN: usize = 256;
+/// Arguments in one repair command, program included.
+pub const MAX_REPAIR_ARGS: usize = 16;
+/// Repair attempts allowed per death of a component.
+pub const MAX_REPAIR_ATTEMPTS: u32 = 100;
+/// Boots remembered in the persistent reset history.
+pub const HISTORY_LEN: usize = 16;
+/// Bytes in a recorded reset reason.
+pub const MAX_REASON_LEN: usize = 160;
+/// Bytes of one log line; longer messages are cut, never allocated for.
+pub const MAX_LOG_LINE: usize = 512;
+/// Bytes read from a hearts-directory file (its timeout in whole seconds).
+pub const MAX_HEART_CONTENT: usize = 32;
+/// Largest heartbeat timeout, grace, reset delay or window: 30 days.
+pub const MAX_DURATION_SECS: u64 = 30 * 24 * 3600;
+/// Bytes of the status snapshot the agent keeps in the run directory.
+pub const MAX_STATUS_LEN: usize = 128 * 1024;

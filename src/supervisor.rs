@@ -1,0 +1,622 @@
+//! The pure supervision core: observations and time in, decisions out.
+//!
+//! The shell stats every heartbeat file and pidfile, hands the results to
+//! [`Supervisor::observe`], then calls [`Supervisor::tick`] with the current monotonic
+//! instant; the decisions come out as [`Action`]s through a callback. Between passes it
+//! sleeps until [`Supervisor::next_deadline`]. There is no I/O, no clock and no allocation
+//! here, so tests drive hours of simulated time in milliseconds.
+//!
+//! Invariants:
+//! - A beat is dated when a pass first sees the heartbeat's (mtime, ctime, size, inode)
+//!   change, on the monotonic clock. Wall-clock steps therefore change nothing.
+//! - `Feed` is only emitted by `tick`, which the shell calls only after a complete pass, at
+//!   most once per `feed_interval`, and never once a reset has been decided.
+//! - A critical component dead for `reset_after` (or past its repair budget) forces a reset
+//!   unless the reboot-loop guard holds; non-critical components never do.
+//! - Once a reset is decided nothing is fed again; after four hardware timeouts without a
+//!   reset the fallback reboot is requested, once.
+
+use core::fmt;
+use core::time::Duration;
+
+use crate::limits::MAX_COMPONENTS;
+use crate::pattern::Pattern;
+use crate::time::Instant;
+
+/// Time given to a repair between SIGTERM and SIGKILL.
+pub const REPAIR_KILL_GRACE: Duration = Duration::from_secs(2);
+/// How many hardware timeouts to wait for the board to reset before calling `reboot(2)`.
+pub const FALLBACK_TIMEOUTS: u32 = 4;
+
+/// Identity of a heartbeat file's last change: any touch changes at least one field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Stamp {
+    pub mtime: (i64, i64),
+    pub ctime: (i64, i64),
+    pub size: i64,
+    pub inode: u64,
+    pub device: u64,
+}
+
+/// What the component's pidfile says, checked against `/proc`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Process {
+    /// No pidfile configured, or none written yet: no opinion.
+    Unknown,
+    /// The pid exists, with this start time (clock ticks after boot, from `/proc/PID/stat`).
+    Running { pid: i32, start_time: u64 },
+    /// The pidfile names a pid that does not exist.
+    Gone { pid: i32 },
+}
+
+/// One pass's look at one component.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Observation {
+    /// `None` when the heartbeat file does not exist (silence, not an error).
+    pub heartbeat: Option<Stamp>,
+    pub process: Process,
+}
+
+/// Why a component is dead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cause {
+    /// No beat within the startup grace period.
+    NoFirstBeat,
+    /// No beat within the heartbeat timeout.
+    Silent,
+    /// Its process is gone.
+    ProcessGone { pid: i32 },
+    /// Its pid now belongs to another process (start time changed).
+    PidReused { pid: i32 },
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Cause::NoFirstBeat => f.write_str("no heartbeat within the startup grace period"),
+            Cause::Silent => f.write_str("heartbeat not touched within its timeout"),
+            Cause::ProcessGone { pid } => write!(f, "process {pid} from the pidfile is gone"),
+            Cause::PidReused { pid } => {
+                write!(f, "process {pid} from the pidfile died (pid reused by another process)")
+            }
+        }
+    }
+}
+
+/// How a component is repaired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RepairPolicy {
+    /// A repair still running after this is sent SIGTERM, then SIGKILL.
+    pub timeout: Duration,
+    /// Wait after the first failed attempt; doubled per attempt, with jitter.
+    pub backoff_initial: Duration,
+    /// Cap on the wait between attempts.
+    pub backoff_max: Duration,
+    /// Attempts per death; when spent (and the last wait is over), escalate.
+    pub max_attempts: u32,
+}
+
+/// How one component is judged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    pub timeout: Duration,
+    pub grace: Duration,
+    pub reset_after: Duration,
+    pub critical: bool,
+    pub repair: Option<RepairPolicy>,
+}
+
+/// Agent-wide timing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Minimum time between feeds of the hardware watchdog.
+    pub feed_interval: Duration,
+    /// Longest time between two check passes.
+    pub check_interval: Duration,
+    /// The hardware watchdog's timeout, as the driver reported it.
+    pub hardware_timeout: Duration,
+}
+
+/// Why an escalation was not carried out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Withheld {
+    /// The reboot-loop guard holds resets back.
+    Hold,
+    /// The component is not critical: LED and log only.
+    NotCritical,
+}
+
+/// A decision for the shell to carry out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// The component is dead (since `since`): mark the problem, log it.
+    Died { component: usize, cause: Cause, since: Instant },
+    /// The component beats (again): remove its problem file if any, log if it was dead.
+    Recovered { component: usize, was_dead: bool },
+    /// Start repair attempt `attempt` (1-based).
+    StartRepair { component: usize, attempt: u32 },
+    /// The repair outlived its timeout: SIGTERM, or SIGKILL when `kill`.
+    SignalRepair { component: usize, kill: bool },
+    /// The component is due for a reset that will not be forced; said once per death.
+    EscalationWithheld { component: usize, why: Withheld },
+    /// The reboot-loop guard's hold is over: resets are allowed again.
+    HoldEnded,
+    /// Reset the board because of this component. Nothing is fed after this.
+    ForceReset { component: usize, cause: Cause },
+    /// The hardware did not reset the board in time: call `reboot(2)`.
+    FallbackReboot,
+    /// Feed the hardware watchdog.
+    Feed,
+}
+
+/// What a component is doing, for status displays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Starting,
+    Alive,
+    Dead,
+    Repairing,
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            State::Starting => "starting",
+            State::Alive => "alive",
+            State::Dead => "dead",
+            State::Repairing => "repairing",
+        })
+    }
+}
+
+/// A component as the status command shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct View {
+    pub state: State,
+    /// When the component entered its current health (start of grace, last beat, death).
+    pub since: Instant,
+    pub cause: Option<Cause>,
+    pub repair_attempts: u32,
+}
+
+/// The capacity of [`MAX_COMPONENTS`] is used up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Full;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Health {
+    Grace { until: Instant },
+    Alive { last_beat: Instant },
+    Dead { since: Instant, cause: Cause },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Repair {
+    Idle,
+    Running { started: Instant, term_sent: Option<Instant>, kill_sent: bool },
+    Backoff { until: Instant },
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Component {
+    policy: Policy,
+    health: Health,
+    looked: bool,
+    last_stamp: Option<Stamp>,
+    tracked_process: Option<(i32, u64)>,
+    beat_seen: bool,
+    process_cause: Option<Cause>,
+    repair: Repair,
+    attempts: u32,
+    escalation_reported: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Supervising,
+    Resetting { since: Instant, fallback_requested: bool },
+}
+
+/// The supervision core for all components.
+pub struct Supervisor {
+    slots: heapless::Vec<Option<Component>, MAX_COMPONENTS>,
+    settings: Settings,
+    mode: Mode,
+    hold_until: Option<Instant>,
+    next_feed: Instant,
+    last_pass: Instant,
+    fault: bool,
+    rng: u64,
+    generation: u64,
+}
+
+impl Supervisor {
+    /// A supervisor with no components. `hold_until` is the end of a reboot-loop hold
+    /// decided at startup; `seed` drives the backoff jitter (any value but 0 works).
+    pub fn new(settings: Settings, now: Instant, hold_until: Option<Instant>, seed: u64) -> Self {
+        Supervisor {
+            slots: heapless::Vec::new(),
+            settings,
+            mode: Mode::Supervising,
+            hold_until: hold_until.filter(|until| *until > now),
+            next_feed: now,
+            last_pass: now,
+            fault: false,
+            rng: seed | 1,
+            generation: 0,
+        }
+    }
+
+    /// Supervise a new component from `now`, in its startup grace. Returns its index, which
+    /// is also its LED position minus one; freed indices are reused.
+    pub fn add(&mut self, policy: Policy, now: Instant) -> Result<usize, Full> {
+        let component = Component {
+            policy,
+            health: Health::Grace { until: now.add(policy.grace) },
+            looked: false,
+            last_stamp: None,
+            tracked_process: None,
+            beat_seen: false,
+            process_cause: None,
+            repair: Repair::Idle,
+            attempts: 0,
+            escalation_reported: false,
+        };
+        self.generation += 1;
+        if let Some(index) = self.slots.iter().position(Option::is_none) {
+            self.slots[index] = Some(component);
+            return Ok(index);
+        }
+        self.slots.push(Some(component)).map_err(|_| Full)?;
+        Ok(self.slots.len() - 1)
+    }
+
+    /// Stop supervising a component (a heart whose file was removed).
+    pub fn remove(&mut self, component: usize) {
+        if let Some(slot) = self.slots.get_mut(component) {
+            *slot = None;
+            self.generation += 1;
+        }
+        while self.slots.last().is_some_and(Option::is_none) {
+            self.slots.pop();
+        }
+    }
+
+    /// Change a component's policy (a heart's timeout was rewritten) without resetting it.
+    pub fn set_policy(&mut self, component: usize, policy: Policy) {
+        if let Some(Some(c)) = self.slots.get_mut(component) {
+            c.policy = policy;
+        }
+    }
+
+    /// Record what one pass saw of a component. Call for every component, then `tick`.
+    pub fn observe(&mut self, component: usize, seen: Observation) {
+        let Some(Some(c)) = self.slots.get_mut(component) else {
+            return;
+        };
+        // The first look only sets the baseline: a file left from before the agent
+        // started says nothing about whether its writer is alive now.
+        if c.looked && seen.heartbeat.is_some() && seen.heartbeat != c.last_stamp {
+            c.beat_seen = true;
+        }
+        c.looked = true;
+        if seen.heartbeat.is_some() {
+            c.last_stamp = seen.heartbeat;
+        }
+        c.process_cause = match seen.process {
+            Process::Unknown => None,
+            Process::Gone { pid } => Some(Cause::ProcessGone { pid }),
+            Process::Running { pid, start_time } => match c.tracked_process {
+                Some((tracked, started)) if tracked == pid && started != start_time => {
+                    if c.beat_seen {
+                        c.tracked_process = Some((pid, start_time));
+                        None
+                    } else {
+                        Some(Cause::PidReused { pid })
+                    }
+                }
+                _ => {
+                    c.tracked_process = Some((pid, start_time));
+                    None
+                }
+            },
+        };
+    }
+
+    /// A repair process of this component exited (or was reaped after a kill).
+    pub fn repair_exited(&mut self, component: usize, now: Instant) {
+        let jitter = self.next_random();
+        let Some(Some(c)) = self.slots.get_mut(component) else {
+            return;
+        };
+        c.repair = match (c.health, c.policy.repair) {
+            (Health::Dead { .. }, Some(policy)) => {
+                Repair::Backoff { until: now.add(backoff(policy, c.attempts, jitter)) }
+            }
+            _ => Repair::Idle,
+        };
+        self.generation += 1;
+    }
+
+    /// The shell could not use its config or a device: show the fault pattern.
+    pub fn set_fault(&mut self, fault: bool) {
+        if self.fault != fault {
+            self.fault = fault;
+            self.generation += 1;
+        }
+    }
+
+    /// An operator cleared the reboot-loop hold.
+    pub fn clear_hold(&mut self) {
+        if self.hold_until.take().is_some() {
+            self.generation += 1;
+        }
+    }
+
+    /// Decide, after a complete pass at `now`. Every decision goes to `act`, in order.
+    pub fn tick(&mut self, now: Instant, mut act: impl FnMut(Action)) {
+        self.last_pass = now;
+        if let Mode::Resetting { since, fallback_requested } = &mut self.mode {
+            let limit = self.settings.hardware_timeout * FALLBACK_TIMEOUTS;
+            if !*fallback_requested && now >= since.add(limit) {
+                *fallback_requested = true;
+                act(Action::FallbackReboot);
+            }
+            return;
+        }
+        if self.hold_until.is_some_and(|until| now >= until) {
+            self.hold_until = None;
+            self.generation += 1;
+            act(Action::HoldEnded);
+        }
+        let hold = self.hold_until.is_some();
+        let mut reset = None;
+        for index in 0..self.slots.len() {
+            let Some(c) = self.slots[index].as_mut() else {
+                continue;
+            };
+            let before = (c.health, c.repair);
+            let due = c.step(index, now, hold, &mut act);
+            if (c.health, c.repair) != before {
+                self.generation += 1;
+            }
+            if let (None, Some(cause)) = (reset, due) {
+                reset = Some((index, cause));
+            }
+        }
+        if let Some((component, cause)) = reset {
+            self.mode = Mode::Resetting { since: now, fallback_requested: false };
+            self.generation += 1;
+            act(Action::ForceReset { component, cause });
+            return;
+        }
+        if now >= self.next_feed {
+            self.next_feed = now.add(self.settings.feed_interval);
+            act(Action::Feed);
+        }
+    }
+
+    /// When the next pass is needed: the earliest heartbeat deadline, repair timeout,
+    /// backoff end, escalation, feed, or the check interval, whichever comes first.
+    pub fn next_deadline(&self) -> Instant {
+        if let Mode::Resetting { since, fallback_requested } = self.mode {
+            return if fallback_requested {
+                Instant::NEVER
+            } else {
+                since.add(self.settings.hardware_timeout * FALLBACK_TIMEOUTS)
+            };
+        }
+        let mut next = self.next_feed.min(self.last_pass.add(self.settings.check_interval));
+        if let Some(until) = self.hold_until {
+            next = next.min(until);
+        }
+        for c in self.slots.iter().flatten() {
+            next = next.min(c.next_deadline());
+        }
+        next
+    }
+
+    /// What the fault LED should show now.
+    pub fn led_pattern(&self) -> Pattern {
+        if matches!(self.mode, Mode::Resetting { .. }) {
+            return Pattern::ResetImminent;
+        }
+        if self.hold_until.is_some() {
+            return Pattern::Hold;
+        }
+        let dead = self
+            .slots
+            .iter()
+            .position(|c| c.as_ref().is_some_and(|c| matches!(c.health, Health::Dead { .. })));
+        match dead {
+            Some(index) => Pattern::Component(u16::try_from(index + 1).unwrap_or(u16::MAX)),
+            None if self.fault => Pattern::Fault,
+            None => Pattern::Healthy,
+        }
+    }
+
+    /// A component's state for display, `None` for a free index.
+    pub fn view(&self, component: usize) -> Option<View> {
+        let c = self.slots.get(component)?.as_ref()?;
+        let repairing = matches!(c.repair, Repair::Running { .. });
+        Some(match c.health {
+            Health::Grace { until } => View {
+                state: State::Starting,
+                since: Instant::from_nanos(
+                    until.as_nanos().saturating_sub(crate::time::duration_nanos(c.policy.grace)),
+                ),
+                cause: None,
+                repair_attempts: c.attempts,
+            },
+            Health::Alive { last_beat } => View {
+                state: State::Alive,
+                since: last_beat,
+                cause: None,
+                repair_attempts: c.attempts,
+            },
+            Health::Dead { since, cause } => View {
+                state: if repairing { State::Repairing } else { State::Dead },
+                since,
+                cause: Some(cause),
+                repair_attempts: c.attempts,
+            },
+        })
+    }
+
+    /// Number of indices in use or freed below the highest used one.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.slots.iter().all(Option::is_none)
+    }
+
+    /// True while the reboot-loop guard holds resets back.
+    pub fn in_hold(&self) -> bool {
+        self.hold_until.is_some()
+    }
+
+    /// True once a reset has been decided.
+    pub fn resetting(&self) -> bool {
+        matches!(self.mode, Mode::Resetting { .. })
+    }
+
+    /// Changes whenever anything a status display shows changes.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift64*: plenty for jitter, and deterministic under a test's seed.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+/// Wait after failed attempt `attempt` (1-based): initial * 2^(attempt-1), capped, then
+/// scaled into [50%, 100%] by `random` so that boards repairing the same fault spread out.
+fn backoff(policy: RepairPolicy, attempt: u32, random: u64) -> Duration {
+    let doublings = attempt.saturating_sub(1).min(30);
+    let base = policy.backoff_initial.saturating_mul(1 << doublings).min(policy.backoff_max);
+    let base_nanos = crate::time::duration_nanos(base);
+    let half = base_nanos / 2;
+    let jitter = if half == 0 { 0 } else { random % (half + 1) };
+    Duration::from_nanos(half + jitter)
+}
+
+impl Component {
+    /// Advance this component to `now`; returns the cause when a reset is due.
+    fn step(&mut self, index: usize, now: Instant, hold: bool, act: &mut impl FnMut(Action)) -> Option<Cause> {
+        let beat = core::mem::take(&mut self.beat_seen);
+        match self.health {
+            Health::Grace { until } => {
+                if beat {
+                    self.health = Health::Alive { last_beat: now };
+                    act(Action::Recovered { component: index, was_dead: false });
+                } else if now >= until {
+                    self.die(index, until, Cause::NoFirstBeat, act);
+                }
+            }
+            Health::Alive { last_beat } => {
+                if let Some(cause) = self.process_cause {
+                    self.die(index, now, cause, act);
+                } else if beat {
+                    self.health = Health::Alive { last_beat: now };
+                } else if now >= last_beat.add(self.policy.timeout) {
+                    self.die(index, last_beat.add(self.policy.timeout), Cause::Silent, act);
+                }
+            }
+            Health::Dead { .. } => {
+                if beat && self.process_cause.is_none() {
+                    self.health = Health::Alive { last_beat: now };
+                    self.attempts = 0;
+                    self.escalation_reported = false;
+                    if let Repair::Backoff { .. } = self.repair {
+                        self.repair = Repair::Idle;
+                    }
+                    act(Action::Recovered { component: index, was_dead: true });
+                }
+            }
+        }
+        self.step_repair(index, now, act);
+        let Health::Dead { since, cause } = self.health else {
+            return None;
+        };
+        let exhausted = self.policy.repair.is_some_and(|p| self.attempts >= p.max_attempts)
+            && self.repair == Repair::Idle;
+        if now < since.add(self.policy.reset_after) && !exhausted {
+            return None;
+        }
+        let withheld = if !self.policy.critical {
+            Withheld::NotCritical
+        } else if hold {
+            Withheld::Hold
+        } else {
+            return Some(cause);
+        };
+        if !self.escalation_reported {
+            self.escalation_reported = true;
+            act(Action::EscalationWithheld { component: index, why: withheld });
+        }
+        None
+    }
+
+    fn die(&mut self, index: usize, since: Instant, cause: Cause, act: &mut impl FnMut(Action)) {
+        self.health = Health::Dead { since, cause };
+        act(Action::Died { component: index, cause, since });
+    }
+
+    fn step_repair(&mut self, index: usize, now: Instant, act: &mut impl FnMut(Action)) {
+        let Some(policy) = self.policy.repair else {
+            return;
+        };
+        if let Repair::Backoff { until } = self.repair {
+            if now < until {
+                return;
+            }
+            self.repair = Repair::Idle;
+        }
+        match &mut self.repair {
+            Repair::Running { started, term_sent, kill_sent } => match *term_sent {
+                None if now >= started.add(policy.timeout) => {
+                    *term_sent = Some(now);
+                    act(Action::SignalRepair { component: index, kill: false });
+                }
+                Some(sent) if !*kill_sent && now >= sent.add(REPAIR_KILL_GRACE) => {
+                    *kill_sent = true;
+                    act(Action::SignalRepair { component: index, kill: true });
+                }
+                _ => {}
+            },
+            Repair::Idle => {
+                if matches!(self.health, Health::Dead { .. }) && self.attempts < policy.max_attempts {
+                    self.attempts += 1;
+                    self.repair = Repair::Running { started: now, term_sent: None, kill_sent: false };
+                    act(Action::StartRepair { component: index, attempt: self.attempts });
+                }
+            }
+            Repair::Backoff { .. } => {}
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        let health = match self.health {
+            Health::Grace { until } => until,
+            Health::Alive { last_beat } => last_beat.add(self.policy.timeout),
+            Health::Dead { since, .. } if !self.escalation_reported => since.add(self.policy.reset_after),
+            Health::Dead { .. } => Instant::NEVER,
+        };
+        let repair = match (self.repair, self.policy.repair) {
+            (Repair::Running { started, term_sent: None, .. }, Some(p)) => started.add(p.timeout),
+            (Repair::Running { term_sent: Some(sent), kill_sent: false, .. }, _) => {
+                sent.add(REPAIR_KILL_GRACE)
+            }
+            (Repair::Backoff { until }, _) => until,
+            _ => Instant::NEVER,
+        };
+        health.min(repair)
+    }
+}

@@ -1,0 +1,405 @@
+//! The supervision core driven through simulated time: table-driven cases and randomized
+//! properties over thousands of seeds. No sleeping, no files: stamps are made up.
+
+use std::time::Duration;
+
+use watchkeeper::pattern::Pattern;
+use watchkeeper::supervisor::{
+    Action, Cause, Observation, Policy, Process, RepairPolicy, Settings, Stamp, Supervisor,
+    Withheld, FALLBACK_TIMEOUTS, REPAIR_KILL_GRACE,
+};
+use watchkeeper::time::Instant;
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn settings() -> Settings {
+    Settings { feed_interval: 2 * SEC, check_interval: SEC, hardware_timeout: 10 * SEC }
+}
+
+fn policy(timeout: u64, reset_after: u64) -> Policy {
+    Policy {
+        timeout: SEC * timeout as u32,
+        grace: 5 * SEC,
+        reset_after: SEC * reset_after as u32,
+        critical: true,
+        repair: None,
+    }
+}
+
+fn repair(max_attempts: u32) -> RepairPolicy {
+    RepairPolicy {
+        timeout: 10 * SEC,
+        backoff_initial: 4 * SEC,
+        backoff_max: 60 * SEC,
+        max_attempts,
+    }
+}
+
+fn stamp(beats: u64) -> Stamp {
+    Stamp { mtime: (beats as i64, 0), ..Stamp::default() }
+}
+
+/// A simulated component: its heartbeat is touched at each instant in `beats`.
+struct Sim {
+    beats: Vec<Instant>,
+    process: Process,
+}
+
+impl Sim {
+    fn every(period: Duration, from: Instant, until: Instant) -> Sim {
+        let mut beats = Vec::new();
+        let mut t = from;
+        while t <= until {
+            beats.push(t);
+            t = t.add(period);
+        }
+        Sim { beats, process: Process::Unknown }
+    }
+
+    fn observe_at(&self, now: Instant) -> Observation {
+        let count = self.beats.partition_point(|b| *b <= now) as u64;
+        Observation {
+            heartbeat: if count == 0 { None } else { Some(stamp(count)) },
+            process: self.process,
+        }
+    }
+}
+
+/// Runs the loop the way the shell does: pass at each deadline, until `end`.
+/// Returns every action with the instant it was decided.
+fn run(sup: &mut Supervisor, sims: &[Sim], from: Instant, end: Instant) -> Vec<(Instant, Action)> {
+    let mut log = Vec::new();
+    let mut now = from;
+    while now <= end {
+        for (i, sim) in sims.iter().enumerate() {
+            sup.observe(i, sim.observe_at(now));
+        }
+        let mut exited = Vec::new();
+        sup.tick(now, |a| {
+            if let Action::StartRepair { component, .. } = a {
+                // Simulated repairs exit at once without fixing anything.
+                exited.push(component);
+            }
+            log.push((now, a));
+        });
+        for component in exited {
+            sup.repair_exited(component, now);
+        }
+        let next = sup.next_deadline();
+        assert!(next > now || next == Instant::NEVER, "deadline must move forward");
+        if next == Instant::NEVER {
+            break;
+        }
+        now = next;
+    }
+    log
+}
+
+fn feeds(log: &[(Instant, Action)]) -> Vec<Instant> {
+    log.iter().filter(|(_, a)| *a == Action::Feed).map(|(t, _)| *t).collect()
+}
+
+fn first<'a>(log: &'a [(Instant, Action)], pred: impl Fn(&Action) -> bool) -> Option<&'a (Instant, Action)> {
+    log.iter().find(|(_, a)| pred(a))
+}
+
+fn secs(s: u64) -> Instant {
+    Instant::from_millis(s * 1000)
+}
+
+#[test]
+fn healthy_components_are_fed_every_feed_interval_for_hours() {
+    let mut sup = Supervisor::new(settings(), Instant::ZERO, None, 7);
+    let end = secs(6 * 3600);
+    let sims = [Sim::every(3 * SEC, secs(1), end), Sim::every(SEC, secs(2), end)];
+    sup.add(policy(5, 30), Instant::ZERO).unwrap();
+    sup.add(policy(3, 30), Instant::ZERO).unwrap();
+    let log = run(&mut sup, &sims, Instant::ZERO, end);
+    assert!(log.iter().all(|(_, a)| matches!(a, Action::Feed | Action::Recovered { was_dead: false, .. })));
+    let feeds = feeds(&log);
+    assert_eq!(feeds.len() as u64, 6 * 3600 / 2 + 1);
+    for pair in feeds.windows(2) {
+        assert_eq!(pair[1].since(pair[0]), 2 * SEC);
+    }
+    assert_eq!(sup.led_pattern(), Pattern::Healthy);
+}
+
+#[test]
+fn startup_baseline_is_not_a_beat_and_grace_expiry_is_detected_exactly() {
+    // The file exists from before the agent started and is never touched again.
+    let sims = [Sim { beats: vec![Instant::ZERO], process: Process::Unknown }];
+    let mut sup = Supervisor::new(settings(), Instant::ZERO, None, 1);
+    sup.add(policy(5, 30), Instant::ZERO).unwrap();
+    let log = run(&mut sup, &sims, Instant::ZERO, secs(20));
+    let (t, a) = first(&log, |a| matches!(a, Action::Died { .. })).unwrap();
+    assert_eq!(*t, secs(5));
+    assert_eq!(*a, Action::Died { component: 0, cause: Cause::NoFirstBeat, since: secs(5) });
+}
+
+#[test]
+fn detection_is_within_a_millisecond_of_the_deadline() {
+    // Table: (beat period ms, timeout s, last beat ms).
+    for (period_ms, timeout, stop_ms) in [(700u64, 3u32, 10_350u64), (1000, 5, 20_000), (250, 2, 7_777), (4000, 9, 60_001)] {
+        let period = Duration::from_millis(period_ms);
+        let sims = [Sim::every(period, Instant::from_millis(100), Instant::from_millis(stop_ms))];
+        let mut sup = Supervisor::new(settings(), Instant::ZERO, None, 3);
+        sup.add(policy(timeout.into(), 1000), Instant::ZERO).unwrap();
+        let log = run(&mut sup, &sims, Instant::ZERO, Instant::from_millis(stop_ms).add(60 * SEC));
+        let last_beat = *sims[0].beats.last().unwrap();
+        // The beat is dated at the first pass that saw it: at most one check interval late.
+        let (t, a) = first(&log, |a| matches!(a, Action::Died { .. })).unwrap();
+        let Action::Died { since, cause, .. } = *a else { unreachable!() };
+        assert_eq!(cause, Cause::Silent);
+        assert!(t.since(since) <= Duration::from_millis(1), "decided {t:?}, deadline {since:?}");
+        let seen = since.since(last_beat);
+        assert!(seen >= SEC * timeout && seen <= SEC * timeout + SEC, "case {period_ms}/{timeout}: {seen:?}");
+    }
+}
+
+#[test]
+fn a_dead_critical_component_forces_a_reset_after_reset_after_and_feeding_stops() {
+    let sims = [Sim::every(SEC, secs(1), secs(30))];
+    let mut sup = Supervisor::new(settings(), Instant::ZERO, None, 5);
+    sup.add(policy(5, 60), Instant::ZERO).unwrap();
+    let log = run(&mut sup, &sims, Instant::ZERO, secs(400));
+    let (died_at, _) = *first(&log, |a| matches!(a, Action::Died { .. })).unwrap();
+    let (reset_at, reset) = *first(&log, |a| matches!(a, Action::ForceReset { .. })).unwrap();
+    assert_eq!(reset, Action::ForceReset { component: 0, cause: Cause::Silent });
+    assert_eq!(reset_at, died_at.add(60 * SEC));
+    assert!(feeds(&log).iter().all(|t| *t < reset_at), "no feed after the reset decision");
+    assert_eq!(sup.led_pattern(), Pattern::ResetImminent);
+    let (fallback_at, _) = *first(&log, |a| *a == Action::FallbackReboot).unwrap();
+    assert_eq!(fallback_at, reset_at.add(10 * SEC * FALLBACK_TIMEOUTS));
+    assert_eq!(log.iter().filter(|(_, a)| *a == Action::FallbackReboot).count(), 1);
+}
+
+#[test]
+fn non_critical_components_never_reset_the_board() {
+    let sims = [Sim { beats: vec![], process: Process::Unknown }];
+    let mut sup = Supervisor::new(settings(), Instant::ZERO, None, 5);
+    sup.add(Policy { critical: false, ..policy(5, 10) }, Instant::ZERO).unwrap();
+    let log = run(&mut sup, &sims, Instant::ZERO, secs(3600));
+    assert!(first(&log, |a| matches!(a, Action::ForceReset { .. })).is_none());
+    let withheld: Vec<_> = log.iter().filter(|(_, a)| matches!(a, Action::EscalationWithheld { .. })).collect();
+    assert_eq!(withheld.len(), 1);
+    assert_eq!(withheld[0].1, Action::EscalationWithheld { component: 0, why: Withheld::NotCritical });
+    assert_eq!(feeds(&log).len(), 1801);
+    assert_eq!(sup.led_pattern(), Pattern::Component(1));
+}
+
+#[test]
+fn hold_keeps_feeding_and_withholds_the_reset_until_it_ends() {
+    let sims = [Sim { beats: vec![], process: Process::Unknown }];
+    let mut sup = Supervisor::new(settings(), Instant::ZERO, Some(secs(3600)), 5);
+    sup.add(policy(5, 10), Instant::ZERO).unwrap();
+    assert_eq!(sup.led_pattern(), Pattern::Hold);
+    let log = run(&mut sup, &sims, Instant::ZERO, secs(7200));
+    let (held_at, held) = *first(&log, |a| matches!(a, Action::EscalationWithheld { .. })).unwrap();
+    assert_eq!(held, Action::EscalationWithheld { component: 0, why: Withheld::Hold });
+    assert_eq!(held_at, secs(15));
+    let (ended_at, _) = *first(&log, |a| *a == Action::HoldEnded).unwrap();
+    assert_eq!(ended_at, secs(3600));
+    let (reset_at, _) = *first(&log, |a| matches!(a, Action::ForceReset { .. })).unwrap();
+    assert_eq!(reset_at, secs(3600));
+    assert!(feeds(&log).windows(2).all(|w| w[1].since(w[0]) == 2 * SEC));
+}
+
+#[test]
+fn operator_clear_ends_the_hold() {
+    let mut sup = Supervisor::new(settings(), Instant::ZERO, Some(secs(3600)), 5);
+    assert!(sup.in_hold());
+    sup.clear_hold();
+    assert!(!sup.in_hold());
+    assert_eq!(sup.led_pattern(), Pattern::Healthy);
+}
+
+#[test]
+fn repairs_back_off_exponentially_with_jitter_and_are_bounded() {
+    let sims = [Sim { beats: vec![], process: Process::Unknown }];
+    let mut sup = Supervisor::new(settings(), Instant::ZERO, None, 99);
+    sup.add(Policy { repair: Some(repair(5)), ..policy(5, 100_000) }, Instant::ZERO).unwrap();
+    let log = run(&mut sup, &sims, Instant::ZERO, secs(10_000));
+    let starts: Vec<_> = log.iter().filter(|(_, a)| matches!(a, Action::StartRepair { .. })).collect();
+    assert_eq!(starts.len(), 5);
+    for (n, pair) in starts.windows(2).enumerate() {
+        let base = (4 * SEC * (1 << n)).min(60 * SEC);
+        let gap = pair[1].0.since(pair[0].0);
+        assert!(gap >= base / 2 && gap <= base, "gap {n}: {gap:?} vs base {base:?}");
+    }
+    // Budget spent and the last wait over: the reset comes long before reset_after.
+    let (reset_at, _) = *first(&log, |a| matches!(a, Action::ForceReset { .. })).unwrap();
+    assert!(reset_at < secs(200));
+}
+
+#[test]
+fn a_repair_that_hangs_gets_term_then_kill() {
+    let sims = [Sim { beats: vec![], process: Process::Unknown }];
+    let mut sup = Supervisor::new(settings(), Instant::ZERO, None, 1);
+    sup.add(Policy { repair: Some(repair(3)), ..policy(5, 1000) }, Instant::ZERO).unwrap();
+    let mut log = Vec::new();
+    let mut now = Instant::ZERO;
+    while now < secs(30) {
+        sup.observe(0, sims[0].observe_at(now));
+        sup.tick(now, |a| log.push((now, a)));
+        now = sup.next_deadline();
+    }
+    let start = first(&log, |a| matches!(a, Action::StartRepair { .. })).unwrap().0;
+    let term = first(&log, |a| *a == Action::SignalRepair { component: 0, kill: false }).unwrap().0;
+    let kill = first(&log, |a| *a == Action::SignalRepair { component: 0, kill: true }).unwrap().0;
+    assert_eq!(start, secs(5));
+    assert_eq!(term, secs(15));
+    assert_eq!(kill, secs(15).add(REPAIR_KILL_GRACE));
+    assert_eq!(log.iter().filter(|(_, a)| matches!(a, Action::SignalRepair { .. })).count(), 2);
+}
+
+#[test]
+fn a_successful_repair_brings_the_component_back() {
+    // Dies at 9 s; the second repair (at 11-13 s, after a jittered 2-4 s wait) "restarts"
+    // it: beats resume at 14 s, before a third attempt could start (15 s at the earliest).
+    let mut beats: Vec<Instant> = (1..=5).map(secs).collect();
+    beats.extend((14..=100).map(secs));
+    let sims = [Sim { beats, process: Process::Unknown }];
+    let mut sup = Supervisor::new(settings(), Instant::ZERO, None, 1);
+    sup.add(Policy { repair: Some(repair(3)), ..policy(4, 60) }, Instant::ZERO).unwrap();
+    let log = run(&mut sup, &sims, Instant::ZERO, secs(100));
+    let kinds: Vec<_> = log.iter().filter(|(_, a)| *a != Action::Feed).map(|(_, a)| *a).collect();
+    assert_eq!(
+        kinds,
+        [
+            Action::Recovered { component: 0, was_dead: false },
+            Action::Died { component: 0, cause: Cause::Silent, since: secs(9) },
+            Action::StartRepair { component: 0, attempt: 1 },
+            Action::StartRepair { component: 0, attempt: 2 },
+            Action::Recovered { component: 0, was_dead: true },
+        ]
+    );
+    assert_eq!(sup.led_pattern(), Pattern::Healthy);
+}
+
+#[test]
+fn a_vanished_process_is_dead_at_once_and_pid_reuse_is_caught() {
+    let mut sup = Supervisor::new(settings(), Instant::ZERO, None, 1);
+    sup.add(policy(30, 600), Instant::ZERO).unwrap();
+    sup.add(policy(30, 600), Instant::ZERO).unwrap();
+    let running = |pid, start_time| Process::Running { pid, start_time };
+    let obs = |beats, process| Observation { heartbeat: Some(stamp(beats)), process };
+    let mut actions = Vec::new();
+    // Baseline, then one beat each: both alive.
+    for (t, b) in [(0, 1), (1, 2)] {
+        sup.observe(0, obs(b, running(100, 5000)));
+        sup.observe(1, obs(b, running(200, 6000)));
+        sup.tick(secs(t), |a| actions.push(a));
+    }
+    // Component 0's process is gone; component 1's pid now belongs to another process.
+    sup.observe(0, obs(2, Process::Gone { pid: 100 }));
+    sup.observe(1, obs(2, running(200, 9999)));
+    sup.tick(secs(2), |a| actions.push(a));
+    assert!(actions.contains(&Action::Died { component: 0, cause: Cause::ProcessGone { pid: 100 }, since: secs(2) }));
+    assert!(actions.contains(&Action::Died { component: 1, cause: Cause::PidReused { pid: 200 }, since: secs(2) }));
+    // A restarted component: new pid and a fresh beat bring it back.
+    actions.clear();
+    sup.observe(0, obs(3, running(101, 7000)));
+    sup.observe(1, obs(3, running(200, 9999)));
+    sup.tick(secs(3), |a| actions.push(a));
+    assert!(actions.contains(&Action::Recovered { component: 0, was_dead: true }));
+    assert!(actions.contains(&Action::Recovered { component: 1, was_dead: true }));
+}
+
+#[test]
+fn wall_clock_steps_in_mtime_change_nothing() {
+    // Same beat times; in the second run the mtimes jump a day forward, then a day back,
+    // as they do when NTP steps the clock. Decisions must be identical.
+    let run_with = |mtime_of: &dyn Fn(u64) -> i64| {
+        let mut sup = Supervisor::new(settings(), Instant::ZERO, None, 11);
+        sup.add(policy(5, 30), Instant::ZERO).unwrap();
+        let mut log = Vec::new();
+        let mut now = Instant::ZERO;
+        while now < secs(600) {
+            let beats = (now.as_nanos() / 2_000_000_000).min(100); // beats every 2 s, stops at 200 s
+            let stamp = Stamp { mtime: (mtime_of(beats), 0), ..Stamp::default() };
+            sup.observe(0, Observation { heartbeat: Some(stamp), process: Process::Unknown });
+            sup.tick(now, |a| log.push((now, a)));
+            now = sup.next_deadline();
+        }
+        log
+    };
+    let steady = run_with(&|b| 1_700_000_000 + 2 * b as i64);
+    let stepped = run_with(&|b| match b {
+        0..=20 => 2 * b as i64,                         // no RTC: 1970
+        21..=50 => 1_700_000_000 + 86_400 + 2 * b as i64, // NTP steps a day too far
+        _ => 1_700_000_000 + 2 * b as i64,             // and back
+    });
+    assert_eq!(steady, stepped);
+    assert!(first(&steady, |a| matches!(a, Action::ForceReset { .. })).is_some());
+}
+
+/// Randomized properties over many seeds: components with random periods and timeouts,
+/// some of which stop beating at a random instant.
+#[test]
+fn properties_hold_for_random_fleets() {
+    let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move |bound: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % bound
+    };
+    for seed in 0..400 {
+        let count = 1 + next(6) as usize;
+        let end = secs(2000);
+        let mut sims = Vec::new();
+        let mut policies = Vec::new();
+        let mut stops = Vec::new();
+        for _ in 0..count {
+            let timeout = 2 + next(20);
+            let period_ms = 200 + next((timeout - 1) * 1000 - 200); // period + check interval <= timeout
+            let stop = if next(3) == 0 { Some(secs(10 + next(1500))) } else { None };
+            let critical = next(4) != 0;
+            let reset_after = 5 + next(300);
+            sims.push(Sim::every(Duration::from_millis(period_ms), Instant::from_millis(next(4000)), stop.unwrap_or(end)));
+            // Grace covers the first beat: start offset (< 4 s) plus one period.
+            let grace = SEC * (timeout as u32 + 5);
+            policies.push(Policy { critical, grace, ..policy(timeout, reset_after) });
+            stops.push(stop);
+        }
+        let mut sup = Supervisor::new(settings(), Instant::ZERO, None, seed);
+        for p in &policies {
+            sup.add(*p, Instant::ZERO).unwrap();
+        }
+        let log = run(&mut sup, &sims, Instant::ZERO, end);
+        let reset = first(&log, |a| matches!(a, Action::ForceReset { .. })).map(|(t, _)| *t);
+
+        // 1. Nobody who keeps beating is ever declared dead after its first beat.
+        for (i, stop) in stops.iter().enumerate() {
+            let died = log.iter().find(|(_, a)| matches!(a, Action::Died { component, .. } if *component == i));
+            if let Some((t, _)) = died {
+                let last_beat = *sims[i].beats.last().unwrap();
+                assert!(stop.is_some(), "seed {seed}: component {i} beating fine was declared dead at {t:?}");
+                assert!(t.since(last_beat) >= policies[i].timeout, "seed {seed}: early death of {i}");
+            }
+        }
+        // 2. While no reset is decided, feeds never lapse longer than the feed interval.
+        let fed = feeds(&log);
+        let mut prev = Instant::ZERO;
+        for t in fed.iter().copied() {
+            assert!(t.since(prev) <= 2 * SEC, "seed {seed}: feed gap at {t:?}");
+            prev = t;
+        }
+        let stop_feeding = reset.unwrap_or(end);
+        assert!(stop_feeding.since(prev) <= 2 * SEC, "seed {seed}: feeding stopped early");
+        // 3. A critical component that stopped forces a reset within its limit.
+        let due = stops
+            .iter()
+            .zip(&policies)
+            .zip(&sims)
+            .filter(|((stop, p), _)| stop.is_some() && p.critical)
+            .map(|((_, p), sim)| sim.beats.last().unwrap().add(p.timeout + SEC + p.reset_after))
+            .min();
+        match (due, reset) {
+            (Some(due), Some(reset)) => assert!(reset <= due, "seed {seed}: reset {reset:?} after limit {due:?}"),
+            (Some(due), None) => assert!(due > end, "seed {seed}: no reset though due at {due:?}"),
+            (None, Some(reset)) => panic!("seed {seed}: reset at {reset:?} with every critical component alive"),
+            (None, None) => {}
+        }
+    }
+}
