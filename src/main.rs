@@ -1,3 +1,171 @@
-fn main() {
-    println!("Hello, world!");
+//! The `watchkeeper` command line: argument parsing and dispatch, nothing else.
+//!
+//! Exit codes: 0 success, 1 the command failed (the message says why), 2 bad usage.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use watchkeeper::config::{self, DEFAULT_PATH};
+use watchkeeper::{heartbeat, logging, repair, rundir, startup, status, version};
+
+const USAGE: &str = "\
+usage: watchkeeper [--config FILE] COMMAND
+
+commands:
+  run              supervise the components and feed the hardware watchdog (the agent)
+  check            validate the config and print the effective settings
+  status [--json]  components, open problems, hold state and reset history
+  beat NAME|PATH   touch a heartbeat: a component's or heart's by NAME, or a file by PATH
+  clear-hold       let a running agent force resets again after a reboot-loop hold
+  disarm           write the magic 'V': the watchdog stops counting (maintenance only)
+
+options:
+  -c, --config FILE  config file (default /etc/watchkeeper.toml)
+  -h, --help         this help
+  -V, --version      version, git revision and target
+
+logging: WATCHKEEPER_LOG=debug (or warn, error...; RUST_LOG syntax), default info";
+
+enum Failure {
+    Usage(String),
+    Failed(String),
+}
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    // The repair launcher must stay minimal: no logger, no config.
+    if args.first().is_some_and(|a| a == repair::LAUNCHER_COMMAND) {
+        let run_dir = args.get(1).map(PathBuf::from).unwrap_or_default();
+        let argv = args
+            .iter()
+            .skip(2)
+            .skip_while(|a| *a != "--")
+            .skip(1)
+            .cloned()
+            .collect::<Vec<_>>();
+        eprintln!("{}", repair::exec_repair(&run_dir, &argv));
+        return ExitCode::from(1);
+    }
+    logging::init();
+    match dispatch(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(message)) => {
+            eprintln!("watchkeeper: {message}\n\n{USAGE}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Failed(message)) => {
+            eprintln!("watchkeeper: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn dispatch(args: &[OsString]) -> Result<(), Failure> {
+    let mut config_path = PathBuf::from(DEFAULT_PATH);
+    let mut words: Vec<String> = Vec::new();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        let text = arg
+            .to_str()
+            .ok_or_else(|| Failure::Usage(format!("argument {arg:?} is not valid UTF-8")))?;
+        match text {
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            "-V" | "--version" => {
+                println!("{}", version::LINE);
+                return Ok(());
+            }
+            "-c" | "--config" => {
+                let value = iter
+                    .next()
+                    .ok_or_else(|| Failure::Usage(format!("{text} needs a file")))?;
+                config_path = PathBuf::from(value);
+            }
+            _ => words.push(text.to_owned()),
+        }
+    }
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        ["run"] => {
+            let binary = std::env::current_exe()
+                .map_err(|e| Failure::Failed(format!("cannot find the watchkeeper binary: {e}")))?;
+            Err(Failure::Failed(startup::run(&config_path, &binary)))
+        }
+        ["check"] => {
+            let config = config::load(&config_path).map_err(|e| Failure::Failed(e.to_string()))?;
+            print!("{config}");
+            Ok(())
+        }
+        ["status"] => {
+            print!("{}", status_of(&config_path, false));
+            Ok(())
+        }
+        ["status", "--json"] => {
+            print!("{}", status_of(&config_path, true));
+            Ok(())
+        }
+        ["beat", target] => beat(&config_path, target),
+        ["clear-hold"] => {
+            let config = config::load(&config_path).map_err(|e| Failure::Failed(e.to_string()))?;
+            let path = rundir::request_clear_hold(&config.agent.run_dir)
+                .map_err(|e| Failure::Failed(format!("cannot ask the agent: {}", e.desc())))?;
+            println!(
+                "asked the agent to clear the reboot-loop hold ({}); see `watchkeeper status`",
+                path.display()
+            );
+            Ok(())
+        }
+        ["disarm"] => {
+            let message = startup::disarm(&config_path).map_err(Failure::Failed)?;
+            eprintln!("{message}");
+            Ok(())
+        }
+        [] => Err(Failure::Usage("no command given".to_owned())),
+        other => Err(Failure::Usage(format!(
+            "unknown command: {}",
+            other.join(" ")
+        ))),
+    }
+}
+
+/// Status works even with a broken config: the directories are salvaged from it.
+fn status_of(config_path: &Path, json: bool) -> String {
+    let (run_dir, state_dir) = match config::load(config_path) {
+        Ok(c) => (c.agent.run_dir, c.agent.state_dir),
+        Err(e) => {
+            eprintln!("watchkeeper: {e} (showing the status from the directories it names)");
+            let salvage = config::salvage(std::fs::read_to_string(config_path).ok().as_deref());
+            (salvage.run_dir, salvage.state_dir)
+        }
+    };
+    status::render(&run_dir, &state_dir, json)
+}
+
+fn beat(config_path: &Path, target: &str) -> Result<(), Failure> {
+    let failed = |path: &Path, e: nix::errno::Errno| {
+        Failure::Failed(format!("cannot touch {}: {}", path.display(), e.desc()))
+    };
+    if target.contains('/') {
+        let path = Path::new(target);
+        return heartbeat::touch(path, false).map_err(|e| failed(path, e));
+    }
+    let config = config::load(config_path).map_err(|e| Failure::Failed(e.to_string()))?;
+    if let Some(component) = config.component(target) {
+        return heartbeat::touch(&component.heartbeat, false)
+            .map_err(|e| failed(&component.heartbeat, e));
+    }
+    match &config.hearts {
+        Some(hearts) if config::check_name(target.as_bytes()).is_ok() => {
+            // A heart's file holds its timeout: touch it, never create it empty.
+            let path = hearts.dir.join(target);
+            heartbeat::touch(&path, true).map_err(|e| failed(&path, e))
+        }
+        _ => Err(Failure::Failed(format!(
+            "no component or heart named {target:?} in {}",
+            config_path.display()
+        ))),
+    }
 }

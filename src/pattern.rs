@@ -44,7 +44,12 @@ pub struct Row {
 }
 
 const fn timing(on_ms: u32, off_ms: u32, pause_ms: u32) -> Timing {
-    Timing { on_ms, off_ms, pause_ms, solid: false }
+    Timing {
+        on_ms,
+        off_ms,
+        pause_ms,
+        solid: false,
+    }
 }
 
 /// The LED table. Order is priority: the first row that applies is shown.
@@ -53,7 +58,12 @@ pub const TABLE: [Row; 5] = [
         name: "reset imminent",
         looks_like: "solid on",
         meaning: "a component stayed dead; the reason is recorded and the board resets within the hardware timeout",
-        timing: Timing { on_ms: 0, off_ms: 0, pause_ms: 0, solid: true },
+        timing: Timing {
+            on_ms: 0,
+            off_ms: 0,
+            pause_ms: 0,
+            solid: true,
+        },
     },
     Row {
         name: "hold",
@@ -106,7 +116,11 @@ impl Pattern {
         if t.solid {
             return (true, None);
         }
-        let (on, off, pause) = (u64::from(t.on_ms), u64::from(t.off_ms), u64::from(t.pause_ms));
+        let (on, off, pause) = (
+            u64::from(t.on_ms),
+            u64::from(t.off_ms),
+            u64::from(t.pause_ms),
+        );
         let blinks = self.blinks();
         let cycle_ms = blinks * (on + off) + pause;
         let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
@@ -143,7 +157,11 @@ pub fn markdown_table() -> heapless::String<1024> {
     let _ = writeln!(out, "| pattern | looks like | meaning |");
     let _ = writeln!(out, "|---|---|---|");
     for row in &TABLE {
-        let _ = writeln!(out, "| {} | {} | {} |", row.name, row.looks_like, row.meaning);
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} |",
+            row.name, row.looks_like, row.meaning
+        );
     }
     out
 }
@@ -186,7 +204,12 @@ mod tests {
     #[test]
     fn reset_imminent_is_solid_and_everything_else_goes_dark() {
         assert_eq!(Pattern::ResetImminent.level_at(ms(12345)), (true, None));
-        for p in [Pattern::Hold, Pattern::Component(1), Pattern::Fault, Pattern::Healthy] {
+        for p in [
+            Pattern::Hold,
+            Pattern::Component(1),
+            Pattern::Fault,
+            Pattern::Healthy,
+        ] {
             let mut saw_off = false;
             let mut t = ms(0);
             for _ in 0..10 {

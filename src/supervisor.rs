@@ -77,7 +77,10 @@ impl fmt::Display for Cause {
             Cause::Silent => f.write_str("heartbeat not touched within its timeout"),
             Cause::ProcessGone { pid } => write!(f, "process {pid} from the pidfile is gone"),
             Cause::PidReused { pid } => {
-                write!(f, "process {pid} from the pidfile died (pid reused by another process)")
+                write!(
+                    f,
+                    "process {pid} from the pidfile died (pid reused by another process)"
+                )
             }
         }
     }
@@ -130,7 +133,11 @@ pub enum Withheld {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
     /// The component is dead (since `since`): mark the problem, log it.
-    Died { component: usize, cause: Cause, since: Instant },
+    Died {
+        component: usize,
+        cause: Cause,
+        since: Instant,
+    },
     /// The component beats (again): remove its problem file if any, log if it was dead.
     Recovered { component: usize, was_dead: bool },
     /// Start repair attempt `attempt` (1-based).
@@ -193,8 +200,14 @@ enum Health {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Repair {
     Idle,
-    Running { started: Instant, term_sent: Option<Instant>, kill_sent: bool },
-    Backoff { until: Instant },
+    Running {
+        started: Instant,
+        term_sent: Option<Instant>,
+        kill_sent: bool,
+    },
+    Backoff {
+        until: Instant,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -214,7 +227,10 @@ struct Component {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
     Supervising,
-    Resetting { since: Instant, fallback_requested: bool },
+    Resetting {
+        since: Instant,
+        fallback_requested: bool,
+    },
 }
 
 /// The supervision core for all components.
@@ -252,7 +268,9 @@ impl Supervisor {
     pub fn add(&mut self, policy: Policy, now: Instant) -> Result<usize, Full> {
         let component = Component {
             policy,
-            health: Health::Grace { until: now.add(policy.grace) },
+            health: Health::Grace {
+                until: now.add(policy.grace),
+            },
             looked: false,
             last_stamp: None,
             tracked_process: None,
@@ -330,9 +348,9 @@ impl Supervisor {
             return;
         };
         c.repair = match (c.health, c.policy.repair) {
-            (Health::Dead { .. }, Some(policy)) => {
-                Repair::Backoff { until: now.add(backoff(policy, c.attempts, jitter)) }
-            }
+            (Health::Dead { .. }, Some(policy)) => Repair::Backoff {
+                until: now.add(backoff(policy, c.attempts, jitter)),
+            },
             _ => Repair::Idle,
         };
         self.generation += 1;
@@ -356,7 +374,11 @@ impl Supervisor {
     /// Decide, after a complete pass at `now`. Every decision goes to `act`, in order.
     pub fn tick(&mut self, now: Instant, mut act: impl FnMut(Action)) {
         self.last_pass = now;
-        if let Mode::Resetting { since, fallback_requested } = &mut self.mode {
+        if let Mode::Resetting {
+            since,
+            fallback_requested,
+        } = &mut self.mode
+        {
             let limit = self.settings.hardware_timeout * FALLBACK_TIMEOUTS;
             if !*fallback_requested && now >= since.add(limit) {
                 *fallback_requested = true;
@@ -385,7 +407,10 @@ impl Supervisor {
             }
         }
         if let Some((component, cause)) = reset {
-            self.mode = Mode::Resetting { since: now, fallback_requested: false };
+            self.mode = Mode::Resetting {
+                since: now,
+                fallback_requested: false,
+            };
             self.generation += 1;
             act(Action::ForceReset { component, cause });
             return;
@@ -399,14 +424,20 @@ impl Supervisor {
     /// When the next pass is needed: the earliest heartbeat deadline, repair timeout,
     /// backoff end, escalation, feed, or the check interval, whichever comes first.
     pub fn next_deadline(&self) -> Instant {
-        if let Mode::Resetting { since, fallback_requested } = self.mode {
+        if let Mode::Resetting {
+            since,
+            fallback_requested,
+        } = self.mode
+        {
             return if fallback_requested {
                 Instant::NEVER
             } else {
                 since.add(self.settings.hardware_timeout * FALLBACK_TIMEOUTS)
             };
         }
-        let mut next = self.next_feed.min(self.last_pass.add(self.settings.check_interval));
+        let mut next = self
+            .next_feed
+            .min(self.last_pass.add(self.settings.check_interval));
         if let Some(until) = self.hold_until {
             next = next.min(until);
         }
@@ -424,10 +455,10 @@ impl Supervisor {
         if self.hold_until.is_some() {
             return Pattern::Hold;
         }
-        let dead = self
-            .slots
-            .iter()
-            .position(|c| c.as_ref().is_some_and(|c| matches!(c.health, Health::Dead { .. })));
+        let dead = self.slots.iter().position(|c| {
+            c.as_ref()
+                .is_some_and(|c| matches!(c.health, Health::Dead { .. }))
+        });
         match dead {
             Some(index) => Pattern::Component(u16::try_from(index + 1).unwrap_or(u16::MAX)),
             None if self.fault => Pattern::Fault,
@@ -443,7 +474,9 @@ impl Supervisor {
             Health::Grace { until } => View {
                 state: State::Starting,
                 since: Instant::from_nanos(
-                    until.as_nanos().saturating_sub(crate::time::duration_nanos(c.policy.grace)),
+                    until
+                        .as_nanos()
+                        .saturating_sub(crate::time::duration_nanos(c.policy.grace)),
                 ),
                 cause: None,
                 repair_attempts: c.attempts,
@@ -455,12 +488,21 @@ impl Supervisor {
                 repair_attempts: c.attempts,
             },
             Health::Dead { since, cause } => View {
-                state: if repairing { State::Repairing } else { State::Dead },
+                state: if repairing {
+                    State::Repairing
+                } else {
+                    State::Dead
+                },
                 since,
                 cause: Some(cause),
                 repair_attempts: c.attempts,
             },
         })
+    }
+
+    /// A component's policy, `None` for a free index.
+    pub fn policy(&self, component: usize) -> Option<&Policy> {
+        self.slots.get(component)?.as_ref().map(|c| &c.policy)
     }
 
     /// Number of indices in use or freed below the highest used one.
@@ -500,7 +542,10 @@ impl Supervisor {
 /// scaled into [50%, 100%] by `random` so that boards repairing the same fault spread out.
 fn backoff(policy: RepairPolicy, attempt: u32, random: u64) -> Duration {
     let doublings = attempt.saturating_sub(1).min(30);
-    let base = policy.backoff_initial.saturating_mul(1 << doublings).min(policy.backoff_max);
+    let base = policy
+        .backoff_initial
+        .saturating_mul(1 << doublings)
+        .min(policy.backoff_max);
     let base_nanos = crate::time::duration_nanos(base);
     let half = base_nanos / 2;
     let jitter = if half == 0 { 0 } else { random % (half + 1) };
@@ -509,13 +554,22 @@ fn backoff(policy: RepairPolicy, attempt: u32, random: u64) -> Duration {
 
 impl Component {
     /// Advance this component to `now`; returns the cause when a reset is due.
-    fn step(&mut self, index: usize, now: Instant, hold: bool, act: &mut impl FnMut(Action)) -> Option<Cause> {
+    fn step(
+        &mut self,
+        index: usize,
+        now: Instant,
+        hold: bool,
+        act: &mut impl FnMut(Action),
+    ) -> Option<Cause> {
         let beat = core::mem::take(&mut self.beat_seen);
         match self.health {
             Health::Grace { until } => {
                 if beat {
                     self.health = Health::Alive { last_beat: now };
-                    act(Action::Recovered { component: index, was_dead: false });
+                    act(Action::Recovered {
+                        component: index,
+                        was_dead: false,
+                    });
                 } else if now >= until {
                     self.die(index, until, Cause::NoFirstBeat, act);
                 }
@@ -526,7 +580,12 @@ impl Component {
                 } else if beat {
                     self.health = Health::Alive { last_beat: now };
                 } else if now >= last_beat.add(self.policy.timeout) {
-                    self.die(index, last_beat.add(self.policy.timeout), Cause::Silent, act);
+                    self.die(
+                        index,
+                        last_beat.add(self.policy.timeout),
+                        Cause::Silent,
+                        act,
+                    );
                 }
             }
             Health::Dead { .. } => {
@@ -537,7 +596,10 @@ impl Component {
                     if let Repair::Backoff { .. } = self.repair {
                         self.repair = Repair::Idle;
                     }
-                    act(Action::Recovered { component: index, was_dead: true });
+                    act(Action::Recovered {
+                        component: index,
+                        was_dead: true,
+                    });
                 }
             }
         }
@@ -545,7 +607,10 @@ impl Component {
         let Health::Dead { since, cause } = self.health else {
             return None;
         };
-        let exhausted = self.policy.repair.is_some_and(|p| self.attempts >= p.max_attempts)
+        let exhausted = self
+            .policy
+            .repair
+            .is_some_and(|p| self.attempts >= p.max_attempts)
             && self.repair == Repair::Idle;
         if now < since.add(self.policy.reset_after) && !exhausted {
             return None;
@@ -559,14 +624,21 @@ impl Component {
         };
         if !self.escalation_reported {
             self.escalation_reported = true;
-            act(Action::EscalationWithheld { component: index, why: withheld });
+            act(Action::EscalationWithheld {
+                component: index,
+                why: withheld,
+            });
         }
         None
     }
 
     fn die(&mut self, index: usize, since: Instant, cause: Cause, act: &mut impl FnMut(Action)) {
         self.health = Health::Dead { since, cause };
-        act(Action::Died { component: index, cause, since });
+        act(Action::Died {
+            component: index,
+            cause,
+            since,
+        });
     }
 
     fn step_repair(&mut self, index: usize, now: Instant, act: &mut impl FnMut(Action)) {
@@ -580,22 +652,40 @@ impl Component {
             self.repair = Repair::Idle;
         }
         match &mut self.repair {
-            Repair::Running { started, term_sent, kill_sent } => match *term_sent {
+            Repair::Running {
+                started,
+                term_sent,
+                kill_sent,
+            } => match *term_sent {
                 None if now >= started.add(policy.timeout) => {
                     *term_sent = Some(now);
-                    act(Action::SignalRepair { component: index, kill: false });
+                    act(Action::SignalRepair {
+                        component: index,
+                        kill: false,
+                    });
                 }
                 Some(sent) if !*kill_sent && now >= sent.add(REPAIR_KILL_GRACE) => {
                     *kill_sent = true;
-                    act(Action::SignalRepair { component: index, kill: true });
+                    act(Action::SignalRepair {
+                        component: index,
+                        kill: true,
+                    });
                 }
                 _ => {}
             },
             Repair::Idle => {
-                if matches!(self.health, Health::Dead { .. }) && self.attempts < policy.max_attempts {
+                if matches!(self.health, Health::Dead { .. }) && self.attempts < policy.max_attempts
+                {
                     self.attempts += 1;
-                    self.repair = Repair::Running { started: now, term_sent: None, kill_sent: false };
-                    act(Action::StartRepair { component: index, attempt: self.attempts });
+                    self.repair = Repair::Running {
+                        started: now,
+                        term_sent: None,
+                        kill_sent: false,
+                    };
+                    act(Action::StartRepair {
+                        component: index,
+                        attempt: self.attempts,
+                    });
                 }
             }
             Repair::Backoff { .. } => {}
@@ -606,14 +696,28 @@ impl Component {
         let health = match self.health {
             Health::Grace { until } => until,
             Health::Alive { last_beat } => last_beat.add(self.policy.timeout),
-            Health::Dead { since, .. } if !self.escalation_reported => since.add(self.policy.reset_after),
+            Health::Dead { since, .. } if !self.escalation_reported => {
+                since.add(self.policy.reset_after)
+            }
             Health::Dead { .. } => Instant::NEVER,
         };
         let repair = match (self.repair, self.policy.repair) {
-            (Repair::Running { started, term_sent: None, .. }, Some(p)) => started.add(p.timeout),
-            (Repair::Running { term_sent: Some(sent), kill_sent: false, .. }, _) => {
-                sent.add(REPAIR_KILL_GRACE)
-            }
+            (
+                Repair::Running {
+                    started,
+                    term_sent: None,
+                    ..
+                },
+                Some(p),
+            ) => started.add(p.timeout),
+            (
+                Repair::Running {
+                    term_sent: Some(sent),
+                    kill_sent: false,
+                    ..
+                },
+                _,
+            ) => sent.add(REPAIR_KILL_GRACE),
             (Repair::Backoff { until }, _) => until,
             _ => Instant::NEVER,
         };

@@ -5,15 +5,19 @@ use std::time::Duration;
 
 use watchkeeper::pattern::Pattern;
 use watchkeeper::supervisor::{
-    Action, Cause, Observation, Policy, Process, RepairPolicy, Settings, Stamp, Supervisor,
-    Withheld, FALLBACK_TIMEOUTS, REPAIR_KILL_GRACE,
+    Action, Cause, FALLBACK_TIMEOUTS, Observation, Policy, Process, REPAIR_KILL_GRACE,
+    RepairPolicy, Settings, Stamp, Supervisor, Withheld,
 };
 use watchkeeper::time::Instant;
 
 const SEC: Duration = Duration::from_secs(1);
 
 fn settings() -> Settings {
-    Settings { feed_interval: 2 * SEC, check_interval: SEC, hardware_timeout: 10 * SEC }
+    Settings {
+        feed_interval: 2 * SEC,
+        check_interval: SEC,
+        hardware_timeout: 10 * SEC,
+    }
 }
 
 fn policy(timeout: u64, reset_after: u64) -> Policy {
@@ -36,7 +40,10 @@ fn repair(max_attempts: u32) -> RepairPolicy {
 }
 
 fn stamp(beats: u64) -> Stamp {
-    Stamp { mtime: (beats as i64, 0), ..Stamp::default() }
+    Stamp {
+        mtime: (beats as i64, 0),
+        ..Stamp::default()
+    }
 }
 
 /// A simulated component: its heartbeat is touched at each instant in `beats`.
@@ -53,7 +60,10 @@ impl Sim {
             beats.push(t);
             t = t.add(period);
         }
-        Sim { beats, process: Process::Unknown }
+        Sim {
+            beats,
+            process: Process::Unknown,
+        }
     }
 
     fn observe_at(&self, now: Instant) -> Observation {
@@ -86,7 +96,10 @@ fn run(sup: &mut Supervisor, sims: &[Sim], from: Instant, end: Instant) -> Vec<(
             sup.repair_exited(component, now);
         }
         let next = sup.next_deadline();
-        assert!(next > now || next == Instant::NEVER, "deadline must move forward");
+        assert!(
+            next > now || next == Instant::NEVER,
+            "deadline must move forward"
+        );
         if next == Instant::NEVER {
             break;
         }
@@ -96,10 +109,16 @@ fn run(sup: &mut Supervisor, sims: &[Sim], from: Instant, end: Instant) -> Vec<(
 }
 
 fn feeds(log: &[(Instant, Action)]) -> Vec<Instant> {
-    log.iter().filter(|(_, a)| *a == Action::Feed).map(|(t, _)| *t).collect()
+    log.iter()
+        .filter(|(_, a)| *a == Action::Feed)
+        .map(|(t, _)| *t)
+        .collect()
 }
 
-fn first<'a>(log: &'a [(Instant, Action)], pred: impl Fn(&Action) -> bool) -> Option<&'a (Instant, Action)> {
+fn first<'a>(
+    log: &'a [(Instant, Action)],
+    pred: impl Fn(&Action) -> bool,
+) -> Option<&'a (Instant, Action)> {
     log.iter().find(|(_, a)| pred(a))
 }
 
@@ -111,11 +130,21 @@ fn secs(s: u64) -> Instant {
 fn healthy_components_are_fed_every_feed_interval_for_hours() {
     let mut sup = Supervisor::new(settings(), Instant::ZERO, None, 7);
     let end = secs(6 * 3600);
-    let sims = [Sim::every(3 * SEC, secs(1), end), Sim::every(SEC, secs(2), end)];
+    let sims = [
+        Sim::every(3 * SEC, secs(1), end),
+        Sim::every(SEC, secs(2), end),
+    ];
     sup.add(policy(5, 30), Instant::ZERO).unwrap();
     sup.add(policy(3, 30), Instant::ZERO).unwrap();
     let log = run(&mut sup, &sims, Instant::ZERO, end);
-    assert!(log.iter().all(|(_, a)| matches!(a, Action::Feed | Action::Recovered { was_dead: false, .. })));
+    assert!(log.iter().all(|(_, a)| matches!(
+        a,
+        Action::Feed
+            | Action::Recovered {
+                was_dead: false,
+                ..
+            }
+    )));
     let feeds = feeds(&log);
     assert_eq!(feeds.len() as u64, 6 * 3600 / 2 + 1);
     for pair in feeds.windows(2) {
@@ -127,32 +156,65 @@ fn healthy_components_are_fed_every_feed_interval_for_hours() {
 #[test]
 fn startup_baseline_is_not_a_beat_and_grace_expiry_is_detected_exactly() {
     // The file exists from before the agent started and is never touched again.
-    let sims = [Sim { beats: vec![Instant::ZERO], process: Process::Unknown }];
+    let sims = [Sim {
+        beats: vec![Instant::ZERO],
+        process: Process::Unknown,
+    }];
     let mut sup = Supervisor::new(settings(), Instant::ZERO, None, 1);
     sup.add(policy(5, 30), Instant::ZERO).unwrap();
     let log = run(&mut sup, &sims, Instant::ZERO, secs(20));
     let (t, a) = first(&log, |a| matches!(a, Action::Died { .. })).unwrap();
     assert_eq!(*t, secs(5));
-    assert_eq!(*a, Action::Died { component: 0, cause: Cause::NoFirstBeat, since: secs(5) });
+    assert_eq!(
+        *a,
+        Action::Died {
+            component: 0,
+            cause: Cause::NoFirstBeat,
+            since: secs(5)
+        }
+    );
 }
 
 #[test]
 fn detection_is_within_a_millisecond_of_the_deadline() {
     // Table: (beat period ms, timeout s, last beat ms).
-    for (period_ms, timeout, stop_ms) in [(700u64, 3u32, 10_350u64), (1000, 5, 20_000), (250, 2, 7_777), (4000, 9, 60_001)] {
+    for (period_ms, timeout, stop_ms) in [
+        (700u64, 3u32, 10_350u64),
+        (1000, 5, 20_000),
+        (250, 2, 7_777),
+        (4000, 9, 60_001),
+    ] {
         let period = Duration::from_millis(period_ms);
-        let sims = [Sim::every(period, Instant::from_millis(100), Instant::from_millis(stop_ms))];
+        let sims = [Sim::every(
+            period,
+            Instant::from_millis(100),
+            Instant::from_millis(stop_ms),
+        )];
         let mut sup = Supervisor::new(settings(), Instant::ZERO, None, 3);
-        sup.add(policy(timeout.into(), 1000), Instant::ZERO).unwrap();
-        let log = run(&mut sup, &sims, Instant::ZERO, Instant::from_millis(stop_ms).add(60 * SEC));
+        sup.add(policy(timeout.into(), 1000), Instant::ZERO)
+            .unwrap();
+        let log = run(
+            &mut sup,
+            &sims,
+            Instant::ZERO,
+            Instant::from_millis(stop_ms).add(60 * SEC),
+        );
         let last_beat = *sims[0].beats.last().unwrap();
         // The beat is dated at the first pass that saw it: at most one check interval late.
         let (t, a) = first(&log, |a| matches!(a, Action::Died { .. })).unwrap();
-        let Action::Died { since, cause, .. } = *a else { unreachable!() };
+        let Action::Died { since, cause, .. } = *a else {
+            unreachable!()
+        };
         assert_eq!(cause, Cause::Silent);
-        assert!(t.since(since) <= Duration::from_millis(1), "decided {t:?}, deadline {since:?}");
+        assert!(
+            t.since(since) <= Duration::from_millis(1),
+            "decided {t:?}, deadline {since:?}"
+        );
         let seen = since.since(last_beat);
-        assert!(seen >= SEC * timeout && seen <= SEC * timeout + SEC, "case {period_ms}/{timeout}: {seen:?}");
+        assert!(
+            seen >= SEC * timeout && seen <= SEC * timeout + SEC,
+            "case {period_ms}/{timeout}: {seen:?}"
+        );
     }
 }
 
@@ -164,38 +226,80 @@ fn a_dead_critical_component_forces_a_reset_after_reset_after_and_feeding_stops(
     let log = run(&mut sup, &sims, Instant::ZERO, secs(400));
     let (died_at, _) = *first(&log, |a| matches!(a, Action::Died { .. })).unwrap();
     let (reset_at, reset) = *first(&log, |a| matches!(a, Action::ForceReset { .. })).unwrap();
-    assert_eq!(reset, Action::ForceReset { component: 0, cause: Cause::Silent });
+    assert_eq!(
+        reset,
+        Action::ForceReset {
+            component: 0,
+            cause: Cause::Silent
+        }
+    );
     assert_eq!(reset_at, died_at.add(60 * SEC));
-    assert!(feeds(&log).iter().all(|t| *t < reset_at), "no feed after the reset decision");
+    assert!(
+        feeds(&log).iter().all(|t| *t < reset_at),
+        "no feed after the reset decision"
+    );
     assert_eq!(sup.led_pattern(), Pattern::ResetImminent);
     let (fallback_at, _) = *first(&log, |a| *a == Action::FallbackReboot).unwrap();
     assert_eq!(fallback_at, reset_at.add(10 * SEC * FALLBACK_TIMEOUTS));
-    assert_eq!(log.iter().filter(|(_, a)| *a == Action::FallbackReboot).count(), 1);
+    assert_eq!(
+        log.iter()
+            .filter(|(_, a)| *a == Action::FallbackReboot)
+            .count(),
+        1
+    );
 }
 
 #[test]
 fn non_critical_components_never_reset_the_board() {
-    let sims = [Sim { beats: vec![], process: Process::Unknown }];
+    let sims = [Sim {
+        beats: vec![],
+        process: Process::Unknown,
+    }];
     let mut sup = Supervisor::new(settings(), Instant::ZERO, None, 5);
-    sup.add(Policy { critical: false, ..policy(5, 10) }, Instant::ZERO).unwrap();
+    sup.add(
+        Policy {
+            critical: false,
+            ..policy(5, 10)
+        },
+        Instant::ZERO,
+    )
+    .unwrap();
     let log = run(&mut sup, &sims, Instant::ZERO, secs(3600));
     assert!(first(&log, |a| matches!(a, Action::ForceReset { .. })).is_none());
-    let withheld: Vec<_> = log.iter().filter(|(_, a)| matches!(a, Action::EscalationWithheld { .. })).collect();
+    let withheld: Vec<_> = log
+        .iter()
+        .filter(|(_, a)| matches!(a, Action::EscalationWithheld { .. }))
+        .collect();
     assert_eq!(withheld.len(), 1);
-    assert_eq!(withheld[0].1, Action::EscalationWithheld { component: 0, why: Withheld::NotCritical });
+    assert_eq!(
+        withheld[0].1,
+        Action::EscalationWithheld {
+            component: 0,
+            why: Withheld::NotCritical
+        }
+    );
     assert_eq!(feeds(&log).len(), 1801);
     assert_eq!(sup.led_pattern(), Pattern::Component(1));
 }
 
 #[test]
 fn hold_keeps_feeding_and_withholds_the_reset_until_it_ends() {
-    let sims = [Sim { beats: vec![], process: Process::Unknown }];
+    let sims = [Sim {
+        beats: vec![],
+        process: Process::Unknown,
+    }];
     let mut sup = Supervisor::new(settings(), Instant::ZERO, Some(secs(3600)), 5);
     sup.add(policy(5, 10), Instant::ZERO).unwrap();
     assert_eq!(sup.led_pattern(), Pattern::Hold);
     let log = run(&mut sup, &sims, Instant::ZERO, secs(7200));
     let (held_at, held) = *first(&log, |a| matches!(a, Action::EscalationWithheld { .. })).unwrap();
-    assert_eq!(held, Action::EscalationWithheld { component: 0, why: Withheld::Hold });
+    assert_eq!(
+        held,
+        Action::EscalationWithheld {
+            component: 0,
+            why: Withheld::Hold
+        }
+    );
     assert_eq!(held_at, secs(15));
     let (ended_at, _) = *first(&log, |a| *a == Action::HoldEnded).unwrap();
     assert_eq!(ended_at, secs(3600));
@@ -215,16 +319,32 @@ fn operator_clear_ends_the_hold() {
 
 #[test]
 fn repairs_back_off_exponentially_with_jitter_and_are_bounded() {
-    let sims = [Sim { beats: vec![], process: Process::Unknown }];
+    let sims = [Sim {
+        beats: vec![],
+        process: Process::Unknown,
+    }];
     let mut sup = Supervisor::new(settings(), Instant::ZERO, None, 99);
-    sup.add(Policy { repair: Some(repair(5)), ..policy(5, 100_000) }, Instant::ZERO).unwrap();
+    sup.add(
+        Policy {
+            repair: Some(repair(5)),
+            ..policy(5, 100_000)
+        },
+        Instant::ZERO,
+    )
+    .unwrap();
     let log = run(&mut sup, &sims, Instant::ZERO, secs(10_000));
-    let starts: Vec<_> = log.iter().filter(|(_, a)| matches!(a, Action::StartRepair { .. })).collect();
+    let starts: Vec<_> = log
+        .iter()
+        .filter(|(_, a)| matches!(a, Action::StartRepair { .. }))
+        .collect();
     assert_eq!(starts.len(), 5);
     for (n, pair) in starts.windows(2).enumerate() {
         let base = (4 * SEC * (1 << n)).min(60 * SEC);
         let gap = pair[1].0.since(pair[0].0);
-        assert!(gap >= base / 2 && gap <= base, "gap {n}: {gap:?} vs base {base:?}");
+        assert!(
+            gap >= base / 2 && gap <= base,
+            "gap {n}: {gap:?} vs base {base:?}"
+        );
     }
     // Budget spent and the last wait over: the reset comes long before reset_after.
     let (reset_at, _) = *first(&log, |a| matches!(a, Action::ForceReset { .. })).unwrap();
@@ -233,9 +353,19 @@ fn repairs_back_off_exponentially_with_jitter_and_are_bounded() {
 
 #[test]
 fn a_repair_that_hangs_gets_term_then_kill() {
-    let sims = [Sim { beats: vec![], process: Process::Unknown }];
+    let sims = [Sim {
+        beats: vec![],
+        process: Process::Unknown,
+    }];
     let mut sup = Supervisor::new(settings(), Instant::ZERO, None, 1);
-    sup.add(Policy { repair: Some(repair(3)), ..policy(5, 1000) }, Instant::ZERO).unwrap();
+    sup.add(
+        Policy {
+            repair: Some(repair(3)),
+            ..policy(5, 1000)
+        },
+        Instant::ZERO,
+    )
+    .unwrap();
     let mut log = Vec::new();
     let mut now = Instant::ZERO;
     while now < secs(30) {
@@ -243,13 +373,34 @@ fn a_repair_that_hangs_gets_term_then_kill() {
         sup.tick(now, |a| log.push((now, a)));
         now = sup.next_deadline();
     }
-    let start = first(&log, |a| matches!(a, Action::StartRepair { .. })).unwrap().0;
-    let term = first(&log, |a| *a == Action::SignalRepair { component: 0, kill: false }).unwrap().0;
-    let kill = first(&log, |a| *a == Action::SignalRepair { component: 0, kill: true }).unwrap().0;
+    let start = first(&log, |a| matches!(a, Action::StartRepair { .. }))
+        .unwrap()
+        .0;
+    let term = first(&log, |a| {
+        *a == Action::SignalRepair {
+            component: 0,
+            kill: false,
+        }
+    })
+    .unwrap()
+    .0;
+    let kill = first(&log, |a| {
+        *a == Action::SignalRepair {
+            component: 0,
+            kill: true,
+        }
+    })
+    .unwrap()
+    .0;
     assert_eq!(start, secs(5));
     assert_eq!(term, secs(15));
     assert_eq!(kill, secs(15).add(REPAIR_KILL_GRACE));
-    assert_eq!(log.iter().filter(|(_, a)| matches!(a, Action::SignalRepair { .. })).count(), 2);
+    assert_eq!(
+        log.iter()
+            .filter(|(_, a)| matches!(a, Action::SignalRepair { .. }))
+            .count(),
+        2
+    );
 }
 
 #[test]
@@ -258,19 +409,49 @@ fn a_successful_repair_brings_the_component_back() {
     // it: beats resume at 14 s, before a third attempt could start (15 s at the earliest).
     let mut beats: Vec<Instant> = (1..=5).map(secs).collect();
     beats.extend((14..=100).map(secs));
-    let sims = [Sim { beats, process: Process::Unknown }];
+    let sims = [Sim {
+        beats,
+        process: Process::Unknown,
+    }];
     let mut sup = Supervisor::new(settings(), Instant::ZERO, None, 1);
-    sup.add(Policy { repair: Some(repair(3)), ..policy(4, 60) }, Instant::ZERO).unwrap();
+    sup.add(
+        Policy {
+            repair: Some(repair(3)),
+            ..policy(4, 60)
+        },
+        Instant::ZERO,
+    )
+    .unwrap();
     let log = run(&mut sup, &sims, Instant::ZERO, secs(100));
-    let kinds: Vec<_> = log.iter().filter(|(_, a)| *a != Action::Feed).map(|(_, a)| *a).collect();
+    let kinds: Vec<_> = log
+        .iter()
+        .filter(|(_, a)| *a != Action::Feed)
+        .map(|(_, a)| *a)
+        .collect();
     assert_eq!(
         kinds,
         [
-            Action::Recovered { component: 0, was_dead: false },
-            Action::Died { component: 0, cause: Cause::Silent, since: secs(9) },
-            Action::StartRepair { component: 0, attempt: 1 },
-            Action::StartRepair { component: 0, attempt: 2 },
-            Action::Recovered { component: 0, was_dead: true },
+            Action::Recovered {
+                component: 0,
+                was_dead: false
+            },
+            Action::Died {
+                component: 0,
+                cause: Cause::Silent,
+                since: secs(9)
+            },
+            Action::StartRepair {
+                component: 0,
+                attempt: 1
+            },
+            Action::StartRepair {
+                component: 0,
+                attempt: 2
+            },
+            Action::Recovered {
+                component: 0,
+                was_dead: true
+            },
         ]
     );
     assert_eq!(sup.led_pattern(), Pattern::Healthy);
@@ -282,7 +463,10 @@ fn a_vanished_process_is_dead_at_once_and_pid_reuse_is_caught() {
     sup.add(policy(30, 600), Instant::ZERO).unwrap();
     sup.add(policy(30, 600), Instant::ZERO).unwrap();
     let running = |pid, start_time| Process::Running { pid, start_time };
-    let obs = |beats, process| Observation { heartbeat: Some(stamp(beats)), process };
+    let obs = |beats, process| Observation {
+        heartbeat: Some(stamp(beats)),
+        process,
+    };
     let mut actions = Vec::new();
     // Baseline, then one beat each: both alive.
     for (t, b) in [(0, 1), (1, 2)] {
@@ -294,15 +478,29 @@ fn a_vanished_process_is_dead_at_once_and_pid_reuse_is_caught() {
     sup.observe(0, obs(2, Process::Gone { pid: 100 }));
     sup.observe(1, obs(2, running(200, 9999)));
     sup.tick(secs(2), |a| actions.push(a));
-    assert!(actions.contains(&Action::Died { component: 0, cause: Cause::ProcessGone { pid: 100 }, since: secs(2) }));
-    assert!(actions.contains(&Action::Died { component: 1, cause: Cause::PidReused { pid: 200 }, since: secs(2) }));
+    assert!(actions.contains(&Action::Died {
+        component: 0,
+        cause: Cause::ProcessGone { pid: 100 },
+        since: secs(2)
+    }));
+    assert!(actions.contains(&Action::Died {
+        component: 1,
+        cause: Cause::PidReused { pid: 200 },
+        since: secs(2)
+    }));
     // A restarted component: new pid and a fresh beat bring it back.
     actions.clear();
     sup.observe(0, obs(3, running(101, 7000)));
     sup.observe(1, obs(3, running(200, 9999)));
     sup.tick(secs(3), |a| actions.push(a));
-    assert!(actions.contains(&Action::Recovered { component: 0, was_dead: true }));
-    assert!(actions.contains(&Action::Recovered { component: 1, was_dead: true }));
+    assert!(actions.contains(&Action::Recovered {
+        component: 0,
+        was_dead: true
+    }));
+    assert!(actions.contains(&Action::Recovered {
+        component: 1,
+        was_dead: true
+    }));
 }
 
 #[test]
@@ -316,8 +514,17 @@ fn wall_clock_steps_in_mtime_change_nothing() {
         let mut now = Instant::ZERO;
         while now < secs(600) {
             let beats = (now.as_nanos() / 2_000_000_000).min(100); // beats every 2 s, stops at 200 s
-            let stamp = Stamp { mtime: (mtime_of(beats), 0), ..Stamp::default() };
-            sup.observe(0, Observation { heartbeat: Some(stamp), process: Process::Unknown });
+            let stamp = Stamp {
+                mtime: (mtime_of(beats), 0),
+                ..Stamp::default()
+            };
+            sup.observe(
+                0,
+                Observation {
+                    heartbeat: Some(stamp),
+                    process: Process::Unknown,
+                },
+            );
             sup.tick(now, |a| log.push((now, a)));
             now = sup.next_deadline();
         }
@@ -325,9 +532,9 @@ fn wall_clock_steps_in_mtime_change_nothing() {
     };
     let steady = run_with(&|b| 1_700_000_000 + 2 * b as i64);
     let stepped = run_with(&|b| match b {
-        0..=20 => 2 * b as i64,                         // no RTC: 1970
+        0..=20 => 2 * b as i64,                           // no RTC: 1970
         21..=50 => 1_700_000_000 + 86_400 + 2 * b as i64, // NTP steps a day too far
-        _ => 1_700_000_000 + 2 * b as i64,             // and back
+        _ => 1_700_000_000 + 2 * b as i64,                // and back
     });
     assert_eq!(steady, stepped);
     assert!(first(&steady, |a| matches!(a, Action::ForceReset { .. })).is_some());
@@ -353,13 +560,25 @@ fn properties_hold_for_random_fleets() {
         for _ in 0..count {
             let timeout = 2 + next(20);
             let period_ms = 200 + next((timeout - 1) * 1000 - 200); // period + check interval <= timeout
-            let stop = if next(3) == 0 { Some(secs(10 + next(1500))) } else { None };
+            let stop = if next(3) == 0 {
+                Some(secs(10 + next(1500)))
+            } else {
+                None
+            };
             let critical = next(4) != 0;
             let reset_after = 5 + next(300);
-            sims.push(Sim::every(Duration::from_millis(period_ms), Instant::from_millis(next(4000)), stop.unwrap_or(end)));
+            sims.push(Sim::every(
+                Duration::from_millis(period_ms),
+                Instant::from_millis(next(4000)),
+                stop.unwrap_or(end),
+            ));
             // Grace covers the first beat: start offset (< 4 s) plus one period.
             let grace = SEC * (timeout as u32 + 5);
-            policies.push(Policy { critical, grace, ..policy(timeout, reset_after) });
+            policies.push(Policy {
+                critical,
+                grace,
+                ..policy(timeout, reset_after)
+            });
             stops.push(stop);
         }
         let mut sup = Supervisor::new(settings(), Instant::ZERO, None, seed);
@@ -371,11 +590,19 @@ fn properties_hold_for_random_fleets() {
 
         // 1. Nobody who keeps beating is ever declared dead after its first beat.
         for (i, stop) in stops.iter().enumerate() {
-            let died = log.iter().find(|(_, a)| matches!(a, Action::Died { component, .. } if *component == i));
+            let died = log
+                .iter()
+                .find(|(_, a)| matches!(a, Action::Died { component, .. } if *component == i));
             if let Some((t, _)) = died {
                 let last_beat = *sims[i].beats.last().unwrap();
-                assert!(stop.is_some(), "seed {seed}: component {i} beating fine was declared dead at {t:?}");
-                assert!(t.since(last_beat) >= policies[i].timeout, "seed {seed}: early death of {i}");
+                assert!(
+                    stop.is_some(),
+                    "seed {seed}: component {i} beating fine was declared dead at {t:?}"
+                );
+                assert!(
+                    t.since(last_beat) >= policies[i].timeout,
+                    "seed {seed}: early death of {i}"
+                );
             }
         }
         // 2. While no reset is decided, feeds never lapse longer than the feed interval.
@@ -386,19 +613,32 @@ fn properties_hold_for_random_fleets() {
             prev = t;
         }
         let stop_feeding = reset.unwrap_or(end);
-        assert!(stop_feeding.since(prev) <= 2 * SEC, "seed {seed}: feeding stopped early");
+        assert!(
+            stop_feeding.since(prev) <= 2 * SEC,
+            "seed {seed}: feeding stopped early"
+        );
         // 3. A critical component that stopped forces a reset within its limit.
         let due = stops
             .iter()
             .zip(&policies)
             .zip(&sims)
             .filter(|((stop, p), _)| stop.is_some() && p.critical)
-            .map(|((_, p), sim)| sim.beats.last().unwrap().add(p.timeout + SEC + p.reset_after))
+            .map(|((_, p), sim)| {
+                sim.beats
+                    .last()
+                    .unwrap()
+                    .add(p.timeout + SEC + p.reset_after)
+            })
             .min();
         match (due, reset) {
-            (Some(due), Some(reset)) => assert!(reset <= due, "seed {seed}: reset {reset:?} after limit {due:?}"),
+            (Some(due), Some(reset)) => assert!(
+                reset <= due,
+                "seed {seed}: reset {reset:?} after limit {due:?}"
+            ),
             (Some(due), None) => assert!(due > end, "seed {seed}: no reset though due at {due:?}"),
-            (None, Some(reset)) => panic!("seed {seed}: reset at {reset:?} with every critical component alive"),
+            (None, Some(reset)) => {
+                panic!("seed {seed}: reset at {reset:?} with every critical component alive")
+            }
             (None, None) => {}
         }
     }

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2034 # the board variables are read by the sourced qemu-common.sh
 # Boots the 32-bit ARM test appliance: QEMU "virt" board, Cortex-A15, Debian armhf "armmp"
 # kernel (a zImage; QEMU generates the device tree, the kernel has ARCH_VIRT), and the
 # kernel's softdog as the watchdog: the armmp kernels have no i6300esb driver, so no
@@ -12,4 +13,5 @@ MACHINE=virt,highmem=off
 CPU=cortex-a15
 FETCH_ARCH=armhf
 BOARD_DEVICES=()
+# shellcheck source=board/qemu/qemu-common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../qemu/qemu-common.sh"

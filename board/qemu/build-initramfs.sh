@@ -50,7 +50,7 @@ mode_of() { if [ -x "$1" ]; then echo 0755; else echo 0644; fi; }
 check_name() { case $1 in *[[:space:]]*) echo "build-initramfs: whitespace in path: '$1'" >&2; exit 1 ;; esac; }
 
 add_path() { # SRC DEST: a file, or a directory tree
-    local src=$1 dest=$2 f rel
+    local src=$1 dest=$2 rel
     check_name "$src"; check_name "$dest"
     [ -e "$src" ] || { echo "build-initramfs: --add source not found: $src" >&2; exit 1; }
     case $dest in /*) ;; *) echo "build-initramfs: --add destination must be absolute: $dest" >&2; exit 1 ;; esac

@@ -20,6 +20,8 @@
 #
 # --refresh re-resolves the meta package (apt-get update + download of a newer ABI if any).
 # WK_EXTRA_MODULES="a b" adds more root modules (their depends= chain is followed too).
+# WK_APT_RELEASE=bookworm-backports takes the kernel (and busybox) from that suite instead
+# of the default candidate (e.g. 6.12, whose modules are .ko.xz); its cache dir is ARCH-SUITE.
 set -euo pipefail
 
 usage() { echo "usage: $0 arm64|armhf [--refresh]" >&2; exit 2; }
@@ -39,9 +41,13 @@ case $ARCH in
     *) usage ;;
 esac
 ROOT_MODULES="$WATCHDOG virtio_mmio virtio_blk crc32c_generic ext4 ${WK_EXTRA_MODULES:-}"
-ROOT_MODULES=$(echo $ROOT_MODULES)   # normalise spaces (it is compared with the manifest)
+read -r -a _mods <<<"$ROOT_MODULES"
+ROOT_MODULES="${_mods[*]}"   # normalised spaces: it is compared with the manifest
 
-CACHE=${WK_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/watchkeeper/$ARCH}
+REL=${WK_APT_RELEASE:-}
+APT_OPTS=()
+[ -n "$REL" ] && APT_OPTS=(-o "APT::Default-Release=$REL")
+CACHE=${WK_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/watchkeeper/$ARCH${REL:+-$REL}}
 mkdir -p "$CACHE/debs"
 
 log() { echo "fetch-kernel[$ARCH]: $*" >&2; }
@@ -49,7 +55,8 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Fast path: a complete earlier run for the same module list -> no apt, no network.
 if [ "$REFRESH" = 0 ] && [ -f "$CACHE/manifest" ] &&
-    grep -qxF "WK_MODULE_ROOTS='$ROOT_MODULES'" "$CACHE/manifest"; then
+    grep -qxF "WK_MODULE_ROOTS='$ROOT_MODULES'" "$CACHE/manifest" &&
+    grep -qxF "WK_APT_RELEASE='$REL'" "$CACHE/manifest"; then
     cat "$CACHE/manifest"
     exit 0
 fi
@@ -64,7 +71,9 @@ apt_update() {
     as_root apt-get update -qq >&2 || log "apt-get update reported errors (continuing; checked below)"
     apt_updated=1
 }
-if ! dpkg --print-foreign-architectures | grep -qx "$ARCH" && [ "$(dpkg --print-architecture)" != "$ARCH" ]; then
+# (captured first: `dpkg ... | grep -q` under pipefail can fail by SIGPIPE on a match)
+foreign=$(dpkg --print-foreign-architectures)
+if ! grep -qx "$ARCH" <<<"$foreign" && [ "$(dpkg --print-architecture)" != "$ARCH" ]; then
     log "adding dpkg architecture $ARCH"
     as_root dpkg --add-architecture "$ARCH"
     apt_update
@@ -73,7 +82,7 @@ fi
 
 resolve() {
     # "linux-image-arm64:arm64 / Depends: linux-image-6.1.0-50-arm64:arm64" -> the versioned name
-    apt-cache depends "$META:$ARCH" 2>/dev/null |
+    apt-cache "${APT_OPTS[@]}" depends "$META:$ARCH" 2>/dev/null |
         sed -n 's/^ *|\{0,1\}Depends: \(linux-image-[^:< ]*\).*/\1/p' | head -n 1
 }
 KPKG=$(resolve)
@@ -84,8 +93,8 @@ log "$META -> $KPKG"
 # ---- 2. download (skipped when the same .deb files are already cached) ----
 download() { # PKG:ARCH -> path of the cached .deb
     local pkg=${1%%:*} ver deb
-    ver=$(apt-cache policy "$1" | sed -n 's/^ *Candidate: //p')
-    [ -n "$ver" ] && [ "$ver" != "(none)" ] || { log "no candidate for $1"; exit 1; }
+    ver=$(apt-cache "${APT_OPTS[@]}" policy "$1" | sed -n 's/^ *Candidate: //p')
+    if [ -z "$ver" ] || [ "$ver" = "(none)" ]; then log "no candidate for $1"; exit 1; fi
     # .deb file names encode the epoch colon as %3a
     deb="$CACHE/debs/${pkg}_${ver//:/%3a}_${ARCH}.deb"
     if [ ! -s "$deb" ]; then
@@ -94,7 +103,7 @@ download() { # PKG:ARCH -> path of the cached .deb
         # into $CACHE: tell it to stay root instead of warning.
         local sandbox=()
         [ "$(id -u)" -eq 0 ] && sandbox=(-o APT::Sandbox::User=root)
-        (cd "$CACHE/debs" && apt-get download -qq "${sandbox[@]}" "$1" >&2)
+        (cd "$CACHE/debs" && apt-get download -qq "${APT_OPTS[@]}" "${sandbox[@]}" "$1" >&2)
     fi
     [ -s "$deb" ] || { log "download of $1 did not produce $deb"; exit 1; }
     echo "$deb"
@@ -171,6 +180,7 @@ done
     echo "WK_MODULES='${ORDER[*]}'"
     echo "WK_WATCHDOG_MODULE='$WATCHDOG'"
     echo "WK_MODULE_ROOTS='$ROOT_MODULES'"
+    echo "WK_APT_RELEASE='$REL'"
 } >"$CACHE/manifest.new"
 mv "$CACHE/manifest.new" "$CACHE/manifest"
 cat "$CACHE/manifest"

@@ -53,8 +53,7 @@ def parse(path):
                 parent = os.path.dirname(parent)
             for d in reversed(missing):
                 entries[d] = ("dir", None, 0o755, 0, 0)
-            if name in entries:
-                del entries[name]  # later wins; re-insert keeps parents before children
+            entries.pop(name, None)  # later wins; re-insert keeps parents before children
             entries[name] = e
     return entries
 

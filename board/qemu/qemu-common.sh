@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by board/qemu-*-virt/qemu.sh after it has set the board's facts:
 #   QEMU_BIN  MACHINE  CPU  FETCH_ARCH  BOARD_DEVICES (array)  and the BOARD name.
 # Parses the common options and execs QEMU (exec: the caller's PID is QEMU's, so a harness
@@ -21,7 +22,7 @@ set -euo pipefail
 QEMU_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 usage() { sed -n '6,20p' "$QEMU_DIR/qemu-common.sh" >&2; exit 2; }
 
-KERNEL= INITRD= DISK= QMP= SERIAL= APPEND= MEM=256M SMP=1 NOREBOOT=0 DRYRUN=0 EXTRA=()
+KERNEL='' INITRD='' DISK='' QMP='' SERIAL='' APPEND='' MEM=256M SMP=1 NOREBOOT=0 DRYRUN=0 EXTRA=()
 while [ $# -gt 0 ]; do
     case $1 in
         --kernel) KERNEL=$2; shift 2 ;;
@@ -65,6 +66,7 @@ cmd=(
 if [ -n "$DISK" ]; then
     # virtio-mmio (not PCI): the guest needs only virtio_mmio + virtio_blk; the virt board
     # has 32 virtio-mmio slots. cache=writeback: guest fsync/sync reaches the image file.
+    # shellcheck disable=SC2054 # the commas belong to QEMU's option syntax
     cmd+=(-drive "if=none,id=wkdisk,file=$DISK,format=raw,cache=writeback"
           -device virtio-blk-device,drive=wkdisk)
 fi

@@ -1,0 +1,145 @@
+//! Crash-safe file replacement: the one way the agent writes files it keeps.
+//!
+//! The new content goes to a temporary file beside the target, is fsynced, renamed over
+//! the target (atomic), and the directory is fsynced so the rename itself survives a power
+//! cut. A crash at any instant leaves either the old file or the new one, never a mix; at
+//! worst a stray temporary file, which the next write replaces. Nothing allocates: names
+//! are formatted into stack buffers and the directory is an fd opened at startup.
+
+use std::os::fd::AsFd;
+
+use nix::NixPath;
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, renameat};
+use nix::sys::stat::Mode;
+use nix::unistd::{fsync, write};
+
+use crate::limits::MAX_NAME_LEN;
+
+/// Replaces `dir/name` with `bytes`. `durable` also fsyncs file and directory (persistent
+/// state); volatile files on tmpfs skip that cost.
+pub fn replace(
+    dir: impl AsFd + Copy,
+    name: &str,
+    bytes: &[u8],
+    durable: bool,
+) -> Result<(), Errno> {
+    let mut temp: heapless::String<{ MAX_NAME_LEN + 32 }> = heapless::String::new();
+    for part in [".", name, ".tmp"] {
+        temp.push_str(part).map_err(|_| Errno::ENAMETOOLONG)?;
+    }
+    let fd = nix::fcntl::openat(
+        dir,
+        temp.as_str(),
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::from_bits_truncate(0o644),
+    )?;
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        match write(&fd, rest) {
+            Ok(0) => return Err(Errno::EIO),
+            Ok(n) => rest = &rest[n..],
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if durable {
+        fsync(&fd)?;
+    }
+    drop(fd);
+    renameat(dir, temp.as_str(), dir, name)?;
+    if durable {
+        fsync(dir)?;
+    }
+    Ok(())
+}
+
+/// Reads `dir/name` (not following a symlink) into `buf`; returns the bytes read, or
+/// `Ok(None)` if it does not exist. A file larger than `buf` is an error (`EFBIG`).
+pub fn read<P: ?Sized + NixPath>(
+    dir: impl AsFd,
+    name: &P,
+    buf: &mut [u8],
+) -> Result<Option<usize>, Errno> {
+    let fd = match nix::fcntl::openat(
+        dir,
+        name,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if !nix::sys::stat::fstat(&fd)
+        .is_ok_and(|st| st.st_mode & libc_mode::S_IFMT == libc_mode::S_IFREG)
+    {
+        return Err(Errno::EINVAL);
+    }
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            let mut probe = [0u8; 1];
+            return match nix::unistd::read(&fd, &mut probe) {
+                Ok(0) => Ok(Some(len)),
+                Ok(_) => Err(Errno::EFBIG),
+                Err(e) => Err(e),
+            };
+        }
+        match nix::unistd::read(&fd, &mut buf[len..]) {
+            Ok(0) => return Ok(Some(len)),
+            Ok(n) => len += n,
+            Err(Errno::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// File-type bits of `st_mode`, as the kernel defines them.
+pub mod libc_mode {
+    pub const S_IFMT: u32 = 0o170000;
+    pub const S_IFREG: u32 = 0o100000;
+    pub const S_IFDIR: u32 = 0o040000;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::OwnedFd;
+
+    fn temp_dir(tag: &str) -> (std::path::PathBuf, OwnedFd) {
+        let path = std::env::temp_dir().join(format!("wk-atomic-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        let fd =
+            nix::fcntl::open(&path, OFlag::O_RDONLY | OFlag::O_DIRECTORY, Mode::empty()).unwrap();
+        (path, fd)
+    }
+
+    #[test]
+    fn replace_then_read() {
+        let (path, dir) = temp_dir("rw");
+        replace(&dir, "state", b"one", true).unwrap();
+        replace(&dir, "state", b"two!", false).unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(read(&dir, "state", &mut buf), Ok(Some(4)));
+        assert_eq!(&buf[..4], b"two!");
+        assert_eq!(read(&dir, "missing", &mut buf), Ok(None));
+        let mut small = [0u8; 3];
+        assert_eq!(read(&dir, "state", &mut small), Err(Errno::EFBIG));
+        assert!(!path.join(".state.tmp").exists());
+        std::fs::remove_dir_all(path).unwrap();
+    }
+
+    #[test]
+    fn symlinks_and_fifos_are_refused() {
+        let (path, dir) = temp_dir("links");
+        std::fs::write(path.join("secret"), b"x").unwrap();
+        std::os::unix::fs::symlink(path.join("secret"), path.join("link")).unwrap();
+        nix::unistd::mkfifo(&path.join("fifo"), Mode::from_bits_truncate(0o600)).unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(read(&dir, "link", &mut buf), Err(Errno::ELOOP));
+        assert_eq!(read(&dir, "fifo", &mut buf), Err(Errno::EINVAL));
+        std::fs::remove_dir_all(path).unwrap();
+    }
+}

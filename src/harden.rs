@@ -1,0 +1,154 @@
+//! Startup hardening: keep the agent in memory, out of the OOM killer's reach, and ahead of
+//! busy processes, so that it is still there to feed the watchdog when the system is not well.
+//!
+//! Invariant: nothing here is fatal. Each step that fails becomes a [`Warning`] the agent
+//! logs: a weaker agent that feeds the watchdog beats no agent.
+
+use core::fmt;
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, open};
+use nix::sys::mman::{MlockAllFlags, mlockall};
+use nix::sys::stat::Mode;
+use nix::unistd::write;
+use thread_priority::{
+    RealtimeThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue, ThreadSchedulePolicy,
+    set_thread_priority_and_policy, thread_native_id,
+};
+
+const OOM_SCORE_ADJ: &str = "/proc/self/oom_score_adj";
+/// The OOM killer never picks a process with this score adjustment.
+const OOM_NEVER: &[u8] = b"-1000";
+
+/// A hardening step that failed, and what that costs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Warning {
+    Mlock(Errno),
+    OomScoreAdj(Errno),
+    /// SCHED_FIFO at this priority was refused.
+    RtPriority {
+        priority: u8,
+        cause: RtError,
+    },
+}
+
+/// Why the real-time priority was not set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RtError {
+    /// Outside SCHED_FIFO's range, 1 to 99 on Linux.
+    OutOfRange,
+    Os(Errno),
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Warning::Mlock(errno) => write!(
+                f,
+                "mlockall(MCL_CURRENT | MCL_FUTURE) failed: {errno}: the agent's pages can be \
+                 evicted, so a keepalive may stall under memory pressure (run as root or raise \
+                 RLIMIT_MEMLOCK)"
+            ),
+            Warning::OomScoreAdj(errno) => write!(
+                f,
+                "cannot write -1000 to {OOM_SCORE_ADJ}: {errno}: the OOM killer may kill the \
+                 agent, and the watchdog will then reset the board (needs root with \
+                 CAP_SYS_RESOURCE; a container may deny it)"
+            ),
+            Warning::RtPriority {
+                priority,
+                cause: RtError::OutOfRange,
+            } => write!(
+                f,
+                "real-time priority {priority} is outside SCHED_FIFO's 1 to 99: the agent runs \
+                 at normal priority, so busy processes can delay keepalives"
+            ),
+            Warning::RtPriority {
+                priority,
+                cause: RtError::Os(errno),
+            } => write!(
+                f,
+                "cannot set SCHED_FIFO priority {priority}: {errno}: the agent runs at normal \
+                 priority, so busy processes can delay keepalives (run as root, or check \
+                 RLIMIT_RTPRIO and the cgroup's RT budget)"
+            ),
+        }
+    }
+}
+
+/// Applies every hardening step and returns the ones that failed. `rt_priority` asks for
+/// SCHED_FIFO at that priority; `None` keeps the normal scheduler.
+pub fn harden(rt_priority: Option<u8>) -> heapless::Vec<Warning, 3> {
+    let mut warnings = heapless::Vec::new();
+    let mut warn = |w| {
+        // Capacity is the number of steps: one warning each at most.
+        let _ = warnings.push(w);
+    };
+    if let Err(errno) = mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE) {
+        warn(Warning::Mlock(errno));
+    }
+    if let Err(errno) = protect_from_oom_killer() {
+        warn(Warning::OomScoreAdj(errno));
+    }
+    if let Some(priority) = rt_priority
+        && let Err(cause) = set_fifo_priority(priority)
+    {
+        warn(Warning::RtPriority { priority, cause });
+    }
+    warnings
+}
+
+fn protect_from_oom_killer() -> Result<(), Errno> {
+    let fd = open(
+        OOM_SCORE_ADJ,
+        OFlag::O_WRONLY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    write(&fd, OOM_NEVER)?;
+    Ok(())
+}
+
+/// Through pthread_setschedparam: musl's sched_setscheduler always fails with ENOSYS.
+fn set_fifo_priority(priority: u8) -> Result<(), RtError> {
+    let value = ThreadPriorityValue::try_from(priority).map_err(|_| RtError::OutOfRange)?;
+    set_thread_priority_and_policy(
+        thread_native_id(),
+        ThreadPriority::Crossplatform(value),
+        ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo),
+    )
+    .map_err(|e| match e {
+        thread_priority::Error::OS(errno) => RtError::Os(Errno::from_raw(errno)),
+        // For a real-time policy the only other error is PriorityNotInRange.
+        _ => RtError::OutOfRange,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_range_priority_is_a_warning() {
+        for priority in [0, 100, 255] {
+            assert_eq!(set_fifo_priority(priority), Err(RtError::OutOfRange));
+        }
+        let text = Warning::RtPriority {
+            priority: 0,
+            cause: RtError::OutOfRange,
+        }
+        .to_string();
+        assert!(text.contains("outside SCHED_FIFO's 1 to 99"), "{text}");
+    }
+
+    #[test]
+    fn warnings_name_the_errno_and_the_consequence() {
+        let text = Warning::OomScoreAdj(Errno::EACCES).to_string();
+        assert!(text.contains("/proc/self/oom_score_adj: EACCES"), "{text}");
+        assert!(text.contains("OOM killer may kill the agent"), "{text}");
+        let text = Warning::Mlock(Errno::ENOMEM).to_string();
+        assert!(
+            text.starts_with("mlockall(MCL_CURRENT | MCL_FUTURE) failed: ENOMEM"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,417 @@
+//! The reset history and the reboot-loop guard: pure data and decisions, no I/O.
+//!
+//! One record per boot, newest last, at most [`HISTORY_LEN`]: when the boot started, how
+//! it ended and why. Each boot the agent first records "running" for the new boot; a
+//! forced reset overwrites that with the component and reason before feeding stops. A
+//! record still "running" when the next boot starts ended in a reset nobody asked for.
+//!
+//! The guard measures time across boots as the sum of the boots' uptimes (an unknown
+//! uptime counts as zero, which errs towards holding). Wall-clock times are kept for
+//! people only: on boards without an RTC they can be years off.
+//!
+//! The text format is one tab-separated line per boot under a versioned header; it is
+//! written whole (see `state`) and parsed strictly, naming the line of any defect.
+
+use core::fmt::{self, Write as _};
+use core::time::Duration;
+
+use crate::limits::{HISTORY_LEN, MAX_NAME_LEN, MAX_REASON_LEN};
+
+const HEADER: &str = "watchkeeper-history 1";
+/// Longest serialized record: fixed fields plus name and reason.
+const LINE_MAX: usize = 160 + MAX_NAME_LEN + MAX_REASON_LEN;
+/// Room for the whole serialized history.
+pub const TEXT_MAX: usize = HEADER.len() + 1 + HISTORY_LEN * LINE_MAX;
+
+/// How a boot ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// The current boot, or one that ended without a word from the agent.
+    Running,
+    /// watchkeeper forced the reset.
+    Forced,
+    /// Reset that the agent did not ask for; `watchdog_fired` when the driver says the
+    /// watchdog reset the board (the agent hung or was killed, or the kernel hung).
+    Unrequested { watchdog_fired: bool },
+}
+
+/// One boot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Boot {
+    /// Counts boots on this board, from 1.
+    pub number: u64,
+    /// The kernel's random boot id (`/proc/sys/kernel/random/boot_id`).
+    pub boot_id: heapless::String<36>,
+    /// Wall-clock seconds when the agent first started in this boot (for people only).
+    pub started_wall: i64,
+    pub end: End,
+    /// Uptime when the boot ended, when known.
+    pub uptime_ms: Option<u64>,
+    /// An operator cleared the reboot-loop hold during this boot.
+    pub hold_cleared: bool,
+    /// The component that forced the reset, if any.
+    pub component: heapless::String<MAX_NAME_LEN>,
+    pub reason: heapless::String<MAX_REASON_LEN>,
+}
+
+/// The last [`HISTORY_LEN`] boots, oldest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct History {
+    boots: heapless::Deque<Boot, HISTORY_LEN>,
+}
+
+/// A defect in the history text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseError {
+    pub line: usize,
+    pub message: &'static str,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.message)
+    }
+}
+
+/// Copies `text` into a bounded string, cutting at a char boundary and replacing the
+/// characters the line format reserves.
+pub fn bounded<const N: usize>(text: &str) -> heapless::String<N> {
+    let mut out = heapless::String::new();
+    for c in text.chars() {
+        let c = if c == '\t' || c == '\n' || c == '\r' {
+            ' '
+        } else {
+            c
+        };
+        if out.push(c).is_err() {
+            break;
+        }
+    }
+    out
+}
+
+impl History {
+    pub fn boots(&self) -> impl DoubleEndedIterator<Item = &Boot> + ExactSizeIterator {
+        self.boots.iter()
+    }
+
+    pub fn current(&self) -> Option<&Boot> {
+        self.boots.back()
+    }
+
+    /// Starts the record of a new boot, unless the agent merely restarted within the boot
+    /// that has the latest record. Closes a previous record left "running" as unrequested.
+    /// Returns the previous boot's record when this is a new boot.
+    pub fn start_boot(&mut self, boot_id: &str, wall: i64, watchdog_fired: bool) -> Option<&Boot> {
+        if self.boots.back().is_some_and(|b| b.boot_id == boot_id) {
+            return None;
+        }
+        let number = self.boots.back().map_or(1, |b| b.number + 1);
+        if let Some(previous) = self.boots.back_mut() {
+            if previous.end == End::Running {
+                previous.end = End::Unrequested { watchdog_fired };
+                previous.reason = bounded(if watchdog_fired {
+                    "hardware watchdog reset not requested by watchkeeper (agent hung or killed, or kernel hang)"
+                } else {
+                    "reset not requested by watchkeeper (power loss, reboot command, or a crash the watchdog driver did not flag)"
+                });
+            }
+        }
+        if self.boots.is_full() {
+            self.boots.pop_front();
+        }
+        let boot = Boot {
+            number,
+            boot_id: bounded(boot_id),
+            started_wall: wall,
+            end: End::Running,
+            uptime_ms: None,
+            hold_cleared: false,
+            component: heapless::String::new(),
+            reason: heapless::String::new(),
+        };
+        // Cannot fail: a slot was freed above.
+        let _ = self.boots.push_back(boot);
+        let len = self.boots.len();
+        if len >= 2 {
+            self.boots.iter().nth(len - 2)
+        } else {
+            None
+        }
+    }
+
+    /// Records that the agent is forcing a reset of the current boot.
+    pub fn record_forced_reset(&mut self, component: &str, reason: &str, uptime: Duration) {
+        if let Some(boot) = self.boots.back_mut() {
+            boot.end = End::Forced;
+            boot.uptime_ms = Some(u64::try_from(uptime.as_millis()).unwrap_or(u64::MAX));
+            boot.component = bounded(component);
+            boot.reason = bounded(reason);
+        }
+    }
+
+    /// Records that an operator cleared the hold during the current boot.
+    pub fn record_hold_cleared(&mut self) {
+        if let Some(boot) = self.boots.back_mut() {
+            boot.hold_cleared = true;
+        }
+    }
+
+    /// True when `max_resets` forced resets happened within `window` before the current
+    /// boot and no operator has cleared the hold since.
+    pub fn hold_needed(&self, max_resets: u32, window: Duration) -> bool {
+        let mut boots = self.boots.iter().rev();
+        let Some(current) = boots.next() else {
+            return false;
+        };
+        if current.hold_cleared {
+            return false;
+        }
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        let mut span_ms = 0u64;
+        let mut forced = 0;
+        for boot in boots {
+            if boot.end == End::Forced {
+                forced += 1;
+                if forced >= max_resets {
+                    return true;
+                }
+            }
+            span_ms = span_ms.saturating_add(boot.uptime_ms.unwrap_or(0));
+            if span_ms >= window_ms || boot.hold_cleared {
+                break;
+            }
+        }
+        false
+    }
+
+    /// Serializes the whole history.
+    pub fn write_text(&self, out: &mut heapless::String<TEXT_MAX>) -> fmt::Result {
+        out.clear();
+        writeln!(out, "{HEADER}")?;
+        for b in &self.boots {
+            let end = match b.end {
+                End::Running => "running",
+                End::Forced => "forced",
+                End::Unrequested {
+                    watchdog_fired: true,
+                } => "watchdog",
+                End::Unrequested {
+                    watchdog_fired: false,
+                } => "unrequested",
+            };
+            write!(
+                out,
+                "{}\t{}\t{}\t{}\t",
+                b.number, b.boot_id, b.started_wall, end
+            )?;
+            match b.uptime_ms {
+                Some(ms) => write!(out, "{ms}")?,
+                None => out.push('-').map_err(|_| fmt::Error)?,
+            }
+            writeln!(
+                out,
+                "\t{}\t{}\t{}",
+                u8::from(b.hold_cleared),
+                b.component,
+                b.reason
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Parses what `write_text` wrote.
+    pub fn parse(text: &str) -> Result<History, ParseError> {
+        let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
+        match lines.next() {
+            Some((_, HEADER)) => {}
+            _ => {
+                return Err(ParseError {
+                    line: 1,
+                    message: "missing header \"watchkeeper-history 1\"",
+                });
+            }
+        }
+        let mut history = History::default();
+        for (line, text) in lines {
+            let err = |message| ParseError { line, message };
+            let mut fields = text.split('\t');
+            let mut next = |what| fields.next().ok_or(err(what));
+            let number = next("missing boot number")?
+                .parse()
+                .map_err(|_| err("bad boot number"))?;
+            let boot_id = next("missing boot id")?;
+            let started_wall = next("missing start time")?
+                .parse()
+                .map_err(|_| err("bad start time"))?;
+            let end = match next("missing end")? {
+                "running" => End::Running,
+                "forced" => End::Forced,
+                "watchdog" => End::Unrequested {
+                    watchdog_fired: true,
+                },
+                "unrequested" => End::Unrequested {
+                    watchdog_fired: false,
+                },
+                _ => return Err(err("unknown end")),
+            };
+            let uptime_ms = match next("missing uptime")? {
+                "-" => None,
+                ms => Some(ms.parse().map_err(|_| err("bad uptime"))?),
+            };
+            let hold_cleared = match next("missing hold flag")? {
+                "0" => false,
+                "1" => true,
+                _ => return Err(err("bad hold flag")),
+            };
+            let component = next("missing component")?;
+            let reason = next("missing reason")?;
+            if fields.next().is_some() {
+                return Err(err("too many fields"));
+            }
+            if boot_id.len() > 36 || component.len() > MAX_NAME_LEN || reason.len() > MAX_REASON_LEN
+            {
+                return Err(err("field too long"));
+            }
+            if history.boots.is_full() {
+                return Err(err("more records than the history holds"));
+            }
+            let _ = history.boots.push_back(Boot {
+                number,
+                boot_id: bounded(boot_id),
+                started_wall,
+                end,
+                uptime_ms,
+                hold_cleared,
+                component: bounded(component),
+                reason: bounded(reason),
+            });
+        }
+        Ok(history)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn forced_boots(uptimes_s: &[u64]) -> History {
+        let mut h = History::default();
+        for (i, up) in uptimes_s.iter().enumerate() {
+            h.start_boot(&format!("boot-{i}"), 0, false);
+            h.record_forced_reset("sensor", "dead", Duration::from_secs(*up));
+        }
+        h.start_boot("current", 0, false);
+        h
+    }
+
+    #[test]
+    fn a_restart_within_the_same_boot_keeps_the_record() {
+        let mut h = History::default();
+        assert!(h.start_boot("a", 100, false).is_none());
+        assert!(h.start_boot("a", 200, false).is_none());
+        assert_eq!(h.boots().len(), 1);
+        assert_eq!(h.current().unwrap().started_wall, 100);
+    }
+
+    #[test]
+    fn an_unfinished_boot_is_attributed_as_unrequested() {
+        let mut h = History::default();
+        h.start_boot("a", 0, false);
+        let previous = h.start_boot("b", 0, true).unwrap();
+        assert_eq!(
+            previous.end,
+            End::Unrequested {
+                watchdog_fired: true
+            }
+        );
+        assert!(previous.reason.contains("not requested"));
+        h.record_forced_reset("net", "heartbeat silent", Duration::from_secs(90));
+        let previous = h.start_boot("c", 0, false).unwrap().clone();
+        assert_eq!(previous.end, End::Forced);
+        assert_eq!(previous.component, "net");
+        assert_eq!(previous.uptime_ms, Some(90_000));
+        assert_eq!(h.current().unwrap().number, 3);
+    }
+
+    #[test]
+    fn guard_table() {
+        // (uptimes of previous forced boots, max_resets, window, hold expected)
+        let cases: &[(&[u64], u32, Duration, bool)] = &[
+            (&[60, 60, 60], 3, HOUR, true),
+            (&[60, 60], 3, HOUR, false),
+            (&[4000, 60, 60], 3, HOUR, true), // the oldest counts: span before it is 120 s
+            (&[60, 4000, 60], 3, HOUR, false),
+            (&[60, 60, 60], 1, HOUR, true),
+            (&[10, 10, 10, 10], 4, Duration::from_secs(25), false),
+        ];
+        for (uptimes, max, window, expected) in cases {
+            let h = forced_boots(uptimes);
+            assert_eq!(
+                h.hold_needed(*max, *window),
+                *expected,
+                "{uptimes:?} max {max} window {window:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unrequested_boots_in_between_count_as_zero_time() {
+        let mut h = forced_boots(&[60, 60]);
+        h.start_boot("crash", 0, true); // ended without a record
+        assert!(h.hold_needed(2, HOUR));
+    }
+
+    #[test]
+    fn an_operator_clear_stops_the_count() {
+        let mut h = forced_boots(&[60, 60, 60]);
+        h.record_hold_cleared();
+        assert!(!h.hold_needed(3, HOUR));
+        h.record_forced_reset("sensor", "dead", Duration::from_secs(60));
+        h.start_boot("next", 0, false);
+        // The cleared boot's own reset counts, those before the clear do not.
+        assert!(!h.hold_needed(2, HOUR));
+        assert!(h.hold_needed(1, HOUR));
+    }
+
+    #[test]
+    fn text_round_trips_and_the_ring_keeps_the_newest() {
+        let mut h = History::default();
+        for i in 0..(HISTORY_LEN + 5) {
+            h.start_boot(&format!("{i:036}"), 1_700_000_000 + i as i64, i % 2 == 0);
+        }
+        h.record_forced_reset(
+            "sensor-1",
+            "heartbeat\tnot touched\nfor 10 s",
+            Duration::from_millis(12_345),
+        );
+        let mut text = heapless::String::new();
+        h.write_text(&mut text).unwrap();
+        let parsed = History::parse(&text).unwrap();
+        assert_eq!(parsed, h);
+        assert_eq!(parsed.boots().len(), HISTORY_LEN);
+        assert_eq!(parsed.boots().next().unwrap().number, 6);
+        assert_eq!(
+            parsed.current().unwrap().reason,
+            "heartbeat not touched for 10 s"
+        );
+    }
+
+    #[test]
+    fn defects_are_named_by_line() {
+        let bad =
+            "watchkeeper-history 1\n1\tid\t0\trunning\t-\t0\t\t\n2\tid\t0\texploded\t-\t0\t\t\n";
+        assert_eq!(
+            History::parse(bad),
+            Err(ParseError {
+                line: 3,
+                message: "unknown end"
+            })
+        );
+        assert_eq!(History::parse("").unwrap_err().line, 1);
+        let truncated = "watchkeeper-history 1\n1\tid\t0\trun";
+        assert_eq!(History::parse(truncated).unwrap_err().line, 2);
+    }
+}

@@ -1,0 +1,222 @@
+//! `watchkeeper run`: from exec to the agent loop, fast and without giving up.
+//!
+//! Order matters: the config (or the last good one, or a salvaged minimum), then the
+//! watchdog device (the sooner it is open, the sooner the first feed), then the boot record
+//! (before anything else can go wrong), then everything else. No failure after the config
+//! stops the agent: a broken config, an unusable device or LED shows the fault pattern and
+//! the board is kept up, because an agent that exits in a loop resets boards for typos.
+
+use std::path::Path;
+
+use crate::agent::{Agent, Parts};
+use crate::clock::{Clock, SystemClock};
+use crate::config::{self, Config};
+use crate::history::End;
+use crate::led::{self, LedSpec};
+use crate::rundir::RunDir;
+use crate::state::State;
+use crate::watchdog::{self, BootStatus, Device, NoDevice, WDIOF_CARDRESET, Watchdog};
+use crate::{harden, logging, version};
+
+const KMSG: &str = "/dev/kmsg";
+const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+
+/// Loads the config, falling back to the last good one, then to a salvaged minimum.
+/// Returns the config and whether it is a fallback (a fault to show).
+fn load_config(path: &Path) -> (Config, bool) {
+    let error = match config::load(path) {
+        Ok(config) => return (config, false),
+        Err(e) => e,
+    };
+    log::error!("config error: {error}");
+    let source = std::fs::read_to_string(path).ok();
+    let salvage = config::salvage(source.as_deref());
+    let kept = State::last_good_path(&salvage.state_dir);
+    match State::load_last_good(&salvage.state_dir).map(|text| config::parse(&kept, &text)) {
+        Some(Ok(config)) => {
+            log::error!(
+                "falling back to the last good config {}: fix {} and restart watchkeeper",
+                kept.display(),
+                path.display()
+            );
+            (config, true)
+        }
+        Some(Err(e)) => {
+            log::error!(
+                "the last good config does not load either ({e}): supervising nothing, feeding the watchdog"
+            );
+            (salvage.into_config(path), true)
+        }
+        None => {
+            log::error!(
+                "no last good config in {}: supervising nothing, feeding the watchdog",
+                salvage.state_dir.display()
+            );
+            (salvage.into_config(path), true)
+        }
+    }
+}
+
+fn open_watchdog(config: &Config) -> (Option<Box<dyn Watchdog>>, Option<u32>) {
+    let Some(path) = &config.watchdog.device else {
+        log::warn!("watchdog device \"none\": nothing is fed, every decision is only logged");
+        return (Some(Box::new(NoDevice::new(config.watchdog.timeout))), None);
+    };
+    match Device::open(path, config.watchdog.timeout) {
+        Ok(device) => {
+            log::info!(
+                "watchdog {} ({}): timeout {:?}",
+                path.display(),
+                device.identity(),
+                device.timeout()
+            );
+            let status = device.boot_status();
+            (Some(Box::new(device)), status)
+        }
+        Err(e) => {
+            log::error!("{e}");
+            (None, None)
+        }
+    }
+}
+
+fn boot_id() -> String {
+    std::fs::read_to_string(BOOT_ID)
+        .map_or_else(|_| "unknown".to_owned(), |id| id.trim().to_owned())
+}
+
+/// Runs the agent; returns only with a message when the agent cannot start at all.
+pub fn run(config_path: &Path, agent_binary: &Path) -> String {
+    let clock = SystemClock;
+    let (config, mut fault) = load_config(config_path);
+    if config.agent.log == config::LogTarget::Kmsg {
+        if let Err(e) = logging::use_kmsg(Path::new(KMSG)) {
+            log::error!("cannot log to {KMSG}: {e}; logging to stderr");
+        }
+    }
+    log::info!(
+        "{} starting, config {}",
+        version::LINE,
+        config.path.display()
+    );
+    let (watchdog, boot_status) = open_watchdog(&config);
+    fault |= watchdog.is_none();
+
+    let (mut state, finding) = match State::open(&config.agent.state_dir) {
+        Ok(opened) => opened,
+        Err(e) => return format!("cannot use the state directory: {e}"),
+    };
+    if let Some(finding) = finding {
+        log::error!("{finding:?}");
+    }
+    let fired = boot_status.is_some_and(|bits| bits & WDIOF_CARDRESET != 0);
+    match state.start_boot(&boot_id(), clock.wall(), fired) {
+        Ok(Some(previous)) => match previous.end {
+            End::Forced => log::warn!(
+                "previous boot {} was reset by watchkeeper: component {}: {}",
+                previous.number,
+                previous.component,
+                previous.reason
+            ),
+            _ => log::warn!("previous boot {}: {}", previous.number, previous.reason),
+        },
+        Ok(None) => log::warn!("watchkeeper restarted within the same boot"),
+        Err(e) => log::error!("cannot record this boot: {e}"),
+    }
+    if let Some(bits) = boot_status.filter(|bits| *bits != 0) {
+        log::warn!("watchdog boot status: {}", BootStatus(bits));
+    }
+    if !fault {
+        if let Err(e) = state.save_last_good(&config.source) {
+            log::error!("{e}");
+        }
+    }
+    let guard = config.guard;
+    let hold_until = state.history().hold_needed(guard.max_resets, guard.window).then(|| {
+        let left = guard.window.saturating_sub(clock.uptime());
+        log::error!(
+            "reboot-loop guard: {} forced resets within {:?}: holding resets for {left:?} (clear with `watchkeeper clear-hold`)",
+            guard.max_resets,
+            guard.window
+        );
+        clock.now().add(left)
+    });
+
+    let run = match RunDir::open(&config.agent.run_dir) {
+        Ok(run) => run,
+        Err((path, e)) => {
+            return format!(
+                "cannot use the run directory {}: {}",
+                path.display(),
+                e.desc()
+            );
+        }
+    };
+    let led = match led::open(&config.led) {
+        Ok(led) => led,
+        Err(e) => {
+            log::error!("{e}");
+            fault = true;
+            led::open(&LedSpec::None).expect("the none LED always opens")
+        }
+    };
+    for warning in harden::harden(config.agent.realtime_priority) {
+        log::warn!("{warning}");
+    }
+    let may_reboot = config.watchdog.device.is_some();
+    let seed = boot_id()
+        .bytes()
+        .fold(u64::from(std::process::id()), |h, b| {
+            h.rotate_left(5) ^ u64::from(b)
+        })
+        ^ clock.now().as_nanos();
+    let parts = Parts {
+        watchdog,
+        may_reboot,
+        led,
+        clock,
+        state,
+        run,
+        agent_binary: agent_binary.to_owned(),
+        fault,
+        hold_until,
+        seed,
+    };
+    let agent = match Agent::new(&config, parts) {
+        Ok(agent) => agent,
+        Err(e) => return e,
+    };
+    log::info!(
+        "supervising {} components{}; check every {:?}",
+        config.components.len(),
+        if config.hearts.is_some() {
+            " and the hearts directory"
+        } else {
+            ""
+        },
+        config.agent.check_interval
+    );
+    agent.run()
+}
+
+/// `watchkeeper disarm`: writes the magic 'V' so the device stops counting.
+pub fn disarm(config_path: &Path) -> Result<String, String> {
+    let config = config::load(config_path).map_err(|e| e.to_string())?;
+    let Some(path) = config.watchdog.device else {
+        return Err(
+            "the config names no watchdog device (device = \"none\"): nothing to disarm".to_owned(),
+        );
+    };
+    let disarmed = watchdog::disarm(&path).map_err(|e| e.to_string())?;
+    let mut message = format!(
+        "DISARMED {}: the watchdog no longer resets this board if it hangs.\n\
+         Restart watchkeeper to re-arm it.",
+        path.display()
+    );
+    if !disarmed.magic_close {
+        message.push_str(
+            "\nWARNING: the driver does not advertise magic close: it may still be counting.",
+        );
+    }
+    Ok(message)
+}

@@ -1,0 +1,265 @@
+//! The persistent state directory: reset history and the last good config.
+//!
+//! Lives on persistent storage (default `/var/lib/watchkeeper`). Every write goes through
+//! [`atomic::replace`] with fsyncs, so a power cut at any instant leaves each file whole.
+//! A history file that does not parse is kept aside as `history.corrupt` (nothing is
+//! lost) and a fresh history starts; the agent never refuses to run because of it.
+
+use core::fmt;
+use core::time::Duration;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+
+use crate::atomic;
+use crate::history::{Boot, History, TEXT_MAX};
+
+const HISTORY: &str = "history";
+const HISTORY_CORRUPT: &str = "history.corrupt";
+const LAST_GOOD: &str = "last-good.toml";
+/// Largest config file kept as the last good one.
+pub const MAX_CONFIG_LEN: usize = 1024 * 1024;
+
+/// A state directory problem: which file, what was being done, and the OS error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateError {
+    pub path: PathBuf,
+    pub doing: &'static str,
+    pub errno: Errno,
+}
+
+impl fmt::Display for StateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {}: {}",
+            self.path.display(),
+            self.doing,
+            self.errno.desc()
+        )
+    }
+}
+
+impl std::error::Error for StateError {}
+
+/// The open state directory and the history as last written.
+pub struct State {
+    path: PathBuf,
+    dir: OwnedFd,
+    history: History,
+    scratch: Box<heapless::String<TEXT_MAX>>,
+}
+
+/// What opening the state directory found that the operator should hear about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finding {
+    /// The history did not parse; it was kept aside under this path.
+    CorruptHistoryKept { path: PathBuf, defect: String },
+}
+
+fn open_dir(path: &Path) -> Result<OwnedFd, StateError> {
+    nix::fcntl::open(
+        path,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|errno| StateError {
+        path: path.to_owned(),
+        doing: "opening the state directory",
+        errno,
+    })
+}
+
+fn read_history(dir: &OwnedFd, path: &Path) -> Result<Result<History, String>, StateError> {
+    let mut buf = vec![0u8; TEXT_MAX];
+    let len = atomic::read(dir, HISTORY, &mut buf).map_err(|errno| StateError {
+        path: path.join(HISTORY),
+        doing: "reading the reset history",
+        errno,
+    })?;
+    let Some(len) = len else {
+        return Ok(Ok(History::default()));
+    };
+    Ok(match core::str::from_utf8(&buf[..len]) {
+        Ok(text) => History::parse(text).map_err(|e| e.to_string()),
+        Err(_) => Err("not UTF-8 text".to_owned()),
+    })
+}
+
+impl State {
+    /// Opens (creating it if needed) the state directory and reads the history.
+    pub fn open(path: &Path) -> Result<(State, Option<Finding>), StateError> {
+        std::fs::create_dir_all(path).map_err(|e| StateError {
+            path: path.to_owned(),
+            doing: "creating the state directory",
+            errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
+        })?;
+        let dir = open_dir(path)?;
+        let (history, finding) = match read_history(&dir, path)? {
+            Ok(history) => (history, None),
+            Err(defect) => {
+                nix::fcntl::renameat(&dir, HISTORY, &dir, HISTORY_CORRUPT).map_err(|errno| {
+                    StateError {
+                        path: path.join(HISTORY),
+                        doing: "keeping the unreadable history aside",
+                        errno,
+                    }
+                })?;
+                let kept = path.join(HISTORY_CORRUPT);
+                (
+                    History::default(),
+                    Some(Finding::CorruptHistoryKept { path: kept, defect }),
+                )
+            }
+        };
+        let state = State {
+            path: path.to_owned(),
+            dir,
+            history,
+            scratch: Box::default(),
+        };
+        Ok((state, finding))
+    }
+
+    /// Reads the history without creating or changing anything (for `status`).
+    pub fn read_only(path: &Path) -> Result<Result<History, String>, StateError> {
+        read_history(&open_dir(path)?, path)
+    }
+
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Records the start of this boot (see [`History::start_boot`]) and persists it.
+    /// Returns the previous boot's record when this is a new boot.
+    pub fn start_boot(
+        &mut self,
+        boot_id: &str,
+        wall: i64,
+        watchdog_fired: bool,
+    ) -> Result<Option<Boot>, StateError> {
+        let previous = self
+            .history
+            .start_boot(boot_id, wall, watchdog_fired)
+            .cloned();
+        self.persist()?;
+        Ok(previous)
+    }
+
+    /// Records the reason for the reset about to be forced, durably. Allocation-free.
+    pub fn record_forced_reset(
+        &mut self,
+        component: &str,
+        reason: &str,
+        uptime: Duration,
+    ) -> Result<(), StateError> {
+        self.history.record_forced_reset(component, reason, uptime);
+        self.persist()
+    }
+
+    /// Records that an operator cleared the hold in this boot, durably. Allocation-free.
+    pub fn record_hold_cleared(&mut self) -> Result<(), StateError> {
+        self.history.record_hold_cleared();
+        self.persist()
+    }
+
+    fn persist(&mut self) -> Result<(), StateError> {
+        let error = |errno| StateError {
+            path: self.path.join(HISTORY),
+            doing: "writing the reset history",
+            errno,
+        };
+        self.history
+            .write_text(&mut self.scratch)
+            .map_err(|_| error(Errno::EOVERFLOW))?;
+        atomic::replace(&self.dir, HISTORY, self.scratch.as_bytes(), true).map_err(error)
+    }
+
+    /// Keeps `source` as the last config that loaded, unless it already is.
+    pub fn save_last_good(&self, source: &str) -> Result<(), StateError> {
+        if Self::load_last_good(&self.path).as_deref() == Some(source) {
+            return Ok(());
+        }
+        atomic::replace(&self.dir, LAST_GOOD, source.as_bytes(), true).map_err(|errno| StateError {
+            path: self.path.join(LAST_GOOD),
+            doing: "keeping the last good config",
+            errno,
+        })
+    }
+
+    /// The last config that loaded, if one was kept in the state directory at `path`.
+    pub fn load_last_good(path: &Path) -> Option<String> {
+        let dir = open_dir(path).ok()?;
+        let mut buf = vec![0u8; MAX_CONFIG_LEN];
+        let len = atomic::read(&dir, LAST_GOOD, &mut buf).ok()??;
+        buf.truncate(len);
+        String::from_utf8(buf).ok()
+    }
+
+    /// Where the last good config is kept.
+    pub fn last_good_path(path: &Path) -> PathBuf {
+        path.join(LAST_GOOD)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(tag: &str) -> PathBuf {
+        let path = std::env::temp_dir().join(format!("wk-state-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&path);
+        path
+    }
+
+    #[test]
+    fn history_survives_reopening() {
+        let path = dir("reopen");
+        let (mut state, finding) = State::open(&path).unwrap();
+        assert!(finding.is_none());
+        state.start_boot("boot-a", 1, false).unwrap();
+        state
+            .record_forced_reset("sensor", "heartbeat silent", Duration::from_secs(5))
+            .unwrap();
+        let (mut state, _) = State::open(&path).unwrap();
+        let previous = state.start_boot("boot-b", 2, false).unwrap().unwrap();
+        assert_eq!(previous.component, "sensor");
+        assert_eq!(State::read_only(&path).unwrap().unwrap().boots().len(), 2);
+        std::fs::remove_dir_all(path).unwrap();
+    }
+
+    #[test]
+    fn a_corrupt_history_is_kept_aside_not_lost() {
+        let path = dir("corrupt");
+        std::fs::create_dir_all(&path).unwrap();
+        std::fs::write(path.join(HISTORY), b"garbage\n").unwrap();
+        let (state, finding) = State::open(&path).unwrap();
+        assert!(matches!(finding, Some(Finding::CorruptHistoryKept { .. })));
+        assert_eq!(
+            std::fs::read(path.join(HISTORY_CORRUPT)).unwrap(),
+            b"garbage\n"
+        );
+        assert_eq!(state.history().boots().len(), 0);
+        std::fs::remove_dir_all(path).unwrap();
+    }
+
+    #[test]
+    fn last_good_config_round_trips() {
+        let path = dir("lastgood");
+        let (state, _) = State::open(&path).unwrap();
+        assert_eq!(State::load_last_good(&path), None);
+        state.save_last_good("[watchdog]\n").unwrap();
+        assert_eq!(
+            State::load_last_good(&path).as_deref(),
+            Some("[watchdog]\n")
+        );
+        std::fs::remove_dir_all(path).unwrap();
+    }
+}
