@@ -9,13 +9,14 @@
 use core::fmt::{self, Write as _};
 use core::time::Duration;
 use std::ffi::CStr;
+use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use nix::dir::Dir;
 use nix::errno::Errno;
 use nix::fcntl::{AT_FDCWD, AtFlags, OFlag};
 use nix::sys::stat::{FileStat, Mode, fstatat};
+use rustix::fs::RawDir;
 
 use crate::atomic::{self, libc_mode};
 use crate::config::check_name;
@@ -138,12 +139,16 @@ pub enum Entry<'a> {
     Refused { name: &'a [u8], why: Refusal },
 }
 
-/// The hearts directory, kept open from startup and rewound for each scan.
+/// Bytes of directory entries read per `getdents64` call.
+const DIRENT_BUFFER: usize = 8192;
+
+/// The hearts directory, kept open from startup and rewound for each scan. Entries are
+/// read with `getdents64` into a buffer allocated at startup (rustix's `RawDir`), because
+/// `readdir` wrappers allocate a name per entry.
 pub struct HeartsDir {
     path: PathBuf,
-    dir: Dir,
-    /// A second descriptor of the same directory, for `fstatat` while `dir` is iterated.
     fd: OwnedFd,
+    buffer: Box<[MaybeUninit<u8>]>,
     last_dir_stamp: Option<Stamp>,
 }
 
@@ -184,14 +189,11 @@ impl HeartsDir {
             .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?;
         let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let fd = nix::fcntl::open(path, flags, Mode::empty())?;
-        let dir = Dir::from_fd(
-            fd.try_clone()
-                .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?,
-        )?;
+        let buffer = vec![MaybeUninit::uninit(); DIRENT_BUFFER].into_boxed_slice();
         Ok(HeartsDir {
             path: path.to_owned(),
-            dir,
             fd,
+            buffer,
             last_dir_stamp: None,
         })
     }
@@ -209,8 +211,10 @@ impl HeartsDir {
             dir_changed: Some(dir_stamp) != self.last_dir_stamp,
         };
         self.last_dir_stamp = Some(dir_stamp);
-        for entry in self.dir.iter() {
-            let entry = entry?;
+        nix::unistd::lseek(&self.fd, 0, nix::unistd::Whence::SeekSet)?;
+        let mut entries = RawDir::new(&self.fd, &mut self.buffer);
+        while let Some(entry) = entries.next() {
+            let entry = entry.map_err(|e| Errno::from_raw(e.raw_os_error()))?;
             let raw: &CStr = entry.file_name();
             let bytes = raw.to_bytes();
             if bytes == b"." || bytes == b".." {

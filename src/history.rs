@@ -54,6 +54,17 @@ pub struct Boot {
     pub reason: heapless::String<MAX_REASON_LEN>,
 }
 
+/// What [`History::start_boot`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BootStart<'a> {
+    /// The first boot on record.
+    First,
+    /// A new boot; this is how the previous one ended.
+    After(&'a Boot),
+    /// The agent restarted within the boot that has the latest record.
+    Restarted,
+}
+
 /// The last [`HISTORY_LEN`] boots, oldest first.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct History {
@@ -101,10 +112,9 @@ impl History {
 
     /// Starts the record of a new boot, unless the agent merely restarted within the boot
     /// that has the latest record. Closes a previous record left "running" as unrequested.
-    /// Returns the previous boot's record when this is a new boot.
-    pub fn start_boot(&mut self, boot_id: &str, wall: i64, watchdog_fired: bool) -> Option<&Boot> {
+    pub fn start_boot(&mut self, boot_id: &str, wall: i64, watchdog_fired: bool) -> BootStart<'_> {
         if self.boots.back().is_some_and(|b| b.boot_id == boot_id) {
-            return None;
+            return BootStart::Restarted;
         }
         let number = self.boots.back().map_or(1, |b| b.number + 1);
         if let Some(previous) = self.boots.back_mut() {
@@ -133,10 +143,9 @@ impl History {
         // Cannot fail: a slot was freed above.
         let _ = self.boots.push_back(boot);
         let len = self.boots.len();
-        if len >= 2 {
-            self.boots.iter().nth(len - 2)
-        } else {
-            None
+        match self.boots.iter().nth(len.wrapping_sub(2)) {
+            Some(previous) => BootStart::After(previous),
+            None => BootStart::First,
         }
     }
 
@@ -310,8 +319,8 @@ mod tests {
     #[test]
     fn a_restart_within_the_same_boot_keeps_the_record() {
         let mut h = History::default();
-        assert!(h.start_boot("a", 100, false).is_none());
-        assert!(h.start_boot("a", 200, false).is_none());
+        assert_eq!(h.start_boot("a", 100, false), BootStart::First);
+        assert_eq!(h.start_boot("a", 200, false), BootStart::Restarted);
         assert_eq!(h.boots().len(), 1);
         assert_eq!(h.current().unwrap().started_wall, 100);
     }
@@ -320,7 +329,9 @@ mod tests {
     fn an_unfinished_boot_is_attributed_as_unrequested() {
         let mut h = History::default();
         h.start_boot("a", 0, false);
-        let previous = h.start_boot("b", 0, true).unwrap();
+        let BootStart::After(previous) = h.start_boot("b", 0, true) else {
+            panic!("a new boot")
+        };
         assert_eq!(
             previous.end,
             End::Unrequested {
@@ -329,7 +340,10 @@ mod tests {
         );
         assert!(previous.reason.contains("not requested"));
         h.record_forced_reset("net", "heartbeat silent", Duration::from_secs(90));
-        let previous = h.start_boot("c", 0, false).unwrap().clone();
+        let BootStart::After(previous) = h.start_boot("c", 0, false) else {
+            panic!()
+        };
+        let previous = previous.clone();
         assert_eq!(previous.end, End::Forced);
         assert_eq!(previous.component, "net");
         assert_eq!(previous.uptime_ms, Some(90_000));

@@ -119,16 +119,16 @@ impl ErrorType for AnyPin {
 impl OutputPin for AnyPin {
     fn set_low(&mut self) -> Result<(), PinError> {
         match self {
-            AnyPin::Gpio(led) => led.set(false),
-            AnyPin::Sysfs(led) => led.set(false),
+            AnyPin::Gpio(led) => led.drive(false),
+            AnyPin::Sysfs(led) => led.drive(false),
             AnyPin::None => Ok(()),
         }
     }
 
     fn set_high(&mut self) -> Result<(), PinError> {
         match self {
-            AnyPin::Gpio(led) => led.set(true),
-            AnyPin::Sysfs(led) => led.set(true),
+            AnyPin::Gpio(led) => led.drive(true),
+            AnyPin::Sysfs(led) => led.drive(true),
             AnyPin::None => Ok(()),
         }
     }
@@ -182,7 +182,7 @@ impl GpioLed {
         Ok(GpioLed { pin, chip, line })
     }
 
-    fn set(&mut self, high: bool) -> Result<(), PinError> {
+    fn drive(&mut self, high: bool) -> Result<(), PinError> {
         if high {
             self.pin.set_high()
         } else {
@@ -220,16 +220,13 @@ impl SysfsLed {
             path: max_path.clone(),
             cause,
         })?;
-        let on = match max.trim().parse::<u32>() {
-            Ok(max) if max > 0 => {
-                let mut on = heapless::String::new();
-                fmt::write(&mut on, format_args!("{max}")).map_err(|_| LedError::BadMax {
-                    path: max_path.clone(),
-                })?;
-                on
-            }
+        let max = match max.trim().parse::<u32>() {
+            Ok(max) if max > 0 => max,
             _ => return Err(LedError::BadMax { path: max_path }),
         };
+        let mut on = heapless::String::new();
+        fmt::write(&mut on, format_args!("{max}"))
+            .map_err(|_| LedError::BadMax { path: max_path })?;
         let path = dir.join("brightness");
         let brightness = OpenOptions::new()
             .write(true)
@@ -243,11 +240,11 @@ impl SysfsLed {
             path: Arc::from(path),
             on,
         };
-        led.set(false).map_err(LedError::Write)?;
+        led.drive(false).map_err(LedError::Write)?;
         Ok(led)
     }
 
-    fn set(&mut self, high: bool) -> Result<(), PinError> {
+    fn drive(&mut self, high: bool) -> Result<(), PinError> {
         let value = if high { self.on.as_bytes() } else { b"0" };
         // A sysfs attribute takes the whole value in one write at offset 0.
         match self.brightness.write_at(value, 0) {
@@ -502,6 +499,23 @@ mod tests {
         assert!(matches!(err, LedError::BadMax { .. }), "{err}");
         let err = SysfsLed::open_at(&base, "missing").unwrap_err();
         assert!(err.to_string().contains("missing/max_brightness"), "{err}");
+        std::fs::remove_dir_all(base).unwrap();
+    }
+
+    #[test]
+    fn sysfs_write_failure_names_the_file() {
+        let base = fake_leds("1");
+        let brightness = base.join("status/brightness");
+        std::fs::remove_file(&brightness).unwrap();
+        // Every write to /dev/full fails with ENOSPC.
+        std::os::unix::fs::symlink("/dev/full", &brightness).unwrap();
+        let err = SysfsLed::open_at(&base, "status").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("cannot drive the fault LED: ")
+                && text.contains("status/brightness: ENOSPC"),
+            "{text}"
+        );
         std::fs::remove_dir_all(base).unwrap();
     }
 

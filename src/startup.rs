@@ -14,7 +14,7 @@ use crate::config::{self, Config};
 use crate::history::End;
 use crate::led::{self, LedSpec};
 use crate::rundir::RunDir;
-use crate::state::State;
+use crate::state::{Started, State};
 use crate::watchdog::{self, BootStatus, Device, NoDevice, WDIOF_CARDRESET, Watchdog};
 use crate::{harden, logging, version};
 
@@ -111,7 +111,7 @@ pub fn run(config_path: &Path, agent_binary: &Path) -> String {
     }
     let fired = boot_status.is_some_and(|bits| bits & WDIOF_CARDRESET != 0);
     match state.start_boot(&boot_id(), clock.wall(), fired) {
-        Ok(Some(previous)) => match previous.end {
+        Ok(Started::After(previous)) => match previous.end {
             End::Forced => log::warn!(
                 "previous boot {} was reset by watchkeeper: component {}: {}",
                 previous.number,
@@ -120,7 +120,11 @@ pub fn run(config_path: &Path, agent_binary: &Path) -> String {
             ),
             _ => log::warn!("previous boot {}: {}", previous.number, previous.reason),
         },
-        Ok(None) => log::warn!("watchkeeper restarted within the same boot"),
+        Ok(Started::First) => log::info!(
+            "first boot on record in {}",
+            config.agent.state_dir.display()
+        ),
+        Ok(Started::Restarted) => log::warn!("watchkeeper restarted within the same boot"),
         Err(e) => log::error!("cannot record this boot: {e}"),
     }
     if let Some(bits) = boot_status.filter(|bits| *bits != 0) {

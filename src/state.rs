@@ -15,7 +15,7 @@ use nix::fcntl::OFlag;
 use nix::sys::stat::Mode;
 
 use crate::atomic;
-use crate::history::{Boot, History, TEXT_MAX};
+use crate::history::{Boot, BootStart, History, TEXT_MAX};
 
 const HISTORY: &str = "history";
 const HISTORY_CORRUPT: &str = "history.corrupt";
@@ -44,6 +44,15 @@ impl fmt::Display for StateError {
 }
 
 impl std::error::Error for StateError {}
+
+/// How this start of the agent relates to the history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Started {
+    First,
+    /// A new boot; the previous boot's record, as closed.
+    After(Boot),
+    Restarted,
+}
 
 /// The open state directory and the history as last written.
 pub struct State {
@@ -138,19 +147,19 @@ impl State {
     }
 
     /// Records the start of this boot (see [`History::start_boot`]) and persists it.
-    /// Returns the previous boot's record when this is a new boot.
     pub fn start_boot(
         &mut self,
         boot_id: &str,
         wall: i64,
         watchdog_fired: bool,
-    ) -> Result<Option<Boot>, StateError> {
-        let previous = self
-            .history
-            .start_boot(boot_id, wall, watchdog_fired)
-            .cloned();
+    ) -> Result<Started, StateError> {
+        let started = match self.history.start_boot(boot_id, wall, watchdog_fired) {
+            BootStart::First => Started::First,
+            BootStart::After(previous) => Started::After(previous.clone()),
+            BootStart::Restarted => Started::Restarted,
+        };
         self.persist()?;
-        Ok(previous)
+        Ok(started)
     }
 
     /// Records the reason for the reset about to be forced, durably. Allocation-free.
@@ -229,7 +238,9 @@ mod tests {
             .record_forced_reset("sensor", "heartbeat silent", Duration::from_secs(5))
             .unwrap();
         let (mut state, _) = State::open(&path).unwrap();
-        let previous = state.start_boot("boot-b", 2, false).unwrap().unwrap();
+        let Started::After(previous) = state.start_boot("boot-b", 2, false).unwrap() else {
+            panic!()
+        };
         assert_eq!(previous.component, "sensor");
         assert_eq!(State::read_only(&path).unwrap().unwrap().boots().len(), 2);
         std::fs::remove_dir_all(path).unwrap();

@@ -253,6 +253,13 @@ impl Device {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    fn keepalive_error(&self, errno: Errno) -> WatchdogError {
+        WatchdogError::Keepalive {
+            path: self.path.clone(),
+            errno,
+        }
+    }
 }
 
 impl Watchdog for Device {
@@ -303,20 +310,11 @@ impl Watchdog for Device {
     }
 }
 
-impl Device {
-    fn keepalive_error(&self, errno: Errno) -> WatchdogError {
-        WatchdogError::Keepalive {
-            path: self.path.clone(),
-            errno,
-        }
-    }
-}
-
 /// What [`disarm`] could tell about the driver.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Disarmed {
     /// The driver advertises `WDIOF_MAGICCLOSE`. Without it the write may not have disarmed
-    /// the watchdog (or the kernel has `nowayout`, and nothing can).
+    /// the watchdog; with it, a driver in `nowayout` mode still never stops.
     pub magic_close: bool,
 }
 
@@ -655,6 +653,35 @@ mod tests {
 
         let disarmed = disarm(Path::new("/dev/null")).unwrap();
         assert!(!disarmed.magic_close);
+    }
+
+    /// /dev/full takes no ioctls and fails every write with ENOSPC.
+    #[test]
+    fn failed_keepalive_names_the_device() {
+        let mut dev = Device::open(Path::new("/dev/full"), Duration::from_secs(5)).unwrap();
+        let err = dev.keepalive().unwrap_err();
+        assert!(
+            matches!(
+                err,
+                WatchdogError::Keepalive {
+                    errno: Errno::ENOSPC,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .starts_with("/dev/full: keepalive failed: ENOSPC"),
+            "{err}"
+        );
+        assert!(matches!(
+            disarm(Path::new("/dev/full")),
+            Err(WatchdogError::MagicClose {
+                errno: Errno::ENOSPC,
+                ..
+            })
+        ));
     }
 
     #[test]
