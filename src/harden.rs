@@ -3,6 +3,9 @@
 //!
 //! Invariant: nothing here is fatal. Each step that fails becomes a [`Warning`] the agent
 //! logs: a weaker agent that feeds the watchdog beats no agent.
+//!
+//! Processes the agent starts inherit oom_score_adj and SCHED_FIFO across fork and exec
+//! (memory locks they do not): whoever execs a repair program must reset both first.
 
 use core::fmt;
 

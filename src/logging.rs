@@ -127,8 +127,8 @@ impl Log for Logger {
     fn flush(&self) {}
 }
 
-/// The lock also keeps a line from being written to a target being closed. A panic cannot
-/// happen while it is held, so poisoning carries no meaning.
+/// The lock also keeps a line from being written to a target being closed. Poisoning is
+/// ignored: the guarded descriptor stays valid whatever panicked.
 fn sink() -> std::sync::MutexGuard<'static, Option<OwnedFd>> {
     KMSG.lock().unwrap_or_else(PoisonError::into_inner)
 }

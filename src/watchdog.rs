@@ -582,6 +582,13 @@ mod sys {
 mod tests {
     use super::*;
 
+    /// ioctl_num_type is c_ulong on glibc (64 or 32 bits) and c_int on musl: the cast
+    /// truncates, does nothing, or reinterprets the sign, depending on the target.
+    #[allow(clippy::unnecessary_cast)]
+    fn low_32_bits(code: nix::sys::ioctl::ioctl_num_type) -> u32 {
+        code as u32
+    }
+
     #[test]
     fn request_codes_match_the_kernel() {
         // From <linux/watchdog.h>: _IOR/_IOWR('W', nr, type), identical on arm, arm64, x86_64.
@@ -595,8 +602,7 @@ mod tests {
             (sys::GETTIMELEFT, 0x8004_570A),
         ];
         for (code, kernel) in codes {
-            // ioctl_num_type is c_ulong on glibc and c_int on musl; the low 32 bits are the code.
-            assert_eq!(code as u32, kernel, "{kernel:#x}");
+            assert_eq!(low_32_bits(code), kernel, "{kernel:#x}");
         }
         assert_eq!(size_of::<sys::WatchdogInfo>(), 40);
     }

@@ -1,0 +1,480 @@
+//! The real `watchkeeper` binary on the host: the `none` device, real heartbeat files, real
+//! repair scripts, real signals. What a user does on a development machine.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_watchkeeper");
+
+/// A scratch directory with a config; removed when the test passes.
+struct Sandbox {
+    dir: PathBuf,
+}
+
+impl Sandbox {
+    fn new(tag: &str) -> Sandbox {
+        let dir = std::env::temp_dir().join(format!("wk-proc-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        Sandbox { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Writes the config: common header (none device, dirs in the sandbox) plus `body`.
+    fn config(&self, body: &str) -> PathBuf {
+        let text = format!(
+            "[watchdog]\ndevice = \"none\"\ntimeout = 2\n[agent]\ncheck_interval = \"50ms\"\nstate_dir = \"{d}/state\"\nrun_dir = \"{d}/run\"\nrealtime_priority = 0\n{body}",
+            d = self.dir.display()
+        );
+        let path = self.path("wk.toml");
+        fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--config").arg(self.path("wk.toml")).args(args);
+        c.env("WATCHKEEPER_LOG", "info");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// Starts the agent with its stderr in `agent.log`.
+    fn start(&self) -> Child {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("agent.log"))
+            .unwrap();
+        self.command(&["run"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.path("agent.log")).unwrap_or_default()
+    }
+
+    fn status(&self) -> String {
+        String::from_utf8(self.run(&["status"]).stdout).unwrap()
+    }
+
+    /// Waits until `what` holds, or fails with the agent log.
+    fn wait_for(&self, what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !cond() {
+            assert!(
+                start.elapsed() < timeout,
+                "timed out waiting for {what}\n--- agent log ---\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A shell loop that beats a file every 100 ms and writes its pidfile, like a component.
+fn component_script(sb: &Sandbox, name: &str) -> PathBuf {
+    let script = sb.path(&format!("{name}.sh"));
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho $$ > {d}/{name}.pid\nwhile true; do touch {d}/{name}.beat; sleep 0.1; done\n",
+            d = sb.dir.display()
+        ),
+    )
+    .unwrap();
+    make_executable(&script);
+    script
+}
+
+fn make_executable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn spawn_component(script: &Path) -> Child {
+    Command::new(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn kill9(child: &mut Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+fn pid_of(sb: &Sandbox, name: &str) -> Option<i32> {
+    fs::read_to_string(sb.path(&format!("{name}.pid")))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn kill_pid(pid: i32) {
+    let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+}
+
+#[test]
+fn version_and_help() {
+    let out = Command::new(BIN).arg("--version").output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("watchkeeper 0.1.0 (git "), "{text}");
+    assert!(
+        text.contains("-linux-"),
+        "the target triple is baked in: {text}"
+    );
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains("status [--json]")
+    );
+    let out = Command::new(BIN).arg("frobnicate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("unknown command: frobnicate")
+    );
+}
+
+#[test]
+fn check_reports_the_line_of_a_bad_value_and_exits_1() {
+    let sb = Sandbox::new("check");
+    sb.config("[[component]]\nname = \"a\"\nheartbeat = \"/run/a\"\ntimeout = \"soon\"\n");
+    let out = sb.run(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("wk.toml:12:11: expected a duration"), "{err}");
+    sb.config("[[component]]\nname = \"a\"\nheartbeat = \"/run/a\"\n");
+    let out = sb.run(&["check"]);
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .contains("[[component]] # LED code 1")
+    );
+}
+
+#[test]
+fn a_killed_component_is_marked_repaired_and_cleared() {
+    let sb = Sandbox::new("repair");
+    let script = component_script(&sb, "svc");
+    let restart = sb.path("restart.sh");
+    // The repair restarts the component in the background, as an init script would, and
+    // records what the agent put in its environment.
+    fs::write(
+        &restart,
+        format!(
+            "#!/bin/sh\necho \"$WATCHKEEPER_COMPONENT $WATCHKEEPER_PROBLEM\" >> {d}/repairs\nsetsid {s} </dev/null >/dev/null 2>&1 &\n",
+            d = sb.dir.display(),
+            s = script.display()
+        ),
+    )
+    .unwrap();
+    make_executable(&restart);
+    sb.config(&format!(
+        "[[component]]\nname = \"svc\"\nheartbeat = \"{d}/svc.beat\"\npidfile = \"{d}/svc.pid\"\ntimeout = \"1s\"\nrepair = [\"{r}\"]\nrepair_backoff = \"1s\"\nreset_after = \"60s\"\n",
+        d = sb.dir.display(),
+        r = restart.display()
+    ));
+    let mut component = spawn_component(&script);
+    let mut agent = sb.start();
+    sb.wait_for("the component to be alive", Duration::from_secs(10), || {
+        sb.status().contains(" alive ")
+    });
+    let problem = sb.path("run/problems/svc");
+    kill9(&mut component);
+    let killed = Instant::now();
+    sb.wait_for("the problem file", Duration::from_secs(5), || {
+        problem.exists()
+    });
+    let detection = killed.elapsed();
+    // The pidfile makes the death immediate: well under the 1 s heartbeat timeout.
+    assert!(
+        detection < Duration::from_millis(900),
+        "detected after {detection:?}"
+    );
+    assert!(
+        fs::read_to_string(&problem)
+            .unwrap()
+            .starts_with("watchkeeper: process ")
+    );
+    sb.wait_for(
+        "the repair to bring it back",
+        Duration::from_secs(10),
+        || !problem.exists(),
+    );
+    let repairs = fs::read_to_string(sb.path("repairs")).unwrap();
+    assert_eq!(
+        repairs.lines().next().unwrap(),
+        format!("svc {}", problem.display())
+    );
+    let log = sb.log();
+    assert!(log.contains("component svc is dead: process"), "{log}");
+    assert!(log.contains("repairing svc: attempt 1 of 5"), "{log}");
+    assert!(log.contains("component svc is alive again"), "{log}");
+    assert!(!log.contains("forcing a board reset"), "{log}");
+    kill9(&mut agent);
+    if let Some(pid) = pid_of(&sb, "svc") {
+        kill_pid(pid);
+    }
+}
+
+#[test]
+fn a_component_that_stays_dead_forces_a_recorded_reset() {
+    let sb = Sandbox::new("reset");
+    sb.config(&format!(
+        "[[component]]\nname = \"gone\"\nheartbeat = \"{d}/gone.beat\"\ntimeout = \"500ms\"\ngrace = \"500ms\"\nreset_after = \"1s\"\n",
+        d = sb.dir.display()
+    ));
+    let mut agent = sb.start();
+    sb.wait_for("the reset decision", Duration::from_secs(10), || {
+        sb.log().contains("forcing a board reset")
+    });
+    let status = sb.status();
+    assert!(status.contains("RESETTING"), "{status}");
+    assert!(status.contains("fault LED: reset imminent"), "{status}");
+    // The device is "none": the agent must log, never reboot this host.
+    sb.wait_for("the fallback decision", Duration::from_secs(15), || {
+        sb.log().contains("not rebooting this host")
+    });
+    kill9(&mut agent);
+    let json = String::from_utf8(sb.run(&["status", "--json"]).stdout).unwrap();
+    assert!(json.contains("\"end\":\"forced\""), "{json}");
+    assert!(json.contains("\"component\":\"gone\""), "{json}");
+    assert!(json.contains("no heartbeat at"), "{json}");
+    assert!(json.contains("\"agent\":{\"running\":false"), "{json}");
+}
+
+#[test]
+fn sigterm_ends_the_agent_at_once() {
+    let sb = Sandbox::new("term");
+    sb.config(&format!(
+        "[[component]]\nname = \"a\"\nheartbeat = \"{}/a.beat\"\n",
+        sb.dir.display()
+    ));
+    let mut agent = sb.start();
+    sb.wait_for("startup", Duration::from_secs(5), || {
+        sb.path("run/status").exists()
+    });
+    let sent = Instant::now();
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(agent.id().to_string())
+        .status()
+        .unwrap();
+    let status = agent.wait().unwrap();
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(
+        status.signal(),
+        Some(15),
+        "killed by SIGTERM, no handler, no shutdown path"
+    );
+    assert!(sent.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
+fn a_broken_config_falls_back_to_the_last_good_one() {
+    let sb = Sandbox::new("fallback");
+    let script = component_script(&sb, "svc");
+    let good = sb.config(&format!(
+        "[[component]]\nname = \"svc\"\nheartbeat = \"{}/svc.beat\"\ntimeout = \"1s\"\n",
+        sb.dir.display()
+    ));
+    let mut component = spawn_component(&script);
+    let mut agent = sb.start();
+    sb.wait_for("the component to be alive", Duration::from_secs(10), || {
+        sb.status().contains(" alive ")
+    });
+    kill9(&mut agent);
+    // An update leaves a typo on disk: the restarted agent keeps supervising with the
+    // last good config and shows the fault.
+    let text = fs::read_to_string(&good)
+        .unwrap()
+        .replace("timeout = \"1s\"", "timeout = \"1 s\"");
+    fs::write(&good, text).unwrap();
+    let mut agent = sb.start();
+    sb.wait_for("the fallback", Duration::from_secs(10), || {
+        sb.log().contains("falling back to the last good config")
+    });
+    sb.wait_for(
+        "the component alive under the old config",
+        Duration::from_secs(10),
+        || sb.status().contains(" alive "),
+    );
+    let status = String::from_utf8(sb.run(&["status"]).stdout).unwrap();
+    assert!(status.contains("fault LED: fault"), "{status}");
+    let log = sb.log();
+    assert!(
+        log.contains("config error:") && log.contains("wk.toml:12:11"),
+        "{log}"
+    );
+    kill9(&mut agent);
+    kill9(&mut component);
+}
+
+#[test]
+fn beat_touches_by_name_and_refuses_unknown_names() {
+    let sb = Sandbox::new("beat");
+    sb.config(&format!(
+        "[hearts]\ndir = \"{d}/hearts\"\n[[component]]\nname = \"svc\"\nheartbeat = \"{d}/svc.beat\"\n",
+        d = sb.dir.display()
+    ));
+    assert!(sb.run(&["beat", "svc"]).status.success());
+    assert!(sb.path("svc.beat").exists());
+    fs::create_dir_all(sb.path("hearts")).unwrap();
+    fs::write(sb.path("hearts/job"), "30\n").unwrap();
+    assert!(sb.run(&["beat", "job"]).status.success());
+    assert_eq!(fs::read_to_string(sb.path("hearts/job")).unwrap(), "30\n");
+    let out = sb.run(&["beat", "nobody"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("cannot touch")
+    );
+    let out = sb.run(&["disarm"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("nothing to disarm")
+    );
+}
+
+#[test]
+fn hearts_are_supervised_and_hostile_entries_refused() {
+    let sb = Sandbox::new("hearts");
+    sb.config(&format!(
+        "[hearts]\ndir = \"{d}/hearts\"\ngrace = \"5s\"\ncritical = false\n",
+        d = sb.dir.display()
+    ));
+    let hearts = sb.path("hearts");
+    fs::create_dir_all(&hearts).unwrap();
+    fs::write(sb.path("secret"), "do not read").unwrap();
+    std::os::unix::fs::symlink(sb.path("secret"), hearts.join("link")).unwrap();
+    Command::new("mkfifo")
+        .arg(hearts.join("fifo"))
+        .status()
+        .unwrap();
+    fs::write(hearts.join("huge"), vec![b'1'; 1 << 20]).unwrap();
+    fs::write(hearts.join("ok"), "1\n").unwrap();
+    let mut agent = sb.start();
+    sb.wait_for("the heart", Duration::from_secs(5), || {
+        sb.log().contains("heart ok found (timeout 1s")
+    });
+    // The beat comes after the baseline look; then silence kills it.
+    sb.run(&["beat", "ok"]);
+    sb.wait_for("the heart to die", Duration::from_secs(10), || {
+        sb.path("run/problems/ok").exists()
+    });
+    let log = sb.log();
+    assert!(
+        log.contains("refused \"link\": is a symbolic link"),
+        "{log}"
+    );
+    assert!(
+        log.contains("refused \"fifo\": is not a regular file"),
+        "{log}"
+    );
+    assert!(
+        log.contains("heart huge: heart file is larger than 32 bytes"),
+        "{log}"
+    );
+    assert!(sb.path("run/problems/huge").exists());
+    assert!(!log.contains("do not read"));
+    fs::remove_file(hearts.join("ok")).unwrap();
+    sb.wait_for("the heart's removal", Duration::from_secs(5), || {
+        !sb.path("run/problems/ok").exists()
+    });
+    kill9(&mut agent);
+}
+
+/// The crash-only litmus test: kill -9 the agent at random instants while it writes its
+/// state; every file it keeps must stay readable and whole.
+#[test]
+fn kill_9_mid_write_leaves_every_state_file_readable() {
+    let sb = Sandbox::new("kill9");
+    let script = component_script(&sb, "flappy");
+    // A component that dies every 300 ms: problem files, the status snapshot and the
+    // history are rewritten all the time.
+    fs::write(
+        &script,
+        format!("#!/bin/sh\nwhile true; do touch {d}/flappy.beat; sleep 0.05; touch {d}/flappy.beat; sleep 0.4; done\n", d = sb.dir.display()),
+    )
+    .unwrap();
+    sb.config(&format!(
+        "[[component]]\nname = \"flappy\"\nheartbeat = \"{d}/flappy.beat\"\ntimeout = \"300ms\"\ngrace = \"1s\"\nreset_after = \"1h\"\n",
+        d = sb.dir.display()
+    ));
+    let mut component = spawn_component(&script);
+    let mut seed = 0x2545_F491_4F6C_DD1Du64;
+    for round in 0..25 {
+        let mut agent = sb.start();
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(150 + seed % 400));
+        kill9(&mut agent);
+        let history = fs::read_to_string(sb.path("state/history")).unwrap();
+        assert!(
+            history.starts_with("watchkeeper-history 1\n"),
+            "round {round}: {history:?}"
+        );
+        assert!(
+            history.ends_with('\n'),
+            "round {round}: torn history {history:?}"
+        );
+        let mut status = String::new();
+        fs::File::open(sb.path("run/status"))
+            .unwrap()
+            .read_to_string(&mut status)
+            .unwrap();
+        assert!(
+            status.starts_with("watchkeeper-status 1\n") && status.ends_with('\n'),
+            "round {round}: {status:?}"
+        );
+        if let Ok(problem) = fs::read_to_string(sb.path("run/problems/flappy")) {
+            assert!(
+                problem.starts_with("watchkeeper: ") && problem.ends_with('\n'),
+                "round {round}: {problem:?}"
+            );
+        }
+        let json = String::from_utf8(sb.run(&["status", "--json"]).stdout).unwrap();
+        assert!(
+            json.contains("\"boots\":[{\"number\":1"),
+            "round {round}: {json}"
+        );
+    }
+    let log = sb.log();
+    assert!(
+        log.contains("component flappy is dead"),
+        "the component must have flapped: {log}"
+    );
+    kill9(&mut component);
+}
