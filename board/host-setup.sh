@@ -8,6 +8,7 @@ need_apt=()
 have() { command -v "$1" >/dev/null 2>&1; }
 have aarch64-linux-gnu-gcc || need_apt+=(gcc-aarch64-linux-gnu)
 have arm-linux-gnueabihf-gcc || need_apt+=(gcc-arm-linux-gnueabihf)
+[ -e /usr/arm-linux-gnueabihf/lib/crt1.o ] || need_apt+=(libc6-dev-armhf-cross)
 have cpio || need_apt+=(cpio)
 have python3 || need_apt+=(python3)
 

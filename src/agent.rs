@@ -607,7 +607,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
         }
         let (on, lasts) = pattern.level_at(now.since(self.shown.1));
         self.led_set(on);
-        lasts.map_or(Instant::NEVER, |d| now.add(d))
+        lasts.map_or(Instant::NEVER, |d| now.saturating_add(d))
     }
 
     /// Rewrites the status snapshot that `watchkeeper status` reads.

@@ -48,12 +48,14 @@ impl Clock for SystemClock {
         Duration::from_nanos(nanos(read(ClockId::CLOCK_BOOTTIME)))
     }
 
+    // time_t is 32 bits on armv7 glibc.
+    #[allow(clippy::useless_conversion)]
     fn wall(&self) -> i64 {
-        read(ClockId::CLOCK_REALTIME).tv_sec() as i64
+        i64::from(read(ClockId::CLOCK_REALTIME).tv_sec())
     }
 
     fn sleep_until(&mut self, deadline: Instant) {
-        let deadline = deadline.min(self.now().add(Duration::from_secs(3600)));
+        let deadline = deadline.min(self.now().saturating_add(Duration::from_secs(3600)));
         let ns = deadline.as_nanos();
         let request = TimeSpec::new((ns / 1_000_000_000) as _, (ns % 1_000_000_000) as _);
         // EINTR: return early; the loop recomputes and sleeps again.

@@ -581,15 +581,15 @@ impl RawPolicy {
         let reset_after = get(&self.reset_after).unwrap_or(Duration::from_secs(300));
         let backoff_initial = get(&self.repair_backoff).unwrap_or(Duration::from_secs(5));
         let backoff_max = get(&self.repair_backoff_max).unwrap_or(Duration::from_secs(300));
-        if let Some(max) = &self.repair_backoff_max {
-            if max.get_ref().0 < backoff_initial {
-                return Err(at(
-                    max,
-                    format!(
-                        "repair_backoff_max must not be below repair_backoff ({backoff_initial:?})"
-                    ),
-                ));
-            }
+        if let Some(max) = &self.repair_backoff_max
+            && max.get_ref().0 < backoff_initial
+        {
+            return Err(at(
+                max,
+                format!(
+                    "repair_backoff_max must not be below repair_backoff ({backoff_initial:?})"
+                ),
+            ));
         }
         let max_attempts = match &self.max_repairs {
             Some(m) => int_in(m, "max_repairs", 1..=i64::from(MAX_REPAIR_ATTEMPTS))? as u32,

@@ -5,7 +5,8 @@
 //! logs: a weaker agent that feeds the watchdog beats no agent.
 //!
 //! Processes the agent starts inherit oom_score_adj and SCHED_FIFO across fork and exec
-//! (memory locks they do not): whoever execs a repair program must reset both first.
+//! (memory locks they do not): the repair launcher calls [`undo_for_child`] before it
+//! execs a repair program, so that restarted services run like any other.
 
 use core::fmt;
 
@@ -15,13 +16,18 @@ use nix::sys::mman::{MlockAllFlags, mlockall};
 use nix::sys::stat::Mode;
 use nix::unistd::write;
 use thread_priority::{
-    RealtimeThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue, ThreadSchedulePolicy,
-    set_thread_priority_and_policy, thread_native_id,
+    NormalThreadSchedulePolicy, RealtimeThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue,
+    ThreadSchedulePolicy, set_thread_priority_and_policy, thread_native_id,
 };
 
 const OOM_SCORE_ADJ: &str = "/proc/self/oom_score_adj";
 /// The OOM killer never picks a process with this score adjustment.
 const OOM_NEVER: &[u8] = b"-1000";
+/// The default score adjustment.
+const OOM_DEFAULT: &[u8] = b"0";
+/// The crate maps a cross-platform priority onto a nice value for normal policies; this one
+/// is nice 0 (a test pins the mapping).
+const NICE_ZERO: u8 = 48;
 
 /// A hardening step that failed, and what that costs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,13 +107,34 @@ pub fn harden(rt_priority: Option<u8>) -> heapless::Vec<Warning, 3> {
     warnings
 }
 
+/// Gives a child process (a repair program about to be exec'd) the default OOM score
+/// adjustment and the normal scheduler at nice 0. Errors are returned for the caller to
+/// print; the repair runs regardless.
+pub fn undo_for_child() -> Result<(), Errno> {
+    write_oom_score_adj(OOM_DEFAULT)?;
+    let nice_zero = ThreadPriorityValue::try_from(NICE_ZERO).map_err(|_| Errno::EINVAL)?;
+    set_thread_priority_and_policy(
+        thread_native_id(),
+        ThreadPriority::Crossplatform(nice_zero),
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other),
+    )
+    .map_err(|e| match e {
+        thread_priority::Error::OS(errno) => Errno::from_raw(errno),
+        _ => Errno::EINVAL,
+    })
+}
+
 fn protect_from_oom_killer() -> Result<(), Errno> {
+    write_oom_score_adj(OOM_NEVER)
+}
+
+fn write_oom_score_adj(value: &[u8]) -> Result<(), Errno> {
     let fd = open(
         OOM_SCORE_ADJ,
         OFlag::O_WRONLY | OFlag::O_CLOEXEC,
         Mode::empty(),
     )?;
-    write(&fd, OOM_NEVER)?;
+    write(&fd, value)?;
     Ok(())
 }
 
@@ -129,6 +156,13 @@ fn set_fifo_priority(priority: u8) -> Result<(), RtError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nice_zero_maps_to_nice_zero() {
+        let value = ThreadPriorityValue::try_from(NICE_ZERO).unwrap();
+        let policy = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other);
+        assert_eq!(ThreadPriority::Crossplatform(value).to_posix(policy), Ok(0));
+    }
 
     #[test]
     fn out_of_range_priority_is_a_warning() {

@@ -43,6 +43,8 @@ impl fmt::Display for Refusal {
     }
 }
 
+// The stat field types differ between targets (32-bit on armv7 glibc).
+#[allow(clippy::useless_conversion)]
 fn stamp_of(st: &FileStat) -> Stamp {
     Stamp {
         mtime: (i64::from(st.st_mtime), i64::from(st.st_mtime_nsec)),

@@ -117,15 +117,15 @@ impl History {
             return BootStart::Restarted;
         }
         let number = self.boots.back().map_or(1, |b| b.number + 1);
-        if let Some(previous) = self.boots.back_mut() {
-            if previous.end == End::Running {
-                previous.end = End::Unrequested { watchdog_fired };
-                previous.reason = bounded(if watchdog_fired {
-                    "hardware watchdog reset not requested by watchkeeper (agent hung or killed, or kernel hang)"
-                } else {
-                    "reset not requested by watchkeeper (power loss, reboot command, or a crash the watchdog driver did not flag)"
-                });
-            }
+        if let Some(previous) = self.boots.back_mut()
+            && previous.end == End::Running
+        {
+            previous.end = End::Unrequested { watchdog_fired };
+            previous.reason = bounded(if watchdog_fired {
+                "hardware watchdog reset not requested by watchkeeper (agent hung or killed, or kernel hang)"
+            } else {
+                "reset not requested by watchkeeper (power loss, reboot command, or a crash the watchdog driver did not flag)"
+            });
         }
         if self.boots.is_full() {
             self.boots.pop_front();

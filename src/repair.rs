@@ -5,8 +5,10 @@
 //! `watchkeeper repair-exec RUN_DIR -- PROGRAM ARGS...`, with the component's name written
 //! to its stdin. The launcher (a fresh process, free to allocate) puts
 //! `WATCHKEEPER_COMPONENT` and `WATCHKEEPER_PROBLEM` in the environment and execs the
-//! repair program. So one prebuilt `Command` serves every component, hearts discovered at
-//! run time included, and spawning allocates nothing in the agent.
+//! repair program, after dropping the agent's OOM protection and real-time priority, which
+//! the repair and the services it restarts must not inherit. So one prebuilt `Command`
+//! serves every component, hearts discovered at run time included, and spawning allocates
+//! nothing in the agent.
 //! Success is judged by the heartbeat coming back, never by the exit status.
 
 use std::ffi::{OsStr, OsString};
@@ -71,10 +73,10 @@ impl Repairs {
                 .and_then(|()| stdin.write_all(b"\n"));
         }
         let pid = child.id();
-        if let Some(slot) = self.running.get_mut(index) {
-            if slot.replace(child).is_none() {
-                self.count += 1;
-            }
+        if let Some(slot) = self.running.get_mut(index)
+            && slot.replace(child).is_none()
+        {
+            self.count += 1;
         }
         Ok(pid)
     }
@@ -134,6 +136,11 @@ pub fn exec_repair(run_dir: &Path, argv: &[OsString]) -> String {
         .unwrap_or_default();
     if let Err(why) = check_name(line) {
         return format!("repair-exec: bad component name on stdin: {why}");
+    }
+    if let Err(errno) = crate::harden::undo_for_child() {
+        eprintln!(
+            "repair-exec: cannot drop the agent's OOM protection and real-time priority: {errno}"
+        );
     }
     let component = OsStr::from_bytes(line);
     let problem: PathBuf = run_dir.join(PROBLEMS).join(component);

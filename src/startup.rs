@@ -89,10 +89,10 @@ fn boot_id() -> String {
 pub fn run(config_path: &Path, agent_binary: &Path) -> String {
     let clock = SystemClock;
     let (config, mut fault) = load_config(config_path);
-    if config.agent.log == config::LogTarget::Kmsg {
-        if let Err(e) = logging::use_kmsg(Path::new(KMSG)) {
-            log::error!("cannot log to {KMSG}: {e}; logging to stderr");
-        }
+    if config.agent.log == config::LogTarget::Kmsg
+        && let Err(e) = logging::use_kmsg(Path::new(KMSG))
+    {
+        log::error!("cannot log to {KMSG}: {e}; logging to stderr");
     }
     log::info!(
         "{} starting, config {}",
@@ -130,10 +130,8 @@ pub fn run(config_path: &Path, agent_binary: &Path) -> String {
     if let Some(bits) = boot_status.filter(|bits| *bits != 0) {
         log::warn!("watchdog boot status: {}", BootStatus(bits));
     }
-    if !fault {
-        if let Err(e) = state.save_last_good(&config.source) {
-            log::error!("{e}");
-        }
+    if !fault && let Err(e) = state.save_last_good(&config.source) {
+        log::error!("{e}");
     }
     let guard = config.guard;
     let hold_until = state.history().hold_needed(guard.max_resets, guard.window).then(|| {
@@ -143,7 +141,7 @@ pub fn run(config_path: &Path, agent_binary: &Path) -> String {
             guard.max_resets,
             guard.window
         );
-        clock.now().add(left)
+        clock.now().saturating_add(left)
     });
 
     let run = match RunDir::open(&config.agent.run_dir) {

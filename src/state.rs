@@ -50,7 +50,7 @@ impl std::error::Error for StateError {}
 pub enum Started {
     First,
     /// A new boot; the previous boot's record, as closed.
-    After(Boot),
+    After(Box<Boot>),
     Restarted,
 }
 
@@ -155,7 +155,7 @@ impl State {
     ) -> Result<Started, StateError> {
         let started = match self.history.start_boot(boot_id, wall, watchdog_fired) {
             BootStart::First => Started::First,
-            BootStart::After(previous) => Started::After(previous.clone()),
+            BootStart::After(previous) => Started::After(Box::new(previous.clone())),
             BootStart::Restarted => Started::Restarted,
         };
         self.persist()?;

@@ -269,7 +269,7 @@ impl Supervisor {
         let component = Component {
             policy,
             health: Health::Grace {
-                until: now.add(policy.grace),
+                until: now.saturating_add(policy.grace),
             },
             looked: false,
             last_stamp: None,
@@ -349,7 +349,7 @@ impl Supervisor {
         };
         c.repair = match (c.health, c.policy.repair) {
             (Health::Dead { .. }, Some(policy)) => Repair::Backoff {
-                until: now.add(backoff(policy, c.attempts, jitter)),
+                until: now.saturating_add(backoff(policy, c.attempts, jitter)),
             },
             _ => Repair::Idle,
         };
@@ -380,7 +380,7 @@ impl Supervisor {
         } = &mut self.mode
         {
             let limit = self.settings.hardware_timeout * FALLBACK_TIMEOUTS;
-            if !*fallback_requested && now >= since.add(limit) {
+            if !*fallback_requested && now >= since.saturating_add(limit) {
                 *fallback_requested = true;
                 act(Action::FallbackReboot);
             }
@@ -416,7 +416,7 @@ impl Supervisor {
             return;
         }
         if now >= self.next_feed {
-            self.next_feed = now.add(self.settings.feed_interval);
+            self.next_feed = now.saturating_add(self.settings.feed_interval);
             act(Action::Feed);
         }
     }
@@ -432,12 +432,12 @@ impl Supervisor {
             return if fallback_requested {
                 Instant::NEVER
             } else {
-                since.add(self.settings.hardware_timeout * FALLBACK_TIMEOUTS)
+                since.saturating_add(self.settings.hardware_timeout * FALLBACK_TIMEOUTS)
             };
         }
         let mut next = self
             .next_feed
-            .min(self.last_pass.add(self.settings.check_interval));
+            .min(self.last_pass.saturating_add(self.settings.check_interval));
         if let Some(until) = self.hold_until {
             next = next.min(until);
         }
@@ -579,10 +579,10 @@ impl Component {
                     self.die(index, now, cause, act);
                 } else if beat {
                     self.health = Health::Alive { last_beat: now };
-                } else if now >= last_beat.add(self.policy.timeout) {
+                } else if now >= last_beat.saturating_add(self.policy.timeout) {
                     self.die(
                         index,
-                        last_beat.add(self.policy.timeout),
+                        last_beat.saturating_add(self.policy.timeout),
                         Cause::Silent,
                         act,
                     );
@@ -612,7 +612,7 @@ impl Component {
             .repair
             .is_some_and(|p| self.attempts >= p.max_attempts)
             && self.repair == Repair::Idle;
-        if now < since.add(self.policy.reset_after) && !exhausted {
+        if now < since.saturating_add(self.policy.reset_after) && !exhausted {
             return None;
         }
         let withheld = if !self.policy.critical {
@@ -657,14 +657,14 @@ impl Component {
                 term_sent,
                 kill_sent,
             } => match *term_sent {
-                None if now >= started.add(policy.timeout) => {
+                None if now >= started.saturating_add(policy.timeout) => {
                     *term_sent = Some(now);
                     act(Action::SignalRepair {
                         component: index,
                         kill: false,
                     });
                 }
-                Some(sent) if !*kill_sent && now >= sent.add(REPAIR_KILL_GRACE) => {
+                Some(sent) if !*kill_sent && now >= sent.saturating_add(REPAIR_KILL_GRACE) => {
                     *kill_sent = true;
                     act(Action::SignalRepair {
                         component: index,
@@ -695,9 +695,9 @@ impl Component {
     fn next_deadline(&self) -> Instant {
         let health = match self.health {
             Health::Grace { until } => until,
-            Health::Alive { last_beat } => last_beat.add(self.policy.timeout),
+            Health::Alive { last_beat } => last_beat.saturating_add(self.policy.timeout),
             Health::Dead { since, .. } if !self.escalation_reported => {
-                since.add(self.policy.reset_after)
+                since.saturating_add(self.policy.reset_after)
             }
             Health::Dead { .. } => Instant::NEVER,
         };
@@ -709,7 +709,7 @@ impl Component {
                     ..
                 },
                 Some(p),
-            ) => started.add(p.timeout),
+            ) => started.saturating_add(p.timeout),
             (
                 Repair::Running {
                     term_sent: Some(sent),
@@ -717,7 +717,7 @@ impl Component {
                     ..
                 },
                 _,
-            ) => sent.add(REPAIR_KILL_GRACE),
+            ) => sent.saturating_add(REPAIR_KILL_GRACE),
             (Repair::Backoff { until }, _) => until,
             _ => Instant::NEVER,
         };

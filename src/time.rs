@@ -31,7 +31,7 @@ impl Instant {
     }
 
     /// `self + d`, saturating at `NEVER` so that "far future" arithmetic cannot wrap.
-    pub fn add(self, d: Duration) -> Instant {
+    pub fn saturating_add(self, d: Duration) -> Instant {
         Instant(self.0.saturating_add(duration_nanos(d)))
     }
 
@@ -52,7 +52,10 @@ mod tests {
 
     #[test]
     fn arithmetic_saturates() {
-        assert_eq!(Instant::NEVER.add(Duration::from_secs(1)), Instant::NEVER);
+        assert_eq!(
+            Instant::NEVER.saturating_add(Duration::from_secs(1)),
+            Instant::NEVER
+        );
         assert_eq!(Instant::ZERO.since(Instant::from_millis(5)), Duration::ZERO);
         assert_eq!(
             Instant::from_millis(1500).since(Instant::from_millis(500)),

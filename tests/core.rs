@@ -58,7 +58,7 @@ impl Sim {
         let mut t = from;
         while t <= until {
             beats.push(t);
-            t = t.add(period);
+            t = t.saturating_add(period);
         }
         Sim {
             beats,
@@ -115,10 +115,7 @@ fn feeds(log: &[(Instant, Action)]) -> Vec<Instant> {
         .collect()
 }
 
-fn first<'a>(
-    log: &'a [(Instant, Action)],
-    pred: impl Fn(&Action) -> bool,
-) -> Option<&'a (Instant, Action)> {
+fn first(log: &[(Instant, Action)], pred: impl Fn(&Action) -> bool) -> Option<&(Instant, Action)> {
     log.iter().find(|(_, a)| pred(a))
 }
 
@@ -197,7 +194,7 @@ fn detection_is_within_a_millisecond_of_the_deadline() {
             &mut sup,
             &sims,
             Instant::ZERO,
-            Instant::from_millis(stop_ms).add(60 * SEC),
+            Instant::from_millis(stop_ms).saturating_add(60 * SEC),
         );
         let last_beat = *sims[0].beats.last().unwrap();
         // The beat is dated at the first pass that saw it: at most one check interval late.
@@ -233,14 +230,17 @@ fn a_dead_critical_component_forces_a_reset_after_reset_after_and_feeding_stops(
             cause: Cause::Silent
         }
     );
-    assert_eq!(reset_at, died_at.add(60 * SEC));
+    assert_eq!(reset_at, died_at.saturating_add(60 * SEC));
     assert!(
         feeds(&log).iter().all(|t| *t < reset_at),
         "no feed after the reset decision"
     );
     assert_eq!(sup.led_pattern(), Pattern::ResetImminent);
     let (fallback_at, _) = *first(&log, |a| *a == Action::FallbackReboot).unwrap();
-    assert_eq!(fallback_at, reset_at.add(10 * SEC * FALLBACK_TIMEOUTS));
+    assert_eq!(
+        fallback_at,
+        reset_at.saturating_add(10 * SEC * FALLBACK_TIMEOUTS)
+    );
     assert_eq!(
         log.iter()
             .filter(|(_, a)| *a == Action::FallbackReboot)
@@ -394,7 +394,7 @@ fn a_repair_that_hangs_gets_term_then_kill() {
     .0;
     assert_eq!(start, secs(5));
     assert_eq!(term, secs(15));
-    assert_eq!(kill, secs(15).add(REPAIR_KILL_GRACE));
+    assert_eq!(kill, secs(15).saturating_add(REPAIR_KILL_GRACE));
     assert_eq!(
         log.iter()
             .filter(|(_, a)| matches!(a, Action::SignalRepair { .. }))
@@ -627,7 +627,7 @@ fn properties_hold_for_random_fleets() {
                 sim.beats
                     .last()
                     .unwrap()
-                    .add(p.timeout + SEC + p.reset_after)
+                    .saturating_add(p.timeout + SEC + p.reset_after)
             })
             .min();
         match (due, reset) {

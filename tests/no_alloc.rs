@@ -261,10 +261,10 @@ max_repairs = 100
             attempts = attempts.max(view.repair_attempts);
         }
         // Repairs are real processes: give them real time to exit now and then.
-        if iterations % 500 == 0 {
+        if iterations.is_multiple_of(500) {
             std::thread::sleep(Duration::from_millis(5));
         }
-        clock.sleep_until(wake.min(now.get().add(Duration::from_millis(10))));
+        clock.sleep_until(wake.min(now.get().saturating_add(Duration::from_millis(10))));
         iterations += 1;
     }
     assert_eq!(after_warmup, 0);

@@ -190,7 +190,7 @@ fn a_killed_component_is_marked_repaired_and_cleared() {
     fs::write(
         &restart,
         format!(
-            "#!/bin/sh\necho \"$WATCHKEEPER_COMPONENT $WATCHKEEPER_PROBLEM\" >> {d}/repairs\nsetsid {s} </dev/null >/dev/null 2>&1 &\n",
+            "#!/bin/sh\necho \"$WATCHKEEPER_COMPONENT $WATCHKEEPER_PROBLEM $(cat /proc/self/oom_score_adj)\" >> {d}/repairs\nsetsid {s} </dev/null >/dev/null 2>&1 &\n",
             d = sb.dir.display(),
             s = script.display()
         ),
@@ -230,9 +230,10 @@ fn a_killed_component_is_marked_repaired_and_cleared() {
         || !problem.exists(),
     );
     let repairs = fs::read_to_string(sb.path("repairs")).unwrap();
+    // Name and problem file in the environment; not the agent's OOM protection.
     assert_eq!(
         repairs.lines().next().unwrap(),
-        format!("svc {}", problem.display())
+        format!("svc {} 0", problem.display())
     );
     let log = sb.log();
     assert!(log.contains("component svc is dead: process"), "{log}");
