@@ -42,3 +42,20 @@ installed_targets=$(rustup target list --installed)
 for target in aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf; do
     grep -qx "$target" <<<"$installed_targets" || rustup target add "$target"
 done
+
+installed_components=$(rustup component list --installed 2>/dev/null || true)
+for component in clippy rustfmt; do
+    grep -q "^$component" <<<"$installed_components" || rustup component add "$component"
+done
+
+# Let the kernel run ARM binaries through qemu-user (binfmt_misc), so that tests which
+# exec the agent (process tests, repairs) also run for the ARM targets.
+binfmt=/proc/sys/fs/binfmt_misc
+if [ ! -e "$binfmt/register" ]; then
+    sudo_if_needed mount -t binfmt_misc binfmt_misc "$binfmt"
+fi
+for arch in aarch64 arm; do
+    if [ ! -e "$binfmt/qemu-$arch" ]; then
+        sudo_if_needed sh -c "cat /usr/lib/binfmt.d/qemu-$arch.conf > $binfmt/register"
+    fi
+done

@@ -435,12 +435,12 @@ fn kill_9_mid_write_leaves_every_state_file_readable() {
     ));
     let mut component = spawn_component(&script);
     let mut seed = 0x2545_F491_4F6C_DD1Du64;
-    for round in 0..25 {
+    for round in 0..20 {
         let mut agent = sb.start();
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
-        std::thread::sleep(Duration::from_millis(150 + seed % 400));
+        std::thread::sleep(Duration::from_millis(150 + seed % 1200));
         kill9(&mut agent);
         let history = fs::read_to_string(sb.path("state/history")).unwrap();
         assert!(
