@@ -1,0 +1,227 @@
+//! Benchmark (not a test): the cost of one check pass of the real agent loop with 8, 64
+//! and 1024 components on real heartbeat files, with the allocations counted; then the real
+//! binary's time from exec to the first feed and its resident memory.
+//!
+//! Run with `cargo bench --bench check_pass`, or `tests/bench`, which adds binary sizes.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant as WallInstant};
+
+use embedded_hal::digital::{ErrorType, OutputPin};
+use watchkeeper::agent::{Agent, Parts};
+use watchkeeper::clock::Clock;
+use watchkeeper::config;
+use watchkeeper::led::{FaultLed, PinError};
+use watchkeeper::rundir::RunDir;
+use watchkeeper::state::State;
+use watchkeeper::time::Instant;
+use watchkeeper::watchdog::NoDevice;
+
+struct Counting;
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: forwards every call unchanged to the system allocator; counting is one atomic add.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+struct SimClock(Rc<Cell<Instant>>);
+
+impl Clock for SimClock {
+    fn now(&self) -> Instant {
+        self.0.get()
+    }
+    fn uptime(&self) -> Duration {
+        Duration::from_nanos(self.0.get().as_nanos())
+    }
+    fn wall(&self) -> i64 {
+        0
+    }
+    fn sleep_until(&mut self, deadline: Instant) {
+        self.0.set(deadline);
+    }
+}
+
+struct Pin;
+
+impl ErrorType for Pin {
+    type Error = PinError;
+}
+
+impl OutputPin for Pin {
+    fn set_low(&mut self) -> Result<(), PinError> {
+        Ok(())
+    }
+    fn set_high(&mut self) -> Result<(), PinError> {
+        Ok(())
+    }
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wk-bench-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("beats")).unwrap();
+    dir
+}
+
+fn config_text(dir: &Path, components: usize, extra: &str) -> String {
+    let mut text = format!(
+        "[watchdog]\ndevice = \"none\"\ntimeout = 10\n[agent]\ncheck_interval = \"100ms\"\nstate_dir = \"{d}/state\"\nrun_dir = \"{d}/run\"\nrealtime_priority = 0\n{extra}",
+        d = dir.display()
+    );
+    for i in 0..components {
+        let beat = dir.join(format!("beats/c{i}"));
+        std::fs::write(&beat, b"").unwrap();
+        text.push_str(&format!(
+            "[[component]]\nname = \"c{i}\"\nheartbeat = \"{}\"\ntimeout = \"1h\"\n",
+            beat.display()
+        ));
+    }
+    text
+}
+
+/// Mean and median wall time of one pass, and allocations during the measured passes.
+fn measure_pass(components: usize) -> (Duration, Duration, usize) {
+    let dir = scratch(&format!("pass{components}"));
+    let config =
+        config::parse(Path::new("bench.toml"), &config_text(&dir, components, "")).unwrap();
+    let now = Rc::new(Cell::new(Instant::from_millis(1)));
+    let (state, _) = State::open(&config.agent.state_dir).unwrap();
+    let parts = Parts {
+        watchdog: Some(Box::new(NoDevice::new(Duration::from_secs(10)))),
+        may_reboot: false,
+        led: FaultLed::new(Pin, false),
+        clock: SimClock(now.clone()),
+        state,
+        run: RunDir::open(&config.agent.run_dir).unwrap(),
+        agent_binary: PathBuf::from(env!("CARGO_BIN_EXE_watchkeeper")),
+        fault: false,
+        hold_until: None,
+        seed: 1,
+    };
+    let mut agent = Agent::new(&config, parts).unwrap();
+    let passes = (200_000 / components).clamp(200, 20_000);
+    let mut times = Vec::with_capacity(passes);
+    let mut allocations = 0;
+    for round in 0..passes + 50 {
+        // Every 100 ms of simulated time a pass is due: each step below is one full pass.
+        now.set(now.get().saturating_add(Duration::from_millis(100)));
+        let before = ALLOCATIONS.load(Ordering::Relaxed);
+        let start = WallInstant::now();
+        agent.step();
+        let took = start.elapsed();
+        if round >= 50 {
+            allocations += ALLOCATIONS.load(Ordering::Relaxed) - before;
+            times.push(took);
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    times.sort();
+    let mean = times.iter().sum::<Duration>() / times.len() as u32;
+    (mean, times[times.len() / 2], allocations)
+}
+
+/// Time from exec to the first feed (the `none` device logs each feed at trace level),
+/// median of `runs`.
+fn exec_to_first_feed(runs: usize) -> Duration {
+    let dir = scratch("startup");
+    std::fs::write(dir.join("wk.toml"), config_text(&dir, 8, "")).unwrap();
+    let mut times = Vec::new();
+    for _ in 0..runs {
+        let start = WallInstant::now();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_watchkeeper"))
+            .args(["--config"])
+            .arg(dir.join("wk.toml"))
+            .arg("run")
+            .env("WATCHKEEPER_LOG", "trace")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        for line in stderr.lines() {
+            if line.unwrap().contains("keepalive") {
+                times.push(start.elapsed());
+                break;
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// VmRSS and VmHWM (peak) in KiB of the real agent supervising `components` for a while.
+fn resident_memory(components: usize) -> (u64, u64) {
+    let dir = scratch(&format!("rss{components}"));
+    std::fs::write(dir.join("wk.toml"), config_text(&dir, components, "")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_watchkeeper"))
+        .arg("--config")
+        .arg(dir.join("wk.toml"))
+        .arg("run")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn main() {
+    // `cargo test` also runs bench targets with --bench absent; do nothing then.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    println!("| components | one check pass (mean) | (median) | per component | allocations |");
+    println!("|---:|---:|---:|---:|---:|");
+    for components in [8, 64, 1024] {
+        let (mean, median, allocations) = measure_pass(components);
+        println!(
+            "| {components} | {:.1} µs | {:.1} µs | {:.2} µs | {allocations} |",
+            mean.as_secs_f64() * 1e6,
+            median.as_secs_f64() * 1e6,
+            mean.as_secs_f64() * 1e6 / components as f64
+        );
+    }
+    println!();
+    let startup = exec_to_first_feed(15);
+    println!(
+        "exec to first feed (8 components, device none, median of 15): {:.1} ms",
+        startup.as_secs_f64() * 1e3
+    );
+    for components in [8, 64, 1024] {
+        let (rss, hwm) = resident_memory(components);
+        println!(
+            "resident memory, {components} components: VmRSS {rss} KiB, VmHWM (peak) {hwm} KiB"
+        );
+    }
+}
