@@ -171,22 +171,25 @@ class Narrator:
         say(f"problem file for {name} written {time.monotonic() - t_kill:.2f} s after the kill; "
             f"a forced reset is due {RESET_AFTER:.0f} s after the death (reset_after)")
         shown_status = False
-        reset = None
-        while reset is None:
-            try:
-                self.show_log()
-                if not shown_status and time.monotonic() - t_kill > 5:
-                    self.run_shown("watchkeeper status")
-                    shown_status = True
-            except HarnessError:
-                pass  # the board went down under the command: the reset is checked below
-            if len(self.g.boots) > t_before or time.monotonic() - t_kill > RESET_AFTER + HW_TIMEOUT + 20:
+        forcing = False
+        deadline = t_kill + RESET_AFTER + HW_TIMEOUT + 20
+        # Until the agent says it forces the reset: its log and status. Then only QMP events
+        # (a command sent to a board that is going down would only wait for the new boot).
+        while time.monotonic() < deadline:
+            if [e for e in self.g.events_since(t_kill) if e.name in ("WATCHDOG", "RESET", "SHUTDOWN")]:
                 break
-            evs = [e for e in self.g.events_since(t_kill)
-                   if e.name in ("WATCHDOG", "RESET", "SHUTDOWN")]
-            if evs:
-                break
-            time.sleep(0.3)
+            if not forcing:
+                try:
+                    self.show_log()
+                    forcing = any("forcing a board reset" in t for _, t in self.g.klog())
+                    if not shown_status and not forcing and time.monotonic() - t_kill > 5:
+                        self.run_shown("watchkeeper status")
+                        shown_status = True
+                except HarnessError:
+                    forcing = True  # the board went down under the command
+                time.sleep(0.3)
+            else:
+                time.sleep(0.02)
         try:
             reset = self.g.wait_guest_reset(timeout=max(1.0, RESET_AFTER + HW_TIMEOUT + MARGIN + 5 -
                                                         (time.monotonic() - t_kill)), since=t_kill)
