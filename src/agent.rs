@@ -269,15 +269,10 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
                 log::info!("clear-hold requested, but there is no hold");
             }
         }
-        let sup = &mut self.sup;
-        let names = &self.names;
-        self.repairs.reap(|index, status| {
-            sup.repair_exited(index, now);
-            log::info!(
-                "repair of {} exited ({status})",
-                names.get(index).map_or("heart", |n| n.as_str())
-            );
-        });
+        while let Some((index, status)) = self.repairs.reap() {
+            self.sup.repair_exited(index, now);
+            log::info!("repair of {} exited ({status})", self.name(index));
+        }
         for (index, w) in self.watched.iter_mut().enumerate() {
             let heartbeat = match heartbeat::stamp(&w.heartbeat) {
                 Ok(stamp) => {
@@ -426,11 +421,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
         let mut reason = Reason::new();
         let _ = match (cause, self.watched.get(index)) {
             (Cause::Silent, Some(w)) => {
-                let timeout = self
-                    .sup
-                    .view(index)
-                    .map(|_| self.timeout_of(index))
-                    .unwrap_or_default();
+                let timeout = self.sup.policy(index).map_or(Duration::ZERO, |p| p.timeout);
                 write!(
                     reason,
                     "heartbeat {} not touched for {timeout:?} (its timeout)",
@@ -447,10 +438,6 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             _ => write!(reason, "{cause}"),
         };
         reason
-    }
-
-    fn timeout_of(&self, index: usize) -> Duration {
-        self.sup.policy(index).map_or(Duration::ZERO, |p| p.timeout)
     }
 
     fn act(&mut self, now: Instant, action: Action) {

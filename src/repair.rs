@@ -94,19 +94,20 @@ impl Repairs {
         kill(Pid::from_raw(child.id() as i32), signal)
     }
 
-    /// Reaps finished repairs, reporting each with its component index.
-    pub fn reap(&mut self, mut exited: impl FnMut(usize, ExitStatus)) {
+    /// Reaps one finished repair, if any: its component index and exit status.
+    pub fn reap(&mut self) -> Option<(usize, ExitStatus)> {
         if self.count == 0 {
-            return;
+            return None;
         }
         for (index, slot) in self.running.iter_mut().enumerate() {
             let Some(child) = slot else { continue };
             if let Ok(Some(status)) = child.try_wait() {
                 *slot = None;
                 self.count -= 1;
-                exited(index, status);
+                return Some((index, status));
             }
         }
+        None
     }
 }
 

@@ -14,7 +14,7 @@ use crate::config::{self, Config};
 use crate::history::End;
 use crate::led::{self, LedSpec};
 use crate::rundir::RunDir;
-use crate::state::{Started, State};
+use crate::state::{Finding, Started, State};
 use crate::watchdog::{self, BootStatus, Device, NoDevice, WDIOF_CARDRESET, Watchdog};
 use crate::{harden, logging, version};
 
@@ -64,12 +64,21 @@ fn open_watchdog(config: &Config) -> (Option<Box<dyn Watchdog>>, Option<u32>) {
     };
     match Device::open(path, config.watchdog.timeout) {
         Ok(device) => {
-            log::info!(
-                "watchdog {} ({}): timeout {:?}",
-                path.display(),
-                device.identity(),
-                device.timeout()
-            );
+            // After a restart, the time left says how close the board came to a reset.
+            match device.time_left() {
+                Some(left) => log::info!(
+                    "watchdog {} ({}): timeout {:?}, {left:?} left before this start's first feed",
+                    path.display(),
+                    device.identity(),
+                    device.timeout()
+                ),
+                None => log::info!(
+                    "watchdog {} ({}): timeout {:?}",
+                    path.display(),
+                    device.identity(),
+                    device.timeout()
+                ),
+            }
             let status = device.boot_status();
             (Some(Box::new(device)), status)
         }
@@ -102,13 +111,23 @@ pub fn run(config_path: &Path, agent_binary: &Path) -> String {
     let (watchdog, boot_status) = open_watchdog(&config);
     fault |= watchdog.is_none();
 
-    let (mut state, finding) = match State::open(&config.agent.state_dir) {
-        Ok(opened) => opened,
-        Err(e) => return format!("cannot use the state directory: {e}"),
+    let mut state = match State::open(&config.agent.state_dir) {
+        Ok((state, finding)) => {
+            if let Some(Finding::CorruptHistoryKept { path, defect }) = finding {
+                log::error!(
+                    "the reset history did not parse ({defect}): kept as {}, starting a new one",
+                    path.display()
+                );
+            }
+            state
+        }
+        Err(e) => {
+            // A read-only or broken disk must not become a reset loop: run on without it.
+            log::error!("{e}: reset reasons and the last good config cannot be kept");
+            fault = true;
+            State::unavailable(&config.agent.state_dir, e.errno)
+        }
     };
-    if let Some(finding) = finding {
-        log::error!("{finding:?}");
-    }
     let fired = boot_status.is_some_and(|bits| bits & WDIOF_CARDRESET != 0);
     match state.start_boot(&boot_id(), clock.wall(), fired) {
         Ok(Started::After(previous)) => match previous.end {

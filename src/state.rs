@@ -57,7 +57,9 @@ pub enum Started {
 /// The open state directory and the history as last written.
 pub struct State {
     path: PathBuf,
-    dir: OwnedFd,
+    /// The directory, or why it cannot be used (then the history lives in memory only,
+    /// and every write reports that error).
+    dir: Result<OwnedFd, Errno>,
     history: History,
     scratch: Box<heapless::String<TEXT_MAX>>,
 }
@@ -126,11 +128,22 @@ impl State {
         };
         let state = State {
             path: path.to_owned(),
-            dir,
+            dir: Ok(dir),
             history,
             scratch: Box::default(),
         };
         Ok((state, finding))
+    }
+
+    /// A state that cannot be written (the directory failed with `errno`): the agent still
+    /// runs, keeps the history in memory, and logs each failed write.
+    pub fn unavailable(path: &Path, errno: Errno) -> State {
+        State {
+            path: path.to_owned(),
+            dir: Err(errno),
+            history: History::default(),
+            scratch: Box::default(),
+        }
     }
 
     /// Reads the history without creating or changing anything (for `status`).
@@ -188,7 +201,8 @@ impl State {
         self.history
             .write_text(&mut self.scratch)
             .map_err(|_| error(Errno::EOVERFLOW))?;
-        atomic::replace(&self.dir, HISTORY, self.scratch.as_bytes(), true).map_err(error)
+        let dir = self.dir.as_ref().map_err(|e| error(*e))?;
+        atomic::replace(dir, HISTORY, self.scratch.as_bytes(), true).map_err(error)
     }
 
     /// Keeps `source` as the last config that loaded, unless it already is.
@@ -196,11 +210,13 @@ impl State {
         if Self::load_last_good(&self.path).as_deref() == Some(source) {
             return Ok(());
         }
-        atomic::replace(&self.dir, LAST_GOOD, source.as_bytes(), true).map_err(|errno| StateError {
+        let error = |errno| StateError {
             path: self.path.join(LAST_GOOD),
             doing: "keeping the last good config",
             errno,
-        })
+        };
+        let dir = self.dir.as_ref().map_err(|e| error(*e))?;
+        atomic::replace(dir, LAST_GOOD, source.as_bytes(), true).map_err(error)
     }
 
     /// The last config that loaded, if one was kept in the state directory at `path`.

@@ -214,6 +214,8 @@ enum Repair {
 struct Component {
     policy: Policy,
     health: Health,
+    /// When the component entered its current health (shown as "for" by `status`).
+    entered: Instant,
     looked: bool,
     last_stamp: Option<Stamp>,
     tracked_process: Option<(i32, u64)>,
@@ -271,6 +273,7 @@ impl Supervisor {
             health: Health::Grace {
                 until: now.saturating_add(policy.grace),
             },
+            entered: now,
             looked: false,
             last_stamp: None,
             tracked_process: None,
@@ -397,9 +400,10 @@ impl Supervisor {
             let Some(c) = self.slots[index].as_mut() else {
                 continue;
             };
-            let before = (c.health, c.repair);
+            // A beat moves `last_beat` on every pass; only what a display shows counts.
+            let before = c.shown();
             let due = c.step(index, now, hold, &mut act);
-            if (c.health, c.repair) != before {
+            if c.shown() != before {
                 self.generation += 1;
             }
             if let (None, Some(cause)) = (reset, due) {
@@ -469,34 +473,16 @@ impl Supervisor {
     /// A component's state for display, `None` for a free index.
     pub fn view(&self, component: usize) -> Option<View> {
         let c = self.slots.get(component)?.as_ref()?;
-        let repairing = matches!(c.repair, Repair::Running { .. });
-        Some(match c.health {
-            Health::Grace { until } => View {
-                state: State::Starting,
-                since: Instant::from_nanos(
-                    until
-                        .as_nanos()
-                        .saturating_sub(crate::time::duration_nanos(c.policy.grace)),
-                ),
-                cause: None,
-                repair_attempts: c.attempts,
-            },
-            Health::Alive { last_beat } => View {
-                state: State::Alive,
-                since: last_beat,
-                cause: None,
-                repair_attempts: c.attempts,
-            },
-            Health::Dead { since, cause } => View {
-                state: if repairing {
-                    State::Repairing
-                } else {
-                    State::Dead
-                },
-                since,
-                cause: Some(cause),
-                repair_attempts: c.attempts,
-            },
+        let (state, repair_attempts) = c.shown();
+        let cause = match c.health {
+            Health::Dead { cause, .. } => Some(cause),
+            _ => None,
+        };
+        Some(View {
+            state,
+            since: c.entered,
+            cause,
+            repair_attempts,
         })
     }
 
@@ -553,6 +539,19 @@ fn backoff(policy: RepairPolicy, attempt: u32, random: u64) -> Duration {
 }
 
 impl Component {
+    /// What a status display shows of this component.
+    fn shown(&self) -> (State, u32) {
+        let state = match self.health {
+            Health::Grace { .. } => State::Starting,
+            Health::Alive { .. } => State::Alive,
+            Health::Dead { .. } if matches!(self.repair, Repair::Running { .. }) => {
+                State::Repairing
+            }
+            Health::Dead { .. } => State::Dead,
+        };
+        (state, self.attempts)
+    }
+
     /// Advance this component to `now`; returns the cause when a reset is due.
     fn step(
         &mut self,
@@ -566,6 +565,7 @@ impl Component {
             Health::Grace { until } => {
                 if beat {
                     self.health = Health::Alive { last_beat: now };
+                    self.entered = now;
                     act(Action::Recovered {
                         component: index,
                         was_dead: false,
@@ -591,6 +591,7 @@ impl Component {
             Health::Dead { .. } => {
                 if beat && self.process_cause.is_none() {
                     self.health = Health::Alive { last_beat: now };
+                    self.entered = now;
                     self.attempts = 0;
                     self.escalation_reported = false;
                     if let Repair::Backoff { .. } = self.repair {
@@ -634,6 +635,7 @@ impl Component {
 
     fn die(&mut self, index: usize, since: Instant, cause: Cause, act: &mut impl FnMut(Action)) {
         self.health = Health::Dead { since, cause };
+        self.entered = since;
         act(Action::Died {
             component: index,
             cause,

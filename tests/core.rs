@@ -643,3 +643,19 @@ fn properties_hold_for_random_fleets() {
         }
     }
 }
+
+#[test]
+fn beats_alone_do_not_change_what_a_display_shows() {
+    let sims = [Sim::every(SEC / 2, secs(1), secs(100))];
+    let mut sup = Supervisor::new(settings(), Instant::ZERO, None, 1);
+    sup.add(policy(5, 30), Instant::ZERO).unwrap();
+    run(&mut sup, &sims, Instant::ZERO, secs(3));
+    let alive = sup.generation();
+    let view = sup.view(0).unwrap();
+    run(&mut sup, &sims, secs(3), secs(90));
+    // Dozens of beats later: same generation, so the status file is not rewritten, and
+    // the component has been alive since its first beat.
+    assert_eq!(sup.generation(), alive);
+    assert_eq!(sup.view(0).unwrap(), view);
+    assert_eq!(view.since, secs(1));
+}
