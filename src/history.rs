@@ -35,6 +35,37 @@ pub enum End {
     Unrequested { watchdog_fired: bool },
 }
 
+impl End {
+    /// The word for this end in the history file and in `status --json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            End::Running => "running",
+            End::Forced => "forced",
+            End::Unrequested {
+                watchdog_fired: true,
+            } => "watchdog",
+            End::Unrequested {
+                watchdog_fired: false,
+            } => "unrequested",
+        }
+    }
+
+    fn parse(word: &str) -> Option<End> {
+        [
+            End::Running,
+            End::Forced,
+            End::Unrequested {
+                watchdog_fired: true,
+            },
+            End::Unrequested {
+                watchdog_fired: false,
+            },
+        ]
+        .into_iter()
+        .find(|end| end.as_str() == word)
+    }
+}
+
 /// One boot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Boot {
@@ -199,16 +230,7 @@ impl History {
         out.clear();
         writeln!(out, "{HEADER}")?;
         for b in &self.boots {
-            let end = match b.end {
-                End::Running => "running",
-                End::Forced => "forced",
-                End::Unrequested {
-                    watchdog_fired: true,
-                } => "watchdog",
-                End::Unrequested {
-                    watchdog_fired: false,
-                } => "unrequested",
-            };
+            let end = b.end.as_str();
             write!(
                 out,
                 "{}\t{}\t{}\t{}\t",
@@ -253,17 +275,7 @@ impl History {
             let started_wall = next("missing start time")?
                 .parse()
                 .map_err(|_| err("bad start time"))?;
-            let end = match next("missing end")? {
-                "running" => End::Running,
-                "forced" => End::Forced,
-                "watchdog" => End::Unrequested {
-                    watchdog_fired: true,
-                },
-                "unrequested" => End::Unrequested {
-                    watchdog_fired: false,
-                },
-                _ => return Err(err("unknown end")),
-            };
+            let end = End::parse(next("missing end")?).ok_or(err("unknown end"))?;
             let uptime_ms = match next("missing uptime")? {
                 "-" => None,
                 ms => Some(ms.parse().map_err(|_| err("bad uptime"))?),

@@ -344,16 +344,7 @@ fn render_json(
                 if i > 0 {
                     out.push(',');
                 }
-                let end = match b.end {
-                    End::Running => "running",
-                    End::Forced => "forced",
-                    End::Unrequested {
-                        watchdog_fired: true,
-                    } => "watchdog",
-                    End::Unrequested {
-                        watchdog_fired: false,
-                    } => "unrequested",
-                };
+                let end = b.end.as_str();
                 let _ = write!(out, "{{\"number\":{},\"boot_id\":", b.number);
                 json_string(&mut out, &b.boot_id);
                 let _ = write!(
