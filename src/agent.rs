@@ -335,6 +335,9 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             }
             Entry::Heart { name, stamp } => {
                 if configured.iter().any(|n| n == name) {
+                    if reader.dir_changed() {
+                        log::warn!("hearts directory {}: refused \"{name}\": a configured component has that name", reader.path().display());
+                    }
                     return;
                 }
                 let Ok(key) = Name::try_from(name) else { return };
