@@ -71,10 +71,13 @@ pub fn read<P: ?Sized + NixPath>(
         Err(Errno::ENOENT) => return Ok(None),
         Err(e) => return Err(e),
     };
-    if !nix::sys::stat::fstat(&fd)
-        .is_ok_and(|st| st.st_mode & libc_mode::S_IFMT == libc_mode::S_IFREG)
-    {
+    let st = nix::sys::stat::fstat(&fd)?;
+    if st.st_mode & libc_mode::S_IFMT != libc_mode::S_IFREG {
         return Err(Errno::EINVAL);
+    }
+    // Refuse an oversized file without reading it (kernel files report size 0).
+    if usize::try_from(st.st_size).map_or(true, |size| size > buf.len()) {
+        return Err(Errno::EFBIG);
     }
     let mut len = 0;
     loop {

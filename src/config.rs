@@ -157,6 +157,7 @@ pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigError> {
 #[derive(Debug, Clone)]
 pub struct Salvage {
     pub watchdog: WatchdogConfig,
+    pub log: LogTarget,
     pub led: LedSpec,
     pub state_dir: PathBuf,
     pub run_dir: PathBuf,
@@ -193,8 +194,13 @@ pub fn salvage(source: Option<&str>) -> Salvage {
     let agent = toml::from_str::<Agent>(source)
         .map(|a| a.agent)
         .unwrap_or_default();
+    let log = match agent.log.as_ref().map(|l| l.get_ref().as_str()) {
+        Some("kmsg") => LogTarget::Kmsg,
+        _ => LogTarget::Stderr,
+    };
     Salvage {
         watchdog,
+        log,
         led,
         state_dir: agent
             .state_dir
@@ -970,7 +976,7 @@ impl Salvage {
                 check_interval: Duration::from_secs(1),
                 state_dir: self.state_dir,
                 run_dir: self.run_dir,
-                log: LogTarget::Stderr,
+                log: self.log,
                 realtime_priority: None,
             },
             led: self.led,

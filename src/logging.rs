@@ -10,13 +10,17 @@
 //!   through a pstore console, survive the reset the agent may cause. Error is 3 (err), warn
 //!   4 (warning), debug and trace 7 (debug). Info is 5 (notice), not 6: the agent's info
 //!   messages are the rare, significant ones a technician needs after a reset (startup,
-//!   deaths, repairs), and notice still reaches consoles set to `loglevel=6`. The kernel
-//!   rate-limits /dev/kmsg writers unless booted with `printk.devkmsg=on`.
+//!   deaths, repairs), and notice still reaches consoles set to `loglevel=6`.
+//!   /dev/kmsg is opened for each line: the kernel rate-limits each open file to 10 lines
+//!   per 5 s (`printk_devkmsg=ratelimit`, the default) and silently drops the rest, while a
+//!   fresh open starts a fresh limit. The agent logs state changes only, so the extra
+//!   open(2) per line costs nothing that matters.
 //!
 //! Invariants:
 //! - Logging a record allocates nothing: lines longer than [`MAX_LOG_LINE`] are cut and end
 //!   with "…".
-//! - Switching targets opens /dev/kmsg once; records after the switch allocate nothing.
+//! - Switching targets checks that /dev/kmsg opens; records after the switch allocate
+//!   nothing (the path is copied at the switch; opening it uses a stack buffer).
 //! - A failed log write is dropped: there is nowhere left to report it.
 
 use core::fmt::{self, Write as _};
@@ -38,8 +42,8 @@ const DEFAULT_FILTER: &str = "info";
 const CUT_MARK: &str = "…";
 
 static LOGGER: OnceLock<Logger> = OnceLock::new();
-/// The open /dev/kmsg while logging there; `None` means stderr.
-static KMSG: Mutex<Option<OwnedFd>> = Mutex::new(None);
+/// The kernel log device while logging there; `None` means stderr.
+static KMSG: Mutex<Option<PathBuf>> = Mutex::new(None);
 
 /// Installs the logger, writing to stderr. Call once at startup; later calls do nothing.
 pub fn init() {
@@ -56,17 +60,19 @@ pub fn init() {
 
 /// Sends every later record to the kernel log through `path` (normally `/dev/kmsg`).
 pub fn use_kmsg(path: &Path) -> Result<(), LogError> {
-    let fd = open(path, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(|errno| {
-        LogError::OpenKmsg {
-            path: path.to_owned(),
-            errno,
-        }
+    open_kmsg(path).map_err(|errno| LogError::OpenKmsg {
+        path: path.to_owned(),
+        errno,
     })?;
-    *sink() = Some(fd);
+    *sink() = Some(path.to_owned());
     Ok(())
 }
 
-/// Sends every later record to stderr (closing /dev/kmsg if it was in use).
+fn open_kmsg(path: &Path) -> Result<OwnedFd, Errno> {
+    open(path, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())
+}
+
+/// Sends every later record to stderr.
 pub fn use_stderr() {
     *sink() = None;
 }
@@ -108,15 +114,15 @@ impl Log for Logger {
         let sink = sink();
         // Nowhere to report a failed log write: it is dropped.
         let _ = match &*sink {
-            Some(kmsg) => {
+            Some(path) => open_kmsg(path).and_then(|kmsg| {
                 let target = Target::Kmsg {
                     pid: std::process::id(),
                 };
                 write(
-                    kmsg,
+                    &kmsg,
                     format_line(target, record.level(), *record.args()).as_bytes(),
                 )
-            }
+            }),
             None => write(
                 std::io::stderr(),
                 format_line(Target::Stderr, record.level(), *record.args()).as_bytes(),
@@ -127,9 +133,9 @@ impl Log for Logger {
     fn flush(&self) {}
 }
 
-/// The lock also keeps a line from being written to a target being closed. Poisoning is
-/// ignored: the guarded descriptor stays valid whatever panicked.
-fn sink() -> std::sync::MutexGuard<'static, Option<OwnedFd>> {
+/// The lock keeps a line from racing a target switch. Poisoning is ignored: the guarded
+/// path stays valid whatever panicked.
+fn sink() -> std::sync::MutexGuard<'static, Option<PathBuf>> {
     KMSG.lock().unwrap_or_else(PoisonError::into_inner)
 }
 

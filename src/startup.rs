@@ -22,39 +22,43 @@ const KMSG: &str = "/dev/kmsg";
 const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 
 /// Loads the config, falling back to the last good one, then to a salvaged minimum.
-/// Returns the config and whether it is a fallback (a fault to show).
-fn load_config(path: &Path) -> (Config, bool) {
+/// Returns the config and, for a fallback, the errors to log (a fault to show) once the
+/// log target the config names is in place, so they reach the kernel log too.
+fn load_config(path: &Path) -> (Config, Vec<String>) {
     let error = match config::load(path) {
-        Ok(config) => return (config, false),
+        Ok(config) => return (config, Vec::new()),
         Err(e) => e,
     };
-    log::error!("config error: {error}");
+    let mut errors = vec![format!("config error: {error}")];
     let source = std::fs::read_to_string(path).ok();
     let salvage = config::salvage(source.as_deref());
     let kept = State::last_good_path(&salvage.state_dir);
-    match State::load_last_good(&salvage.state_dir).map(|text| config::parse(&kept, &text)) {
+    let config = match State::load_last_good(&salvage.state_dir)
+        .map(|text| config::parse(&kept, &text))
+    {
         Some(Ok(config)) => {
-            log::error!(
+            errors.push(format!(
                 "falling back to the last good config {}: fix {} and restart watchkeeper",
                 kept.display(),
                 path.display()
-            );
-            (config, true)
+            ));
+            config
         }
         Some(Err(e)) => {
-            log::error!(
+            errors.push(format!(
                 "the last good config does not load either ({e}): supervising nothing, feeding the watchdog"
-            );
-            (salvage.into_config(path), true)
+            ));
+            salvage.into_config(path)
         }
         None => {
-            log::error!(
+            errors.push(format!(
                 "no last good config in {}: supervising nothing, feeding the watchdog",
                 salvage.state_dir.display()
-            );
-            (salvage.into_config(path), true)
+            ));
+            salvage.into_config(path)
         }
-    }
+    };
+    (config, errors)
 }
 
 fn open_watchdog(config: &Config) -> (Option<Box<dyn Watchdog>>, Option<u32>) {
@@ -97,12 +101,16 @@ fn boot_id() -> String {
 /// Runs the agent; returns only with a message when the agent cannot start at all.
 pub fn run(config_path: &Path, agent_binary: &Path) -> String {
     let clock = SystemClock;
-    let (config, mut fault) = load_config(config_path);
+    let (config, config_errors) = load_config(config_path);
     if config.agent.log == config::LogTarget::Kmsg
         && let Err(e) = logging::use_kmsg(Path::new(KMSG))
     {
         log::error!("cannot log to {KMSG}: {e}; logging to stderr");
     }
+    for error in &config_errors {
+        log::error!("{error}");
+    }
+    let mut fault = !config_errors.is_empty();
     log::info!(
         "{} starting, config {}",
         version::LINE,

@@ -154,6 +154,9 @@ fn the_agent_loop_allocates_nothing_after_startup() {
 
     watchkeeper::logging::init();
     let dir = temp_dir();
+    // The kernel log target opens its device for every line; a plain file stands in.
+    std::fs::write(dir.join("kmsg"), b"").unwrap();
+    watchkeeper::logging::use_kmsg(&dir.join("kmsg")).unwrap();
     let text = format!(
         r#"
 [watchdog]
@@ -286,5 +289,10 @@ max_repairs = 100
     let history = State::read_only(&config.agent.state_dir).unwrap().unwrap();
     assert_eq!(history.current().unwrap().component, "flaky");
     assert!(level.get(), "LED solid on while the reset is imminent");
+    let kernel_log = std::fs::read_to_string(dir.join("kmsg")).unwrap();
+    assert!(
+        kernel_log.starts_with('<') && kernel_log.contains("watchkeeper["),
+        "{kernel_log:?}"
+    );
     std::fs::remove_dir_all(dir).unwrap();
 }

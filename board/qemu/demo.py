@@ -164,7 +164,6 @@ class Narrator:
     def left_dead(self, name="uplink"):
         say(f"== 3. {name} left dead: its init script now refuses to start it, so every repair fails")
         pid = self.g.sh(f"cat /run/{name}.pid")
-        t_before = len(self.g.boots)
         self.run_shown(f"touch /run/{name}.disabled; kill -9 {pid}   # {name}")
         t_kill = time.monotonic()
         self.g.wait_guest(f"test -e /run/watchkeeper/problems/{name}", 10, what=f"problem file for {name}")

@@ -11,6 +11,7 @@ python3 stdlib only.
         a.status()                        # `watchkeeper status --json`, parsed
         a.led.pulses(t0, t1)              # LED on-intervals seen from the host
 """
+import itertools
 import json
 import os
 import re
@@ -19,7 +20,7 @@ import subprocess
 import threading
 import time
 
-from qemu_harness import BOARD_DIR, REPO, Guest, HarnessError, PL061_DATA, PL061_DIR
+from qemu_harness import BOARD_DIR, REPO, Guest, HarnessError, PL061_DATA
 
 # board -> (rust target triple, Debian architecture of the kernel)
 TARGETS = {
@@ -27,6 +28,13 @@ TARGETS = {
     "armv7": ("armv7-unknown-linux-gnueabihf", "armhf"),
 }
 LED_LINE = 4  # the board profiles' [led] line (PL061 line 4)
+
+# Kernel command line of every appliance boot. printk.devkmsg=on: by default the kernel
+# lets one open /dev/kmsg write 10 lines per 5 s and drops the rest silently (the
+# "N output lines suppressed" notice comes only when the file is closed). watchkeeper keeps
+# /dev/kmsg open for its whole life, so bursts of its log lines (a death, repairs, a forced
+# reset) went missing from `dmesg` without it. Set WK_KMSG_RATELIMIT=1 to boot without it.
+BASE_APPEND = "" if os.environ.get("WK_KMSG_RATELIMIT") == "1" else "printk.devkmsg=on"
 
 # The LED table of the README, in milliseconds: (on, off between blinks, pause).
 LED_TIMING = {
@@ -45,7 +53,7 @@ def build_binary(board, quiet=True):
     """cargo build --release for the board's target; returns the binary's path."""
     triple = TARGETS[board][0]
     out = subprocess.run(["cargo", "build", "--release", "--target", triple], cwd=REPO,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
     if out.returncode != 0:
         raise HarnessError(f"cargo build --release --target {triple} failed:\n{out.stdout}")
     if not quiet:
@@ -62,7 +70,7 @@ def build_appliance(board, workdir, config=None, configs_dir=None, name=None):
         cmd += ["--config", config]
     if configs_dir:
         cmd += ["--configs", configs_dir]
-    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
     if r.returncode != 0:
         raise HarnessError(f"{' '.join(cmd)} failed:\n{r.stdout}")
     return out
@@ -71,7 +79,7 @@ def build_appliance(board, workdir, config=None, configs_dir=None, name=None):
 def new_disk(path, size="32M"):
     """A fresh, empty persistent disk (ext4) for one guest."""
     r = subprocess.run([os.path.join(BOARD_DIR, "qemu", "mkdisk.sh"), path, size],
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
     if r.returncode != 0:
         raise HarnessError(f"mkdisk.sh {path} failed:\n{r.stdout}")
     return path
@@ -219,7 +227,7 @@ def classify_led(pulses, t0=None, t1=None, sampler=None):
     ons = [e - s for s, e in pulses]
     on = statistics.median(ons)
     starts = [s for s, _ in pulses]
-    periods = [b - a for a, b in zip(starts, starts[1:])]
+    periods = [b - a for a, b in itertools.pairwise(starts)]
     res["on_ms"] = ms(on)
     res["on_range_ms"] = (ms(min(ons)), ms(max(ons)))
     if periods:
@@ -240,7 +248,7 @@ def classify_led(pulses, t0=None, t1=None, sampler=None):
         full = sizes[1:] if len(sizes) > 1 else sizes
         res["k"] = max(set(full), key=full.count)
         gstarts = [g[0][0] for g in groups]
-        gp = [b - a for a, b in zip(gstarts, gstarts[1:])]
+        gp = [b - a for a, b in itertools.pairwise(gstarts)]
         res["period_ms"] = ms(statistics.median(gp)) if gp else None
     rng = ""
     if res.get("on_range_ms"):
@@ -255,11 +263,15 @@ def classify_led(pulses, t0=None, t1=None, sampler=None):
 
 
 # ------------------------------------------------------------------------------- the guest
+KERNEL_LINE = re.compile(r"^\[\s*\d+\.\d+\] ")  # a kernel console message on the serial line
+
+
 class Appliance(Guest):
     """A Guest running the watchkeeper appliance, with its LED sampled from the host."""
 
     def __init__(self, board, initrd, disk, workdir, append="", name=None, echo=False,
                  led_interval=0.01, on_led_change=None, **kw):
+        append = f"{BASE_APPEND} {append}".strip()
         super().__init__(board, initrd, disk=disk, workdir=workdir, append=append, name=name,
                          echo=echo, **kw)
         self.led = LedSampler(self, interval=led_interval, on_change=on_led_change)
@@ -273,14 +285,32 @@ class Appliance(Guest):
         self.led.stop()
         super().close(timeout)
 
+    def run(self, command, timeout=30, check=False, raw=False):
+        """Guest.run, without the kernel's console messages (crit and worse, e.g. "watchdog
+        did not stop!"), which the serial line carries between the command's output lines.
+        raw=True keeps them (for commands that print kernel log lines themselves: dmesg)."""
+        out, rc = super().run(command, timeout=timeout, check=False)
+        if not raw:
+            out = "\n".join(l for l in out.split("\n") if not KERNEL_LINE.match(l))
+        if check and rc != 0:
+            raise HarnessError(f"{self.name}: `{command}` exited {rc}:\n{out}")
+        return out, rc
+
     # -- the agent
-    def status(self, timeout=20):
-        """`watchkeeper status --json`, parsed (raises if it does not parse)."""
-        out, rc = self.run("watchkeeper status --json 2>/dev/null", timeout=timeout)
-        try:
-            return json.loads(out)
-        except ValueError as e:
-            raise HarnessError(f"{self.name}: status --json did not parse ({e}), rc {rc}:\n{out}") from None
+    def status(self, timeout=20, tries=3):
+        """`watchkeeper status --json`, parsed (raises if it does not parse).
+
+        The serial console also carries the kernel's own console messages (crit and worse,
+        e.g. "watchdog did not stop!"); they are dropped from the output, and the command
+        is repeated if one was printed into the middle of the JSON line."""
+        for i in range(tries):
+            out, rc = self.run("watchkeeper status --json 2>/dev/null", timeout=timeout)
+            text = "\n".join(l for l in out.splitlines() if not KERNEL_LINE.match(l))
+            try:
+                return json.loads(text)
+            except ValueError as e:
+                if i == tries - 1:
+                    raise HarnessError(f"{self.name}: status --json did not parse ({e}), rc {rc}:\n{out}") from None
 
     def status_text(self):
         return self.run("watchkeeper status 2>&1")[0]
@@ -291,7 +321,7 @@ class Appliance(Guest):
 
     def klog(self, grep="watchkeeper"):
         """Kernel log lines (dmesg) containing GREP, as (seconds since boot, text)."""
-        out, _ = self.run(f"dmesg | grep -F -- '{grep}'")
+        out, _ = self.run(f"dmesg | grep -F -- '{grep}'", raw=True)
         res = []
         for line in out.splitlines():
             m = re.match(r"^\[\s*(\d+\.\d+)\]\s?(.*)$", line)
@@ -301,7 +331,8 @@ class Appliance(Guest):
 
     def mark(self, text):
         """Writes a marker line to the kernel log; returns its timestamp (s since boot)."""
-        out = self.sh(f"echo 'wk-test: {text}' >/dev/kmsg; dmesg | grep -F 'wk-test: {text}' | tail -n 1")
+        out, _ = self.run(f"echo 'wk-test: {text}' >/dev/kmsg; dmesg | grep -F 'wk-test: {text}' | tail -n 1",
+                          raw=True)
         m = re.match(r"^\[\s*(\d+\.\d+)\]", out)
         return float(m.group(1)) if m else None
 
@@ -318,7 +349,10 @@ class Appliance(Guest):
                     return s
             except HarnessError:
                 if time.monotonic() > deadline:
-                    raise
+                    out, rc = self.run("command -v watchkeeper; pidof watchkeeper; "
+                                       "tail -n 5 /run/log/50-watchkeeper.log 2>&1")
+                    raise HarnessError(f"{self.name}: no running watchkeeper after {timeout}s "
+                                       f"(`watchkeeper status --json` does not answer); guest says:\n{out}") from None
             if time.monotonic() > deadline:
                 raise HarnessError(f"{self.name}: agent not running after {timeout}s")
             time.sleep(0.3)
