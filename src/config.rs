@@ -227,6 +227,10 @@ fn at<T>(value: &Spanned<T>, message: String) -> Invalid {
     (Some(value.span()), message)
 }
 
+fn span<T>(value: &Option<Spanned<T>>) -> Option<core::ops::Range<usize>> {
+    value.as_ref().map(Spanned::span)
+}
+
 /// A duration as written in the config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Dur(Duration);
@@ -335,10 +339,10 @@ struct RawConfig {
     #[serde(default)]
     reboot_guard: RawGuard,
     #[serde(default)]
-    defaults: RawPolicy,
-    hearts: Option<RawHearts>,
+    defaults: RawEntry,
+    hearts: Option<RawEntry>,
     #[serde(default, rename = "component")]
-    components: Vec<RawComponent>,
+    components: Vec<Spanned<RawEntry>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -376,41 +380,16 @@ struct RawGuard {
     window: Option<Spanned<Dur>>,
 }
 
-/// Keys shared by `[defaults]`, `[hearts]` and `[[component]]`.
+/// The keys of `[defaults]`, `[hearts]` and `[[component]]`: one schema for the three,
+/// and each section refuses, with its place in the file, the keys that are not its own
+/// (see [`RawEntry::refuse`]). The policy keys (`timeout` to `max_repairs`) are shared.
 #[derive(Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
-struct RawPolicy {
-    timeout: Option<Spanned<Dur>>,
-    grace: Option<Spanned<Dur>>,
-    reset_after: Option<Spanned<Dur>>,
-    critical: Option<bool>,
-    repair: Option<Spanned<Vec<String>>>,
-    repair_timeout: Option<Spanned<Dur>>,
-    repair_backoff: Option<Spanned<Dur>>,
-    repair_backoff_max: Option<Spanned<Dur>>,
-    max_repairs: Option<Spanned<i64>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawHearts {
-    dir: Option<AbsPath>,
-    grace: Option<Spanned<Dur>>,
-    reset_after: Option<Spanned<Dur>>,
-    critical: Option<bool>,
-    repair: Option<Spanned<Vec<String>>>,
-    repair_timeout: Option<Spanned<Dur>>,
-    repair_backoff: Option<Spanned<Dur>>,
-    repair_backoff_max: Option<Spanned<Dur>>,
-    max_repairs: Option<Spanned<i64>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawComponent {
-    name: Spanned<String>,
-    heartbeat: Spanned<AbsPath>,
-    pidfile: Option<AbsPath>,
+struct RawEntry {
+    name: Option<Spanned<String>>,
+    heartbeat: Option<Spanned<AbsPath>>,
+    pidfile: Option<Spanned<AbsPath>>,
+    dir: Option<Spanned<AbsPath>>,
     timeout: Option<Spanned<Dur>>,
     grace: Option<Spanned<Dur>>,
     reset_after: Option<Spanned<Dur>>,
@@ -553,10 +532,29 @@ impl RawLed {
     }
 }
 
-impl RawPolicy {
-    /// `self` over `defaults`, key by key.
-    fn or(self, defaults: &RawPolicy) -> RawPolicy {
-        RawPolicy {
+impl RawEntry {
+    /// Refuses the keys that `section` does not take.
+    fn refuse(
+        &self,
+        section: &str,
+        keys: &[(&str, Option<core::ops::Range<usize>>, &str)],
+    ) -> Result<(), Invalid> {
+        match keys.iter().find(|(_, span, _)| span.is_some()) {
+            Some((key, span, why)) => Err((
+                span.clone(),
+                format!("{key} is not allowed in {section}: {why}"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// `self`'s policy keys over `defaults`', key by key.
+    fn or(self, defaults: &RawEntry) -> RawEntry {
+        RawEntry {
+            name: self.name,
+            heartbeat: self.heartbeat,
+            pidfile: self.pidfile,
+            dir: self.dir,
             timeout: self.timeout.or_else(|| defaults.timeout.clone()),
             grace: self.grace.or_else(|| defaults.grace.clone()),
             reset_after: self.reset_after.or_else(|| defaults.reset_after.clone()),
@@ -721,25 +719,37 @@ impl RawConfig {
             }
         };
         let defaults = self.defaults;
+        let per_component = "it is set per [[component]]";
+        defaults.refuse(
+            "[defaults]",
+            &[
+                ("name", span(&defaults.name), per_component),
+                ("heartbeat", span(&defaults.heartbeat), per_component),
+                ("pidfile", span(&defaults.pidfile), per_component),
+                ("dir", span(&defaults.dir), "it belongs in [hearts]"),
+            ],
+        )?;
         min_duration(&defaults.timeout, "timeout", Duration::from_millis(100))?;
         let hearts = match self.hearts {
             Some(h) => {
-                let policy = RawPolicy {
-                    timeout: None,
-                    grace: h.grace,
-                    reset_after: h.reset_after,
-                    critical: h.critical,
-                    repair: h.repair,
-                    repair_timeout: h.repair_timeout,
-                    repair_backoff: h.repair_backoff,
-                    repair_backoff_max: h.repair_backoff_max,
-                    max_repairs: h.max_repairs,
-                }
-                .or(&defaults);
+                let own = "a heart is named by its file, and its timeout is the file's content";
+                h.refuse(
+                    "[hearts]",
+                    &[
+                        ("name", span(&h.name), own),
+                        ("heartbeat", span(&h.heartbeat), own),
+                        ("pidfile", span(&h.pidfile), "hearts have no pidfile"),
+                        ("timeout", span(&h.timeout), own),
+                    ],
+                )?;
+                let dir = h
+                    .dir
+                    .clone()
+                    .map_or_else(|| agent.run_dir.join("hearts"), |d| d.into_inner().0);
                 // A heart's timeout comes from its file; grace defaults as for a 60 s one.
-                let (p, repair) = policy.validate(Duration::from_secs(60))?;
+                let (p, repair) = h.or(&defaults).validate(Duration::from_secs(60))?;
                 Some(HeartsConfig {
-                    dir: h.dir.map_or_else(|| agent.run_dir.join("hearts"), |d| d.0),
+                    dir,
                     grace: p.grace,
                     reset_after: p.reset_after,
                     critical: p.critical,
@@ -751,22 +761,35 @@ impl RawConfig {
         if self.components.len() > MAX_COMPONENTS {
             let extra = &self.components[MAX_COMPONENTS];
             return Err(at(
-                &extra.name,
+                extra,
                 format!("too many components: at most {MAX_COMPONENTS} are supported"),
             ));
         }
         let mut components: Vec<ComponentConfig> = Vec::with_capacity(self.components.len());
-        for raw in self.components {
-            let name = raw.name.get_ref();
+        for entry in self.components {
+            let missing = |key: &str| {
+                at(
+                    &entry,
+                    format!("this [[component]] has no {key} (it is required)"),
+                )
+            };
+            let raw = entry.get_ref();
+            raw.refuse(
+                "[[component]]",
+                &[("dir", span(&raw.dir), "it belongs in [hearts]")],
+            )?;
+            let name_key = raw.name.as_ref().ok_or_else(|| missing("name"))?;
+            let heartbeat_key = raw.heartbeat.as_ref().ok_or_else(|| missing("heartbeat"))?;
+            let name = name_key.get_ref();
             check_name(name.as_bytes())
-                .map_err(|m| at(&raw.name, format!("component name {name:?}: {m}")))?;
+                .map_err(|m| at(name_key, format!("component name {name:?}: {m}")))?;
             if components.iter().any(|c| &c.name == name) {
-                return Err(at(&raw.name, format!("duplicate component name {name:?}")));
+                return Err(at(name_key, format!("duplicate component name {name:?}")));
             }
-            let heartbeat = raw.heartbeat.get_ref().0.clone();
+            let heartbeat = heartbeat_key.get_ref().0.clone();
             if let Some(other) = components.iter().find(|c| c.heartbeat == heartbeat) {
                 return Err(at(
-                    &raw.heartbeat,
+                    heartbeat_key,
                     format!(
                         "heartbeat {} is already the heartbeat of component {:?}",
                         heartbeat.display(),
@@ -775,27 +798,18 @@ impl RawConfig {
                 ));
             }
             min_duration(&raw.timeout, "timeout", Duration::from_millis(100))?;
-            let policy = RawPolicy {
-                timeout: raw.timeout,
-                grace: raw.grace,
-                reset_after: raw.reset_after,
-                critical: raw.critical,
-                repair: raw.repair,
-                repair_timeout: raw.repair_timeout,
-                repair_backoff: raw.repair_backoff,
-                repair_backoff_max: raw.repair_backoff_max,
-                max_repairs: raw.max_repairs,
-            }
-            .or(&defaults);
+            let name = name.clone();
+            let pidfile = raw.pidfile.clone().map(|p| p.into_inner().0);
+            let policy = entry.into_inner().or(&defaults);
             let timeout = policy
                 .timeout
                 .as_ref()
                 .map_or(Duration::from_secs(30), |t| t.get_ref().0);
             let (policy, repair) = policy.validate(timeout)?;
             components.push(ComponentConfig {
-                name: name.clone(),
+                name,
                 heartbeat,
-                pidfile: raw.pidfile.map(|p| p.0),
+                pidfile,
                 policy,
                 repair,
             });

@@ -198,7 +198,7 @@ fn errors_name_file_line_column_and_what_is_allowed() {
         ),
         (
             "[[component]]\nname = \"a\"\n",
-            "/etc/wk.toml:1:1: missing field `heartbeat`",
+            "/etc/wk.toml:1:1: this [[component]] has no heartbeat (it is required)",
         ),
         (
             "[[component]]\nname = \"a\"\nheartbeat = \"/x\"\ncritical = \"yes\"\n",
@@ -206,6 +206,18 @@ fn errors_name_file_line_column_and_what_is_allowed() {
         ),
         ("[watchdog]\n", "/etc/wk.toml: nothing to supervise"),
         ("[watchdog\n", "/etc/wk.toml:1:10:"),
+        (
+            "[defaults]\nheartbeat = \"/x\"\n",
+            "/etc/wk.toml:2:13: heartbeat is not allowed in [defaults]: it is set per [[component]]",
+        ),
+        (
+            "[hearts]\ntimeout = 5\n",
+            "/etc/wk.toml:2:11: timeout is not allowed in [hearts]: a heart is named by its file",
+        ),
+        (
+            "[[component]]\nname = \"a\"\nheartbeat = \"/x\"\ndir = \"/y\"\n",
+            "/etc/wk.toml:4:7: dir is not allowed in [[component]]: it belongs in [hearts]",
+        ),
     ];
     for (text, expected) in cases {
         let error = parse(text).expect_err(text);
