@@ -427,18 +427,9 @@ class Guest:
         """Waits for a QMP event NAME received at host time >= SINCE (and pred(data)).
 
         Returns the Event. Does not require QEMU to stay alive (SHUTDOWN may be its last word)."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for e in self.events:
-                    if e.t >= since and e.name == name and (pred is None or pred(e.data)):
-                        return e
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    got = [(round(e.t - self.t_start, 3), e.name, e.data) for e in self.events if e.t >= since]
-                    raise HarnessError(f"{self.name}: no QMP event {name} within {timeout}s "
-                                       f"(events since: {got}); console tail:\n{self.tail()}")
-                self._cond.wait(min(left, 0.5))
+        return self._wait_for_event(
+            lambda n, data: n == name and (pred is None or pred(data)),
+            f"QMP event {name}", timeout, since)
 
     def wait_guest_reset(self, timeout, since=0.0):
         """Waits for the board to reset because of the guest (watchdog, reboot -f, panic).
@@ -450,20 +441,26 @@ class Guest:
         def is_guest_reset(name, data):
             return ((name == "RESET" and data.get("guest")) or
                     (name == "SHUTDOWN" and data.get("reason") == "guest-reset"))
+        # a clean power-off or a host quit will never turn into a reset
+        return self._wait_for_event(is_guest_reset, "guest reset", timeout, since,
+                                    hopeless=lambda n, data: n == "SHUTDOWN")
+
+    def _wait_for_event(self, match, what, timeout, since, hopeless=None):
+        """The first event at host time >= SINCE for which match(name, data) holds; fails
+        at TIMEOUT, or at once on an event for which hopeless(name, data) holds instead."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
                 for e in self.events:
-                    if e.t >= since and is_guest_reset(e.name, e.data):
+                    if e.t >= since and match(e.name, e.data):
                         return e
-                # a clean power-off or a host quit will never turn into a reset
                 for e in self.events:
-                    if e.t >= since and e.name == "SHUTDOWN":
-                        raise HarnessError(f"{self.name}: SHUTDOWN {e.data} instead of a guest reset")
+                    if hopeless and e.t >= since and hopeless(e.name, e.data):
+                        raise HarnessError(f"{self.name}: {e.name} {e.data} instead of a {what}")
                 left = deadline - time.monotonic()
                 if left <= 0:
                     got = [(round(e.t - self.t_start, 3), e.name, e.data) for e in self.events if e.t >= since]
-                    raise HarnessError(f"{self.name}: no guest reset within {timeout}s "
+                    raise HarnessError(f"{self.name}: no {what} within {timeout}s "
                                        f"(events since: {got}); console tail:\n{self.tail()}")
                 self._cond.wait(min(left, 0.5))
 
