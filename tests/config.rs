@@ -270,18 +270,26 @@ fn salvage_keeps_what_validates_section_by_section() {
 }
 
 #[test]
-fn every_board_profile_validates() {
-    let boards = Path::new(env!("CARGO_MANIFEST_DIR")).join("board");
-    let mut checked = 0;
-    for entry in std::fs::read_dir(&boards).unwrap() {
-        let profile = entry.unwrap().path().join("watchkeeper.toml");
-        if profile.exists() {
-            config::load(&profile).unwrap_or_else(|e| panic!("{e}"));
-            checked += 1;
+fn every_board_profile_and_test_config_validates() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut dirs: Vec<_> = std::fs::read_dir(root.join("board"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    dirs.push(root.join("tests/system/configs"));
+    let mut checked = Vec::new();
+    for dir in dirs.iter().filter(|d| d.is_dir()) {
+        for file in std::fs::read_dir(dir).unwrap() {
+            let file = file.unwrap().path();
+            if file.extension().is_some_and(|e| e == "toml") {
+                config::load(&file).unwrap_or_else(|e| panic!("{e}"));
+                checked.push(file);
+            }
         }
     }
+    // Both boards' profile and demo config at least.
     assert!(
-        checked >= 2,
-        "expected the QEMU board profiles, found {checked}"
+        checked.len() >= 4,
+        "expected the QEMU board configs, found {checked:?}"
     );
 }
