@@ -10,6 +10,7 @@ have aarch64-linux-gnu-gcc || need_apt+=(gcc-aarch64-linux-gnu)
 have arm-linux-gnueabihf-gcc || need_apt+=(gcc-arm-linux-gnueabihf)
 [ -e /usr/arm-linux-gnueabihf/lib/crt1.o ] || need_apt+=(libc6-dev-armhf-cross)
 have cpio || need_apt+=(cpio)
+have mke2fs || [ -x /sbin/mke2fs ] || need_apt+=(e2fsprogs)
 have python3 || need_apt+=(python3)
 
 # The machine's qemu-utils comes from bookworm-backports; the emulators must match it.
