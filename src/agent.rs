@@ -632,7 +632,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             u8::from(self.sup.resetting()),
             self.config_path.display()
         )?;
-        for index in 0..self.sup.len() {
+        for index in self.sup.indices() {
             let Some(view) = self.sup.view(index) else {
                 continue;
             };

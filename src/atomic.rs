@@ -102,7 +102,7 @@ pub fn read<P: ?Sized + NixPath>(
 pub mod libc_mode {
     pub const S_IFMT: u32 = 0o170000;
     pub const S_IFREG: u32 = 0o100000;
-    pub const S_IFDIR: u32 = 0o040000;
+    pub const S_IFLNK: u32 = 0o120000;
 }
 
 #[cfg(test)]

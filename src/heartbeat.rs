@@ -59,7 +59,7 @@ fn classify(result: Result<FileStat, Errno>) -> Result<Option<Stamp>, Refusal> {
     match result {
         Ok(st) => match st.st_mode & libc_mode::S_IFMT {
             libc_mode::S_IFREG => Ok(Some(stamp_of(&st))),
-            0o120000 => Err(Refusal::Symlink),
+            libc_mode::S_IFLNK => Err(Refusal::Symlink),
             _ => Err(Refusal::NotRegular),
         },
         Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => Ok(None),

@@ -72,8 +72,9 @@ fn open_kmsg(path: &Path) -> Result<OwnedFd, Errno> {
     open(path, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())
 }
 
-/// Sends every later record to stderr.
-pub fn use_stderr() {
+/// Sends every later record to stderr (tests switch back after using a kmsg stand-in).
+#[cfg(test)]
+fn use_stderr() {
     *sink() = None;
 }
 

@@ -155,10 +155,6 @@ impl State {
         &self.history
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Records the start of this boot (see [`History::start_boot`]) and persists it.
     pub fn start_boot(
         &mut self,

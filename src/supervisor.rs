@@ -491,13 +491,9 @@ impl Supervisor {
         self.slots.get(component)?.as_ref().map(|c| &c.policy)
     }
 
-    /// Number of indices in use or freed below the highest used one.
-    pub fn len(&self) -> usize {
-        self.slots.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.slots.iter().all(Option::is_none)
+    /// Every index that is or was in use: free ones below the highest are included.
+    pub fn indices(&self) -> core::ops::Range<usize> {
+        0..self.slots.len()
     }
 
     /// True while the reboot-loop guard holds resets back.

@@ -232,11 +232,6 @@ impl Device {
         self.info.map_or(0, |info| info.options)
     }
 
-    /// The firmware version the driver reports; 0 when it gives no info.
-    pub fn firmware_version(&self) -> u32 {
-        self.info.map_or(0, |info| info.firmware_version)
-    }
-
     /// The `WDIOF_*` status bits of the last reset (see [`BootStatus`]), if the driver tells.
     pub fn boot_status(&self) -> Option<u32> {
         sys::get_boot_status(self.fd.as_fd())
