@@ -191,12 +191,6 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             }
             None => None,
         };
-        let mut status = Box::new(heapless::String::new());
-        // Touch every page of the status buffer now rather than on the first big write.
-        for _ in 0..MAX_STATUS_LEN {
-            let _ = status.push(' ');
-        }
-        status.clear();
         Ok(Agent {
             sup,
             watched,
@@ -204,7 +198,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             hearts,
             repairs: Repairs::default(),
             actions: Box::default(),
-            status,
+            status: Box::default(),
             shown: (Pattern::Healthy, now),
             next_pass: now,
             written_generation: None,
