@@ -24,7 +24,9 @@ if [ ${#need_apt[@]} -gt 0 ] || [ ${#need_qemu[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     if [ ${#need_qemu[@]} -gt 0 ] && ! grep -rqs bookworm-backports /etc/apt/sources.list /etc/apt/sources.list.d/; then
         # Reuse the Debian mirror this machine already uses for bookworm.
-        mirror=$(grep -rhoE '(https?://[^ ]+/debian)/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null |
+        # (either place may be missing: deb822 machines have no sources.list, and grep's
+        # exit status 2 for a missing file must not end the script under pipefail)
+        mirror=$( { grep -rhoEs '(https?://[^ ]+/debian)/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ || true; } |
             grep -v -- '-security' | head -n 1 | tr -d ' ')
         [ -n "$mirror" ] || { echo "host-setup: no Debian mirror found in /etc/apt sources" >&2; exit 1; }
         echo "deb ${mirror%/} bookworm-backports main" |
