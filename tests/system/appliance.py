@@ -265,22 +265,27 @@ KERNEL_LINE = re.compile(r"^\[\s*\d+\.\d+\] ")  # a kernel console message on th
 
 
 class Appliance(Guest):
-    """A Guest running the watchkeeper appliance, with its LED sampled from the host."""
+    """A Guest running the watchkeeper appliance, with its LED sampled from the host
+    (led_interval=None: no sampling, for guests whose LED nobody watches)."""
 
     def __init__(self, board, initrd, disk, workdir, append="", name=None, echo=False,
                  led_interval=0.01, on_led_change=None, **kw):
         append = f"{BASE_APPEND} {append}".strip()
         super().__init__(board, initrd, disk=disk, workdir=workdir, append=append, name=name,
                          echo=echo, **kw)
-        self.led = LedSampler(self, interval=led_interval, on_change=on_led_change)
+        self.led = None
+        if led_interval is not None:
+            self.led = LedSampler(self, interval=led_interval, on_change=on_led_change)
 
     def start(self):
         super().start()
-        self.led.start()
+        if self.led:
+            self.led.start()
         return self
 
     def close(self, timeout=10):
-        self.led.stop()
+        if self.led:
+            self.led.stop()
         super().close(timeout)
 
     def run(self, command, timeout=30, check=False, raw=False):

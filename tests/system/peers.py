@@ -1,0 +1,566 @@
+#!/usr/bin/env python3
+"""The peer benchmark: watchkeeper beside Debian's Linux watchdog daemon and BusyBox's
+`watchdog` applet, on the same aarch64 virtual appliance, in one run. Numbers, not pass/fail.
+
+    tests/bench-peers [--runs N] [--window S] [--step-runs N] [--only PEER,...] [--write]
+
+Every peer gets the same job: heartbeat files touched every second by a toucher, a 10 s
+limit on each, the i6300esb watchdog with a 10 s timeout, one check per second. When a file
+goes stale the board must reset. The peers, as shipped:
+  watchkeeper  the static aarch64 binary of this tree; `reset_after = "0s"`, so a stale
+               heartbeat stops the feed at once and the hardware resets the board.
+  daemon       Debian's `watchdog` 5.16 with its libraries (tests/system/peers/fetch-daemon.sh);
+               `file =` + `change = 10`, `retry-timeout = 0` (else it waits 60 s more), no
+               repair binary: it shuts the system down and reboots.
+  busybox      BusyBox's applet feeds but checks nothing, so tests/system/peers/busybox-heartbeat
+               adds the check in sh, as a builder with only BusyBox would.
+All three log to the kernel log (the daemon through busybox syslogd). The guest prints
+every kernel log line on the serial console, so the host reads the guest's own timestamps.
+
+Figures (medians, with the range of the runs):
+  detection  last heartbeat -> the peer's decision line in the kernel log, minus the limit
+  reset      last heartbeat -> QEMU reports the board reset (host clock)
+  cost       CPU (utime+stime+cutime+cstime of /proc/PID/stat, children included) per hour
+             of healthy supervision, from fixed windows; VmRSS and VmHWM (/proc/PID/status)
+  startup    exec of the peer -> the driver's first ping, from a function trace of the
+             i6300esb driver (tracefs), one sample per boot
+  size       the files the peer needs on the image
+  clock      `date -s` one day forward / back while healthy (false decisions and resets)
+             and right after the last heartbeat (is the reset missed or moved?)
+  SIGTERM, kill -9   does the watchdog stay armed (sysfs state), and when the board resets
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from appliance import Appliance, binary_path  # noqa: E402
+from qemu_harness import BOARD_DIR, REPO, GuestRebooted, HarnessError  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PEER_DIR = os.path.join(HERE, "peers")
+LIMIT = 10  # heartbeat limit, seconds
+HW_TIMEOUT = 10  # hardware watchdog timeout, seconds
+DAY = 86400
+USER_HZ = 100  # the unit of /proc/PID/stat times on every Linux ARM kernel
+TRACE = "/sys/kernel/tracing"
+
+PEERS = ("watchkeeper", "daemon", "busybox")
+TITLE = {
+    "watchkeeper": "watchkeeper",
+    "daemon": "Linux watchdog daemon",
+    "busybox": "BusyBox watchdog + sh check",
+}
+# The peer's log line that says a heartbeat is stale (kernel log, on the console).
+DECISION = {
+    "watchkeeper": re.compile(r"component hb1 is dead"),
+    "daemon": re.compile(r"was not changed in"),
+    "busybox": re.compile(r"busybox-heartbeat: \S+ unchanged"),
+}
+KMSG = re.compile(r"^\[\s*(\d+\.\d+)\]\s?(.*)$")
+BEAT_MARK = "wk-bench: last beat"
+# "watchdog-113 [000] ..... 2.297051: esb_timer_keepalive <-__watchdog_ping"
+TRACE_LINE = re.compile(r"\s(\d+\.\d+): (\S+)")
+
+
+# ------------------------------------------------------------------------------ the image
+def watchkeeper_config(hearts):
+    comps = "".join(f'\n[[component]]\nname = "hb{i}"\nheartbeat = "/run/hb/{i}"\n'
+                    for i in range(1, hearts + 1))
+    return f"""# peer benchmark: {hearts} heartbeat file(s), {LIMIT} s limit, reset as soon as one is stale
+[watchdog]
+device = "/dev/watchdog"
+timeout = {HW_TIMEOUT}
+feed_interval = "1s"
+
+[agent]
+check_interval = "1s"
+log = "kmsg"
+
+[defaults]
+timeout = "{LIMIT}s"
+reset_after = "0s"
+{comps}"""
+
+
+def daemon_config(hearts):
+    files = "".join(f"file = /run/hb/{i}\nchange = {LIMIT}\n" for i in range(1, hearts + 1))
+    return f"""# peer benchmark: {hearts} heartbeat file(s), {LIMIT} s limit
+watchdog-device = /dev/watchdog
+watchdog-timeout = {HW_TIMEOUT}
+interval = 1
+# act on the first failed check (the default, 60, lets an error persist 60 s more)
+retry-timeout = 0
+realtime = yes
+priority = 1
+admin =
+log-dir = /run/log/watchdog
+{files}"""
+
+
+def shell_vars(command):
+    out = subprocess.run(command, check=True, stdout=subprocess.PIPE, text=True).stdout
+    return {k: v for k, v in (shlex.split(l)[0].split("=", 1) for l in out.splitlines() if "=" in l)}
+
+
+def build_image(workdir, hearts_counts):
+    """The benchmark's initramfs: the stock appliance plus all three peers and their configs."""
+    daemon = shell_vars([os.path.join(PEER_DIR, "fetch-daemon.sh"), "arm64"])
+    conf = os.path.join(workdir, "peers-conf")
+    os.makedirs(conf, exist_ok=True)
+    for n in hearts_counts:
+        with open(os.path.join(conf, f"watchkeeper-{n}.toml"), "w") as f:
+            f.write(watchkeeper_config(n))
+        with open(os.path.join(conf, f"daemon-{n}.conf"), "w") as f:
+            f.write(daemon_config(n))
+    adds = [
+        (binary_path("aarch64"), "/usr/sbin/watchkeeper"),
+        (os.path.join(PEER_DIR, "start"), "/etc/wk/autostart.d/50-peer"),
+        (os.path.join(PEER_DIR, "busybox-heartbeat"), "/usr/sbin/busybox-heartbeat"),
+        (conf, "/etc/peers"),
+    ]
+    daemon_files = daemon["WK_DAEMON_FILES"].split()
+    adds += [(daemon["WK_DAEMON_ROOT"] + f, f) for f in daemon_files]
+    initrd = os.path.join(workdir, "peers.cpio.gz")
+    cmd = [os.path.join(BOARD_DIR, "qemu", "build-initramfs.sh"), "arm64", initrd]
+    for src, dest in adds:
+        cmd += ["--add", f"{src}:{dest}"]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    kernel = shell_vars([os.path.join(BOARD_DIR, "qemu", "fetch-kernel.sh"), "arm64"])
+    sizes = {
+        "watchkeeper": [("watchkeeper (static)", os.path.getsize(binary_path("aarch64")))],
+        "daemon": [(os.path.basename(f), os.path.getsize(daemon["WK_DAEMON_ROOT"] + f))
+                   for f in daemon_files],
+        "busybox": [("busybox (static, all applets)", os.path.getsize(kernel["WK_BUSYBOX"])),
+                    ("busybox-heartbeat", os.path.getsize(os.path.join(PEER_DIR, "busybox-heartbeat")))],
+    }
+    versions = {
+        "daemon": daemon["WK_DAEMON_VERSION"],
+        "libc": daemon["WK_LIBC_VERSION"],
+        "busybox": kernel["WK_BUSYBOX_VERSION"],
+        "kernel": kernel["WK_KERNEL_RELEASE"],
+    }
+    return initrd, sizes, versions
+
+
+# ------------------------------------------------------------------------------ one guest
+class PeerGuest(Appliance):
+    """The appliance booted with one peer; every kernel log line goes to the console."""
+
+    def __init__(self, peer, hearts, initrd, workdir):
+        super().__init__("aarch64", initrd, None, workdir, name=f"{peer}-{hearts}", led_interval=None,
+                         append=f"wk.peer={peer} wk.hearts={hearts} wk.nodisk wk.loglevel=8 printk.devkmsg=on")
+        self.peer = peer
+        self.startups = []  # (exec -> open, exec -> first ping) in ms, one per boot
+
+    def up(self, timeout=90):
+        """Waits for the next boot's control shell and the peer's first feed; records its
+        startup. Called once per boot: after the first start and after every reset."""
+        self.wait_ready(boot=len(self.startups) + 1, timeout=timeout)
+        deadline = time.monotonic() + 30
+        while True:
+            trace = self.run(f"cat {TRACE}/trace", raw=True)[0]
+            s = startup_from_trace(trace)
+            if s:
+                break
+            if time.monotonic() > deadline:
+                raise HarnessError(f"{self.name}: no feed traced 30 s after boot; trace:\n{trace[-2000:]}\n"
+                                   f"peer log:\n{self.run('cat /run/log/50-peer.log')[0]}")
+            time.sleep(0.5)
+        self.sh(f"echo nop >{TRACE}/current_tracer")  # tracing stops: the windows measure the peer alone
+        self.startups.append(s)
+        return s
+
+    def pids(self):
+        """The processes that make up the peer (the busybox peer is the sh loop plus the applet)."""
+        files = "/run/peer.pid" + (" /run/peer-feeder.pid" if self.peer == "busybox" else "")
+        return [int(p) for p in self.sh(f"cat {files}").split()]
+
+    def cpu_ticks(self, pids):
+        total = 0
+        for pid in pids:
+            stat = self.sh(f"cat /proc/{pid}/stat")
+            fields = stat.rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+        return total
+
+    def memory_kib(self, pids):
+        rss = hwm = 0
+        for pid in pids:
+            status = self.sh(f"cat /proc/{pid}/status")
+            rss += int(re.search(r"VmRSS:\s+(\d+)", status).group(1))
+            hwm += int(re.search(r"VmHWM:\s+(\d+)", status).group(1))
+        return rss, hwm
+
+    def kmsg_after(self, index):
+        """Kernel log lines on the console from line INDEX on: (index, guest seconds, text)."""
+        with self._cond:
+            lines = self.lines[index:]
+        out = []
+        for i, (_, line) in enumerate(lines):
+            m = KMSG.match(line)
+            if m:
+                out.append((index + i, float(m.group(1)), m.group(2)))
+        return out
+
+    def wait_kmsg(self, rx, index, timeout):
+        """The first kernel log line matching RX from console line INDEX on: (index, guest s)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for i, ts, text in self.kmsg_after(index):
+                if rx.search(text):
+                    return i, ts
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.1)
+
+    def stop_beats(self, extra=""):
+        """Kills the toucher after one last touch; returns (host time, console index)."""
+        with self._cond:
+            index = len(self.lines)
+        t0 = time.monotonic()
+        self.sh(f"kill $(cat /run/toucher.pid); touch /run/hb/*; echo '{BEAT_MARK}' >/dev/kmsg{extra}")
+        t1 = time.monotonic()
+        return (t0 + t1) / 2, index
+
+    def resets_since(self, t):
+        return [e for e in self.events_since(t) if e.name == "RESET" and e.data.get("guest")]
+
+    def wait_reset(self, since, timeout):
+        """Host time of the board's next reset after SINCE, or None within TIMEOUT."""
+        try:
+            return self.wait_guest_reset(timeout, since=since).t
+        except HarnessError:
+            return None
+
+    def step_clock(self, seconds):
+        self.sh(f"date -s @$(( $(date +%s) + {seconds} )) >/dev/null")
+
+    def force_reset(self):
+        """Resets the board from the host (QMP), for a guest the peer did not reset."""
+        self.qmp("system_reset")
+
+
+def startup_from_trace(trace):
+    """(exec -> open, exec -> first ping) in ms from the start script's function trace."""
+    t_exec = t_open = None
+    for line in trace.splitlines():
+        m = TRACE_LINE.search(line)
+        if not m:
+            continue
+        t, what = float(m.group(1)), m.group(2)
+        if what == "tracing_mark_write:" and "wk-peer: exec" in line:
+            t_exec = t
+        elif t_exec is not None and what == "watchdog_open" and t_open is None:
+            t_open = t
+        elif t_exec is not None and what == "esb_timer_keepalive":
+            return (round((t_open - t_exec) * 1000, 1) if t_open else None, round((t - t_exec) * 1000, 1))
+    return None
+
+
+# ------------------------------------------------------------------------------ measurements
+def measure_cost(g, windows, window_s, settle_s=5):
+    time.sleep(settle_s)
+    pids = g.pids()
+    per_hour = []
+    for _ in range(windows):
+        t0, c0 = time.monotonic(), g.cpu_ticks(pids)
+        time.sleep(window_s)
+        t1, c1 = time.monotonic(), g.cpu_ticks(pids)
+        per_hour.append((c1 - c0) / USER_HZ * 3600 / (t1 - t0))
+    rss, hwm = g.memory_kib(pids)
+    return {"cpu_s_per_h": per_hour, "rss_kib": rss, "hwm_kib": hwm, "ticks_window_s": window_s}
+
+
+def measure_death(g, runs, log):
+    """RUNS times: stop the beats, time the decision and the reset, wait for the next boot."""
+    detection, reset = [], []
+    for r in range(runs):
+        t_last, index = g.stop_beats()
+        mark = g.wait_kmsg(re.compile(re.escape(BEAT_MARK)), index, 10)
+        decision = g.wait_kmsg(DECISION[g.peer], index, LIMIT + HW_TIMEOUT + 30)
+        t_reset = g.wait_reset(t_last, LIMIT + HW_TIMEOUT + 40)
+        if mark and decision:
+            detection.append(decision[1] - mark[1] - LIMIT)
+        if t_reset:
+            reset.append(t_reset - t_last)
+        decided = f"{decision[1] - mark[1]:.2f} s" if mark and decision else "not logged"
+        reset_at = f"{t_reset - t_last:.2f} s" if t_reset else "none"
+        log(f"  death {r + 1}/{runs}: decision {decided}, reset {reset_at} after the last beat")
+        if not t_reset:
+            g.force_reset()
+        g.up()
+    return {"detection_s": detection, "reset_s": reset}
+
+
+def observe(g, t0, index, seconds):
+    """(decision lines, board resets) seen from T0 / console INDEX for SECONDS."""
+    t_reset = g.wait_reset(t0, seconds)
+    decisions = [ts for _, ts, text in g.kmsg_after(index) if DECISION[g.peer].search(text)]
+    return decisions, t_reset
+
+
+def measure_steps(g, runs, log):
+    res = {"healthy+1d": [], "healthy-1d": [], "dead+1d": [], "dead-1d": []}
+    for r in range(runs):
+        for case, step in (("healthy+1d", DAY), ("healthy-1d", -DAY)):
+            with g._cond:
+                index = len(g.lines)
+            t0 = time.monotonic()
+            g.step_clock(step)
+            decisions, t_reset = observe(g, t0, index, 25)
+            back = None
+            if not t_reset:  # the step back to the true time is a step too: watch it as well
+                t1 = time.monotonic()
+                g.step_clock(-step)
+                back_decisions, back = observe(g, t1, index, 15)
+                decisions = back_decisions
+            out = {"decisions": len(decisions), "reset": bool(t_reset or back),
+                   "reset_on": "step" if t_reset else "step back" if back else None}
+            res[case].append(out)
+            log(f"  {case} {r + 1}/{runs}: {out['decisions']} decision line(s), "
+                f"{'reset after the ' + out['reset_on'] if out['reset'] else 'no reset'}")
+            if out["reset"]:
+                g.up()
+        for case, step in (("dead+1d", DAY), ("dead-1d", -DAY)):
+            t_last, index = g.stop_beats(f"; date -s @$(( $(date +%s) + {step} )) >/dev/null")
+            wait = LIMIT + HW_TIMEOUT + 20
+            t_reset = g.wait_reset(t_last, wait)
+            out = {"reset_s": round(t_reset - t_last, 2) if t_reset else None, "waited_s": wait}
+            res[case].append(out)
+            seen = f"reset {out['reset_s']} s after the last beat" if t_reset else f"no reset in {wait} s"
+            log(f"  {case} {r + 1}/{runs}: {seen}")
+            if not t_reset:
+                g.force_reset()
+            g.up()
+    return res
+
+
+def measure_signal(g, signal, log):
+    """Sends SIGNAL to the peer: does it exit, is the watchdog left armed, when does it reset?"""
+    pids = g.pids()
+    t0 = time.monotonic()
+    g.sh(f"kill -{signal} {' '.join(map(str, pids))}")
+    deadline = time.monotonic() + 10
+    while g.run(f"kill -0 {pids[-1]} 2>/dev/null")[1] == 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    exited = g.run(f"kill -0 {pids[-1]} 2>/dev/null")[1] != 0
+    state = g.sh("cat /sys/class/watchdog/watchdog0/state")
+    t_reset = g.wait_reset(t0, HW_TIMEOUT + 15)
+    out = {"exited": exited, "state": state, "reset_s": round(t_reset - t0, 2) if t_reset else None,
+           "waited_s": HW_TIMEOUT + 15}
+    seen = f"reset after {out['reset_s']} s" if t_reset else f"no reset in {out['waited_s']} s"
+    log(f"  SIG{signal}: {'exited' if exited else 'still running'}, watchdog {state}, {seen}")
+    if not t_reset:
+        g.force_reset()
+    g.up()
+    return out
+
+
+def run_peer(peer, initrd, workdir, args, log):
+    def say(text):
+        log(f"[{peer}] {text.strip()}")
+
+    res = {}
+    with PeerGuest(peer, 1, initrd, os.path.join(workdir, peer)) as g:
+        g.up()
+        say(f"up; exec -> first ping {g.startups[-1][1]} ms; cost windows ({args.windows} x {args.window} s)")
+        res["cost1"] = measure_cost(g, args.windows, args.window)
+        res["death"] = measure_death(g, args.runs, say)
+        res["steps"] = measure_steps(g, args.step_runs, say)
+        res["sigterm"] = measure_signal(g, "TERM", say)
+        res["sigkill"] = measure_signal(g, "KILL", say)
+        res["startup_ms"] = g.startups
+    with PeerGuest(peer, 64, initrd, os.path.join(workdir, peer + "-64")) as g:
+        g.up()
+        say(f"64 heartbeats: up; cost windows ({args.windows} x {args.window} s)")
+        res["cost64"] = measure_cost(g, args.windows, args.window)
+        res["startup64_ms"] = g.startups
+    return res
+
+
+# ------------------------------------------------------------------------------ the table
+def median_range(values, fmt):
+    if not values:
+        return "not measured"
+    text = fmt(statistics.median(values))
+    if len(values) > 1:
+        text += f" ({fmt(min(values))} to {fmt(max(values))}, n={len(values)})"
+    return text
+
+
+def secs(x):
+    return f"{x:.2f} s"
+
+
+def signed_secs(x):
+    return f"{x:+.2f} s"
+
+
+def cpu_text(cost):
+    per_hour = cost["cpu_s_per_h"]
+    return median_range(per_hour, lambda x: f"{x:.1f} s") + f", {statistics.median(per_hour) / 36:.2f} %"
+
+
+def memory_text(cost):
+    return f"{cost['rss_kib']} / {cost['hwm_kib']} KiB"
+
+
+def size_text(parts):
+    total = sum(b for _, b in parts)
+    detail = " + ".join(f"{name} {b}" for name, b in parts) if len(parts) > 1 else parts[0][0]
+    return f"{total} B ({total // 1024} KiB: {detail})"
+
+
+def healthy_step_text(runs):
+    if not runs:
+        return "not measured"
+    resets = sum(r["reset"] for r in runs)
+    decisions = sum(r["decisions"] > 0 for r in runs)
+    text = f"false resets {resets}/{len(runs)}, false decisions {decisions}/{len(runs)}"
+    ons = sorted({r["reset_on"] for r in runs if r["reset_on"]})
+    return text + (f" (on the {' and the '.join(ons)})" if ons else "")
+
+
+def dead_step_text(runs):
+    if not runs:
+        return "not measured"
+    times = [r["reset_s"] for r in runs if r["reset_s"] is not None]
+    missed = len(runs) - len(times)
+    parts = []
+    if times:
+        parts.append(f"reset {median_range(times, secs)} after the last beat")
+    if missed:
+        parts.append(f"missed: no reset within {runs[0]['waited_s']} s in {missed}/{len(runs)}")
+    return "; ".join(parts)
+
+
+def signal_text(r):
+    armed = {"active": "watchdog left armed", "inactive": "watchdog disarmed"}.get(r["state"], r["state"])
+    end = f"board reset after {r['reset_s']:.2f} s" if r["reset_s"] is not None else \
+        f"no reset within {r['waited_s']} s"
+    return f"{'exits' if r['exited'] else 'keeps running'}, {armed}: {end}"
+
+
+def render(results, sizes, versions, args, started):
+    peers = [p for p in PEERS if p in results]
+    title = dict(TITLE)
+    title["daemon"] += f" {versions['daemon']}"
+    title["busybox"] = f"BusyBox {versions['busybox'].split(':')[-1]} watchdog + sh check"
+    rows = [
+        ("detection: decision after the last beat, minus the 10 s limit",
+         lambda r: median_range(r["death"]["detection_s"], signed_secs)),
+        ("reset: board reset after the last beat", lambda r: median_range(r["death"]["reset_s"], secs)),
+        ("CPU per hour, 1 heartbeat", lambda r: cpu_text(r["cost1"])),
+        ("CPU per hour, 64 heartbeats", lambda r: cpu_text(r["cost64"])),
+        ("VmRSS / VmHWM, 1 heartbeat", lambda r: memory_text(r["cost1"])),
+        ("VmRSS / VmHWM, 64 heartbeats", lambda r: memory_text(r["cost64"])),
+        ("startup: exec to first feed, 1 heartbeat",
+         lambda r: median_range([s[1] for s in r["startup_ms"]], lambda x: f"{x:.1f} ms")),
+        ("startup: exec to first feed, 64 heartbeats",
+         lambda r: median_range([s[1] for s in r["startup64_ms"]], lambda x: f"{x:.1f} ms")),
+        ("size as shipped", None),
+        ("clock +1 day, healthy", lambda r: healthy_step_text(r["steps"]["healthy+1d"])),
+        ("clock -1 day, healthy", lambda r: healthy_step_text(r["steps"]["healthy-1d"])),
+        ("clock +1 day right after the last beat", lambda r: dead_step_text(r["steps"]["dead+1d"])),
+        ("clock -1 day right after the last beat", lambda r: dead_step_text(r["steps"]["dead-1d"])),
+        ("SIGTERM", lambda r: signal_text(r["sigterm"])),
+        ("kill -9", lambda r: signal_text(r["sigkill"])),
+    ]
+    out = [f"Run on {started:%Y-%m-%d}, {platform.node() or 'host'}: {platform.system()} "
+           f"{platform.machine()}, {os.cpu_count()} cores; guest: QEMU virt, Cortex-A57 (TCG), "
+           f"Debian kernel {versions['kernel']}, i6300esb watchdog, libc {versions['libc']} for the daemon.",
+           f"Command: `tests/bench-peers --runs {args.runs} --windows {args.windows} --window {args.window} "
+           f"--step-runs {args.step_runs} --jobs {args.jobs}`. Ranges are min to max over n runs.", "",
+           "| | " + " | ".join(title[p] for p in peers) + " |",
+           "|---|" + "---|" * len(peers)]
+    for name, cell in rows:
+        if cell is None:
+            cells = [size_text(sizes[p]) for p in peers]
+        else:
+            cells = [cell(results[p]) for p in peers]
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+BEGIN, END = "<!-- peers:begin (tests/bench-peers --write) -->", "<!-- peers:end -->"
+
+
+def write_benchmarks(table):
+    path = os.path.join(REPO, "BENCHMARKS.md")
+    with open(path) as f:
+        text = f.read()
+    block = f"{BEGIN}\n{table}\n{END}"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        text = head + block + rest.split(END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n## Side by side with the peers\n\n" + block + "\n"
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=5, help="deaths per peer (detection, reset)")
+    ap.add_argument("--windows", type=int, default=3, help="CPU windows per heartbeat count")
+    ap.add_argument("--window", type=int, default=60, help="seconds per CPU window")
+    ap.add_argument("--step-runs", type=int, default=3, help="repeats of each clock step case")
+    ap.add_argument("--only", default=",".join(PEERS), help="comma-separated peers")
+    ap.add_argument("--jobs", type=int, default=1, help="peers measured at once (1: no contention)")
+    ap.add_argument("--write", action="store_true", help="put the table into BENCHMARKS.md")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (console logs)")
+    args = ap.parse_args()
+    peers = [p for p in args.only.split(",") if p]
+    unknown = sorted(set(peers) - set(PEERS))
+    if unknown:
+        ap.error(f"unknown peer(s) {unknown}; choose from {', '.join(PEERS)}")
+
+    started = datetime.datetime.now()
+    workdir = tempfile.mkdtemp(prefix="wk-peers-")
+    initrd, sizes, versions = build_image(workdir, (1, 64))
+
+    def log(text):
+        print(f"{time.monotonic() - t0:7.1f}s {text}", flush=True)
+
+    t0 = time.monotonic()
+    results, failed = {}, {}
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = {p: pool.submit(run_peer, p, initrd, workdir, args, log) for p in peers}
+        for p, fut in futures.items():
+            try:
+                results[p] = fut.result()
+            except (HarnessError, GuestRebooted, OSError, subprocess.CalledProcessError) as e:
+                failed[p] = str(e)
+                log(f"[{p}] FAILED: {e}")
+    with open(os.path.join(workdir, "peers.json"), "w") as f:
+        json.dump({"results": results, "sizes": sizes, "versions": versions, "failed": failed}, f, indent=1)
+    if not results:
+        print(f"bench-peers: every peer failed; logs in {workdir}", file=sys.stderr)
+        return 1
+    table = render(results, sizes, versions, args, started)
+    print()
+    print(table)
+    if args.write and not failed:
+        print(f"\nwritten to {write_benchmarks(table)}")
+    print(f"\nraw results: {workdir}/peers.json" if args.keep or failed else "")
+    if not args.keep and not failed:
+        subprocess.run(["rm", "-rf", workdir], check=False)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
