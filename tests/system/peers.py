@@ -36,6 +36,7 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -556,9 +557,10 @@ def main():
     print(table)
     if args.write and not failed:
         print(f"\nwritten to {write_benchmarks(table)}")
-    print(f"\nraw results: {workdir}/peers.json" if args.keep or failed else "")
-    if not args.keep and not failed:
-        subprocess.run(["rm", "-rf", workdir], check=False)
+    if args.keep or failed:
+        print(f"\nraw results and console logs: {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
     return 1 if failed else 0
 
 
