@@ -21,9 +21,9 @@ Figures (medians, with the range of the runs):
   detection  last heartbeat -> the peer's decision line in the kernel log, minus the limit
   reset      last heartbeat -> QEMU reports the board reset (host clock)
   cost       CPU (utime+stime+cutime+cstime of /proc/PID/stat, children included) per hour
-             of healthy supervision, from fixed windows; VmRSS and VmHWM (/proc/PID/status)
+             of healthy supervision, and VmRSS and VmHWM (/proc/PID/status), per fixed window
   startup    exec of the peer -> the driver's first ping, from a function trace of the
-             i6300esb driver (tracefs), one sample per boot
+             i6300esb driver (tracefs), one sample per boot (at least --runs boots)
   size       the files the peer needs on the image
   clock      `date -s` one day forward / back while healthy (false decisions and resets)
              and right after the last heartbeat (is the reset missed or moved?)
@@ -272,14 +272,16 @@ def startup_from_trace(trace):
 def measure_cost(g, windows, window_s, settle_s=5):
     time.sleep(settle_s)
     pids = g.pids()
-    per_hour = []
+    per_hour, rss, hwm = [], [], []
     for _ in range(windows):
         t0, c0 = time.monotonic(), g.cpu_ticks(pids)
         time.sleep(window_s)
         t1, c1 = time.monotonic(), g.cpu_ticks(pids)
         per_hour.append((c1 - c0) / USER_HZ * 3600 / (t1 - t0))
-    rss, hwm = g.memory_kib(pids)
-    return {"cpu_s_per_h": per_hour, "rss_kib": rss, "hwm_kib": hwm, "ticks_window_s": window_s}
+        resident, peak = g.memory_kib(pids)
+        rss.append(resident)
+        hwm.append(peak)
+    return {"cpu_s_per_h": per_hour, "rss_kib": rss, "hwm_kib": hwm, "window_s": window_s}
 
 
 def measure_death(g, runs, log):
@@ -385,6 +387,9 @@ def run_peer(peer, initrd, workdir, args, log):
         g.up()
         say(f"64 heartbeats: up; cost windows ({args.windows} x {args.window} s)")
         res["cost64"] = measure_cost(g, args.windows, args.window)
+        while len(g.startups) < args.runs:  # more startup samples: one per boot
+            g.force_reset()
+            g.up()
         res["startup64_ms"] = g.startups
     return res
 
@@ -394,7 +399,9 @@ def median_range(values, fmt):
     if not values:
         return "not measured"
     text = fmt(statistics.median(values))
-    if len(values) > 1:
+    if len(values) > 1 and fmt(min(values)) == fmt(max(values)):
+        text += f" (all {len(values)} equal)"
+    elif len(values) > 1:
         text += f" ({fmt(min(values))} to {fmt(max(values))}, n={len(values)})"
     return text
 
@@ -413,7 +420,7 @@ def cpu_text(cost):
 
 
 def memory_text(cost):
-    return f"{cost['rss_kib']} / {cost['hwm_kib']} KiB"
+    return " / ".join(median_range(cost[k], lambda x: f"{x:.0f} KiB") for k in ("rss_kib", "hwm_kib"))
 
 
 def size_text(parts):
