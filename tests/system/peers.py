@@ -233,9 +233,6 @@ class PeerGuest(Appliance):
         t1 = time.monotonic()
         return (t0 + t1) / 2, index
 
-    def resets_since(self, t):
-        return [e for e in self.events_since(t) if e.name == "RESET" and e.data.get("guest")]
-
     def wait_reset(self, since, timeout):
         """Host time of the board's next reset after SINCE, or None within TIMEOUT."""
         try:
@@ -306,7 +303,8 @@ def measure_death(g, runs, log):
 
 
 def observe(g, t0, index, seconds):
-    """(decision lines, board resets) seen from T0 / console INDEX for SECONDS."""
+    """Waits SECONDS for a board reset after host time T0; returns (the guest times of the
+    decision lines from console line INDEX on, the host time of the reset or None)."""
     t_reset = g.wait_reset(t0, seconds)
     decisions = [ts for _, ts, text in g.kmsg_after(index) if DECISION[g.peer].search(text)]
     return decisions, t_reset
@@ -325,8 +323,7 @@ def measure_steps(g, runs, log):
             if not t_reset:  # the step back to the true time is a step too: watch it as well
                 t1 = time.monotonic()
                 g.step_clock(-step)
-                back_decisions, back = observe(g, t1, index, 15)
-                decisions = back_decisions
+                decisions, back = observe(g, t1, index, 15)  # decisions since the first step
             out = {"decisions": len(decisions), "reset": bool(t_reset or back),
                    "reset_on": "step" if t_reset else "step back" if back else None}
             res[case].append(out)
