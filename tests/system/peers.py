@@ -240,6 +240,15 @@ class PeerGuest(Appliance):
         except HarnessError:
             return None
 
+    def reset_then_up(self, since, timeout):
+        """Seconds from host time SINCE to the board's reset, or None if the peer did not reset
+        it within TIMEOUT (then the host does). Either way returns with the next boot up."""
+        t_reset = self.wait_reset(since, timeout)
+        if t_reset is None:
+            self.force_reset()
+        self.up()
+        return round(t_reset - since, 2) if t_reset is not None else None
+
     def step_clock(self, seconds):
         self.sh(f"date -s @$(( $(date +%s) + {seconds} )) >/dev/null")
 
@@ -288,17 +297,14 @@ def measure_death(g, runs, log):
         t_last, index = g.stop_beats()
         mark = g.wait_kmsg(re.compile(re.escape(BEAT_MARK)), index, 10)
         decision = g.wait_kmsg(DECISION[g.peer], index, LIMIT + HW_TIMEOUT + 30)
-        t_reset = g.wait_reset(t_last, LIMIT + HW_TIMEOUT + 40)
+        reset_s = g.reset_then_up(t_last, LIMIT + HW_TIMEOUT + 40)
         if mark and decision:
             detection.append(decision[1] - mark[1] - LIMIT)
-        if t_reset:
-            reset.append(t_reset - t_last)
+        if reset_s is not None:
+            reset.append(reset_s)
         decided = f"{decision[1] - mark[1]:.2f} s" if mark and decision else "not logged"
-        reset_at = f"{t_reset - t_last:.2f} s" if t_reset else "none"
+        reset_at = f"{reset_s:.2f} s" if reset_s is not None else "none"
         log(f"  death {r + 1}/{runs}: decision {decided}, reset {reset_at} after the last beat")
-        if not t_reset:
-            g.force_reset()
-        g.up()
     return {"detection_s": detection, "reset_s": reset}
 
 
@@ -334,14 +340,11 @@ def measure_steps(g, runs, log):
         for case, step in (("dead+1d", DAY), ("dead-1d", -DAY)):
             t_last, index = g.stop_beats(f"; date -s @$(( $(date +%s) + {step} )) >/dev/null")
             wait = LIMIT + HW_TIMEOUT + 20
-            t_reset = g.wait_reset(t_last, wait)
-            out = {"reset_s": round(t_reset - t_last, 2) if t_reset else None, "waited_s": wait}
+            out = {"reset_s": g.reset_then_up(t_last, wait), "waited_s": wait}
             res[case].append(out)
-            seen = f"reset {out['reset_s']} s after the last beat" if t_reset else f"no reset in {wait} s"
+            seen = f"reset {out['reset_s']} s after the last beat" if out["reset_s"] is not None \
+                else f"no reset in {wait} s"
             log(f"  {case} {r + 1}/{runs}: {seen}")
-            if not t_reset:
-                g.force_reset()
-            g.up()
     return res
 
 
@@ -355,14 +358,10 @@ def measure_signal(g, signal, log):
         time.sleep(0.1)
     exited = g.run(f"kill -0 {pids[-1]} 2>/dev/null")[1] != 0
     state = g.sh("cat /sys/class/watchdog/watchdog0/state")
-    t_reset = g.wait_reset(t0, HW_TIMEOUT + 15)
-    out = {"exited": exited, "state": state, "reset_s": round(t_reset - t0, 2) if t_reset else None,
-           "waited_s": HW_TIMEOUT + 15}
-    seen = f"reset after {out['reset_s']} s" if t_reset else f"no reset in {out['waited_s']} s"
+    wait = HW_TIMEOUT + 15
+    out = {"exited": exited, "state": state, "reset_s": g.reset_then_up(t0, wait), "waited_s": wait}
+    seen = f"reset after {out['reset_s']} s" if out["reset_s"] is not None else f"no reset in {wait} s"
     log(f"  SIG{signal}: {'exited' if exited else 'still running'}, watchdog {state}, {seen}")
-    if not t_reset:
-        g.force_reset()
-    g.up()
     return out
 
 
