@@ -6,6 +6,9 @@
 //! and the reason. Other tools may read and act on these files; the agent removes its own
 //! when the component beats again. `status` is rewritten whole on every state change.
 //! `clear-hold` is created by `watchkeeper clear-hold` and consumed by the agent.
+//! `fed` is touched after every successful feed: its mtime tells `status` (and any outside
+//! observer) when the watchdog was last fed. It is held open, so touching it is one
+//! futimens(2) that allocates nothing.
 
 use core::fmt::Write as _;
 use std::os::fd::OwnedFd;
@@ -14,6 +17,7 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::fcntl::{AtFlags, OFlag};
 use nix::sys::stat::Mode;
+use nix::sys::time::TimeSpec;
 use nix::unistd::UnlinkatFlags;
 
 use crate::atomic;
@@ -22,6 +26,7 @@ use crate::limits::MAX_REASON_LEN;
 pub const PROBLEMS: &str = "problems";
 pub const STATUS: &str = "status";
 pub const CLEAR_HOLD: &str = "clear-hold";
+pub const FED: &str = "fed";
 /// Who writes the problem files, as their content says.
 pub const DETECTOR: &str = "watchkeeper";
 
@@ -30,6 +35,7 @@ pub struct RunDir {
     path: PathBuf,
     dir: OwnedFd,
     problems: OwnedFd,
+    fed: OwnedFd,
 }
 
 fn errno_of(e: std::io::Error) -> Errno {
@@ -51,10 +57,22 @@ impl RunDir {
         let dir = open_dir(path).map_err(|e| (path.to_owned(), e))?;
         let problems_path = path.join(PROBLEMS);
         let problems = open_dir(&problems_path).map_err(|e| (problems_path, e))?;
+        let fed = nix::fcntl::openat(
+            &dir,
+            FED,
+            OFlag::O_WRONLY
+                | OFlag::O_CREAT
+                | OFlag::O_NOFOLLOW
+                | OFlag::O_NONBLOCK
+                | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(0o644),
+        )
+        .map_err(|e| (path.join(FED), e))?;
         Ok(RunDir {
             path: path.to_owned(),
             dir,
             problems,
+            fed,
         })
     }
 
@@ -93,6 +111,11 @@ impl RunDir {
         atomic::replace(&self.dir, STATUS, text.as_bytes(), false)
     }
 
+    /// Records that the watchdog was fed just now (the `fed` file's mtime).
+    pub fn mark_fed(&self) -> Result<(), Errno> {
+        nix::sys::stat::futimens(&self.fed, &TimeSpec::UTIME_NOW, &TimeSpec::UTIME_NOW)
+    }
+
     /// True (once) if an operator asked to clear the reboot-loop hold.
     pub fn take_clear_hold_request(&self) -> bool {
         nix::unistd::unlinkat(&self.dir, CLEAR_HOLD, UnlinkatFlags::NoRemoveDir).is_ok()
@@ -128,9 +151,19 @@ mod tests {
         run.clear_problem("sensor").unwrap();
         run.clear_problem("sensor").unwrap();
         assert!(!file.exists());
+        let fed = path.join(FED);
+        let before = std::fs::metadata(&fed).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        run.mark_fed().unwrap();
+        assert!(std::fs::metadata(&fed).unwrap().modified().unwrap() > before);
         assert!(!run.take_clear_hold_request());
         request_clear_hold(&path).unwrap();
         assert!(run.take_clear_hold_request());
+        let fed = path.join(FED);
+        let before = std::fs::metadata(&fed).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        run.mark_fed().unwrap();
+        assert!(std::fs::metadata(&fed).unwrap().modified().unwrap() > before);
         assert!(!run.take_clear_hold_request());
         std::fs::remove_dir_all(path).unwrap();
     }

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use crate::clock::{Clock, SystemClock};
 use crate::history::{Boot, End};
-use crate::rundir::{PROBLEMS, STATUS};
+use crate::rundir::{FED, PROBLEMS, STATUS};
 use crate::state::State;
 
 /// One component line of the snapshot.
@@ -170,6 +170,19 @@ fn json_string(out: &mut String, text: &str) {
     out.push('"');
 }
 
+/// Milliseconds since the agent last fed the watchdog (the `fed` file's mtime, wall clock).
+fn fed_age_ms(run_dir: &Path) -> Option<u64> {
+    let modified = std::fs::symlink_metadata(run_dir.join(FED))
+        .ok()
+        .filter(std::fs::Metadata::is_file)?
+        .modified()
+        .ok()?;
+    let age = std::time::SystemTime::now()
+        .duration_since(modified)
+        .unwrap_or_default();
+    Some(age.as_millis() as u64)
+}
+
 fn agent_running(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
@@ -182,8 +195,16 @@ pub fn render(run_dir: &Path, state_dir: &Path, json: bool) -> String {
     let running = snapshot.as_ref().is_some_and(|s| agent_running(s.pid));
     let problems = problems(run_dir);
     let history = State::read_only(state_dir);
+    let fed_age = fed_age_ms(run_dir);
     if json {
-        return render_json(snapshot.as_ref(), running, &problems, &history, now_ms);
+        return render_json(
+            snapshot.as_ref(),
+            running,
+            fed_age,
+            &problems,
+            &history,
+            now_ms,
+        );
     }
     let mut out = String::new();
     match &snapshot {
@@ -194,6 +215,10 @@ pub fn render(run_dir: &Path, state_dir: &Path, json: bool) -> String {
                 s.pid, s.config
             );
             let _ = writeln!(out, "fault LED: {}", s.led);
+            let _ = match fed_age {
+                Some(ms) => writeln!(out, "watchdog: last fed {} ago", human(ms)),
+                None => writeln!(out, "watchdog: no feed recorded in {}", run_dir.display()),
+            };
             let _ = writeln!(
                 out,
                 "reboot-loop hold: {}",
@@ -283,6 +308,7 @@ pub fn render(run_dir: &Path, state_dir: &Path, json: bool) -> String {
 fn render_json(
     snapshot: Option<&Snapshot<'_>>,
     running: bool,
+    fed_age: Option<u64>,
     problems: &[Problem],
     history: &Result<Result<crate::history::History, String>, crate::state::StateError>,
     now_ms: u64,
@@ -294,7 +320,13 @@ fn render_json(
             json_string(&mut out, s.config);
             out.push_str(",\"led\":");
             json_string(&mut out, s.led);
-            let _ = write!(out, ",\"hold\":{},\"resetting\":{}}}", s.hold, s.resetting);
+            let _ = write!(out, ",\"hold\":{},\"resetting\":{}", s.hold, s.resetting);
+            match fed_age {
+                Some(ms) => {
+                    let _ = write!(out, ",\"fed_age_ms\":{ms}}}");
+                }
+                None => out.push_str(",\"fed_age_ms\":null}"),
+            }
         }
         None => out.push_str("{\"running\":false}"),
     }

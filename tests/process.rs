@@ -3,140 +3,12 @@
 
 use std::fs;
 use std::io::Read;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_watchkeeper");
+mod support;
 
-/// A scratch directory with a config; removed when the test passes.
-struct Sandbox {
-    dir: PathBuf,
-}
-
-impl Sandbox {
-    fn new(tag: &str) -> Sandbox {
-        let dir = std::env::temp_dir().join(format!("wk-proc-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        Sandbox { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    /// Writes the config: common header (none device, dirs in the sandbox) plus `body`.
-    fn config(&self, body: &str) -> PathBuf {
-        let text = format!(
-            "[watchdog]\ndevice = \"none\"\ntimeout = 2\n[agent]\ncheck_interval = \"50ms\"\nstate_dir = \"{d}/state\"\nrun_dir = \"{d}/run\"\nrealtime_priority = 0\n{body}",
-            d = self.dir.display()
-        );
-        let path = self.path("wk.toml");
-        fs::write(&path, text).unwrap();
-        path
-    }
-
-    fn command(&self, args: &[&str]) -> Command {
-        let mut c = Command::new(BIN);
-        c.arg("--config").arg(self.path("wk.toml")).args(args);
-        c.env("WATCHKEEPER_LOG", "info");
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.command(args).output().unwrap()
-    }
-
-    /// Starts the agent with its stderr in `agent.log`.
-    fn start(&self) -> Child {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.path("agent.log"))
-            .unwrap();
-        self.command(&["run"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap()
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.path("agent.log")).unwrap_or_default()
-    }
-
-    fn status(&self) -> String {
-        String::from_utf8(self.run(&["status"]).stdout).unwrap()
-    }
-
-    /// Waits until `what` holds, or fails with the agent log.
-    fn wait_for(&self, what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-        let start = Instant::now();
-        while !cond() {
-            assert!(
-                start.elapsed() < timeout,
-                "timed out waiting for {what}\n--- agent log ---\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Sandbox {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = fs::remove_dir_all(&self.dir);
-        }
-    }
-}
-
-/// A shell loop that beats a file every 100 ms and writes its pidfile, like a component.
-fn component_script(sb: &Sandbox, name: &str) -> PathBuf {
-    let script = sb.path(&format!("{name}.sh"));
-    fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\necho $$ > {d}/{name}.pid\nwhile true; do touch {d}/{name}.beat; sleep 0.1; done\n",
-            d = sb.dir.display()
-        ),
-    )
-    .unwrap();
-    make_executable(&script);
-    script
-}
-
-fn make_executable(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-fn spawn_component(script: &Path) -> Child {
-    Command::new(script)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
-}
-
-fn kill9(child: &mut Child) {
-    child.kill().unwrap();
-    child.wait().unwrap();
-}
-
-fn pid_of(sb: &Sandbox, name: &str) -> Option<i32> {
-    fs::read_to_string(sb.path(&format!("{name}.pid")))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
-}
-
-fn kill_pid(pid: i32) {
-    let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
-}
+use support::*;
 
 #[test]
 fn version_and_help() {
@@ -265,11 +137,33 @@ fn a_component_that_stays_dead_forces_a_recorded_reset() {
         sb.log().contains("not rebooting this host")
     });
     kill9(&mut agent);
-    let json = String::from_utf8(sb.run(&["status", "--json"]).stdout).unwrap();
-    assert!(json.contains("\"end\":\"forced\""), "{json}");
-    assert!(json.contains("\"component\":\"gone\""), "{json}");
-    assert!(json.contains("no heartbeat at"), "{json}");
-    assert!(json.contains("\"agent\":{\"running\":false"), "{json}");
+    let json = sb.status_json();
+    let boot = &json["boots"][0];
+    assert_eq!(boot["end"], "forced", "{json}");
+    assert_eq!(boot["component"], "gone", "{json}");
+    assert!(
+        boot["reason"].as_str().unwrap().contains("no heartbeat at"),
+        "{json}"
+    );
+    assert_eq!(json["agent"]["running"], false, "{json}");
+}
+
+#[test]
+fn a_healthy_agent_feeds_and_status_says_when() {
+    let sb = Sandbox::new("feeds");
+    let script = component_script(&sb, "svc");
+    sb.config(&format!(
+        "[[component]]\nname = \"svc\"\nheartbeat = \"{}/svc.beat\"\n",
+        sb.dir.display()
+    ));
+    let mut component = spawn_component(&script);
+    let mut agent = sb.start();
+    let json = sb.assert_alive_and_feeding(&mut agent, &sb.path("run"));
+    let age = json["agent"]["fed_age_ms"].as_u64().unwrap();
+    assert!(age < 10_000, "{json}");
+    assert!(sb.status().contains("watchdog: last fed "));
+    kill9(&mut agent);
+    kill9(&mut component);
 }
 
 #[test]
@@ -466,11 +360,8 @@ fn kill_9_mid_write_leaves_every_state_file_readable() {
                 "round {round}: {problem:?}"
             );
         }
-        let json = String::from_utf8(sb.run(&["status", "--json"]).stdout).unwrap();
-        assert!(
-            json.contains("\"boots\":[{\"number\":1"),
-            "round {round}: {json}"
-        );
+        let json = sb.status_json();
+        assert_eq!(json["boots"][0]["number"], 1, "round {round}: {json}");
     }
     let log = sb.log();
     assert!(

@@ -1,0 +1,245 @@
+//! Shared support for the tests that run the real `watchkeeper` binary: a scratch
+//! directory with a config, the agent started with its log in a file, component scripts,
+//! `status` run with a deadline (a hung `status` is a failure, not a hung test), and the
+//! check every fault test ends with: the agent still runs, still feeds, and `status`
+//! answers with JSON that parses.
+//!
+//! Waits are generous and poll: these tests share a 2-core machine with whatever else runs.
+#![allow(dead_code)] // each test binary uses its own part of this module
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_watchkeeper");
+
+/// How long any one `watchkeeper` command may take before the test calls it hung.
+pub const COMMAND_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A scratch directory with a config; removed when the test passes.
+pub struct Sandbox {
+    pub dir: PathBuf,
+}
+
+impl Sandbox {
+    pub fn new(tag: &str) -> Sandbox {
+        let dir = std::env::temp_dir().join(format!("wk-proc-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        Sandbox { dir }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// The common header: the `none` device, both directories in the sandbox, fast checks.
+    pub fn header(&self) -> String {
+        format!(
+            "[watchdog]\ndevice = \"none\"\ntimeout = 2\n[agent]\ncheck_interval = \"50ms\"\nstate_dir = \"{d}/state\"\nrun_dir = \"{d}/run\"\nrealtime_priority = 0\n",
+            d = self.dir.display()
+        )
+    }
+
+    /// Writes the config: the common header plus `body`.
+    pub fn config(&self, body: &str) -> PathBuf {
+        self.config_text(&format!("{}{body}", self.header()))
+    }
+
+    /// Writes `text` as the whole config.
+    pub fn config_text(&self, text: &str) -> PathBuf {
+        let path = self.path("wk.toml");
+        fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--config").arg(self.path("wk.toml")).args(args);
+        c.env("WATCHKEEPER_LOG", "info");
+        c
+    }
+
+    /// Runs a command to its end, or fails the test if it outlives [`COMMAND_DEADLINE`].
+    pub fn run(&self, args: &[&str]) -> Output {
+        run_with_deadline(self.command(args).stdin(Stdio::null()), args)
+    }
+
+    /// Starts the agent with its stderr in `agent.log`.
+    pub fn start(&self) -> Child {
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("agent.log"))
+            .unwrap();
+        self.command(&["run"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.path("agent.log")).unwrap_or_default()
+    }
+
+    pub fn status(&self) -> String {
+        String::from_utf8(self.run(&["status"]).stdout).unwrap()
+    }
+
+    /// `status --json`, parsed: a document that does not parse fails the test.
+    pub fn status_json(&self) -> serde_json::Value {
+        let out = self.run(&["status", "--json"]);
+        let text = String::from_utf8(out.stdout).expect("status --json is UTF-8");
+        serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("status --json is not JSON ({e}):\n{text}"))
+    }
+
+    /// Waits until `cond` holds, or fails with the agent log.
+    pub fn wait_for(&self, what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !cond() {
+            assert!(
+                start.elapsed() < timeout,
+                "timed out waiting for {what}\n--- agent log ---\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// When the agent last fed the watchdog (the run directory's `fed` file).
+    pub fn last_feed(&self) -> Option<SystemTime> {
+        fed_time(&self.path("run"))
+    }
+
+    /// The check every fault test ends with: `agent` has not exited, it fed the watchdog
+    /// after this call began (seen in `run_dir`'s `fed` file), and `status --json` answers
+    /// with a document that parses and calls the agent running. Returns that document.
+    pub fn assert_alive_and_feeding(&self, agent: &mut Child, run_dir: &Path) -> serde_json::Value {
+        let asked = SystemTime::now();
+        self.wait_for("a feed after the fault", Duration::from_secs(10), || {
+            if let Some(status) = agent.try_wait().unwrap() {
+                panic!(
+                    "the agent exited ({status})\n--- agent log ---\n{}",
+                    self.log()
+                );
+            }
+            fed_time(run_dir).is_some_and(|fed| fed >= asked)
+        });
+        let status = self.status_json();
+        assert_eq!(
+            status["agent"]["running"],
+            serde_json::Value::Bool(true),
+            "status must see the running agent: {status}\n--- agent log ---\n{}",
+            self.log()
+        );
+        status
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn fed_time(run_dir: &Path) -> Option<SystemTime> {
+    fs::symlink_metadata(run_dir.join("fed"))
+        .ok()?
+        .modified()
+        .ok()
+}
+
+/// Runs `command` to its end with its output captured; a command still running after
+/// [`COMMAND_DEADLINE`] is killed and fails the test (`what` names it).
+pub fn run_with_deadline(command: &mut Command, what: &[&str]) -> Output {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    // Drain both pipes on threads, so a chatty command cannot block on a full pipe.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut stdout, &mut buf).unwrap();
+        buf
+    });
+    let err = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut stderr, &mut buf).unwrap();
+        buf
+    });
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > COMMAND_DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "`watchkeeper {}` hung for {COMMAND_DEADLINE:?}",
+                what.join(" ")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Output {
+        status,
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+/// A shell loop that beats a file every 100 ms and writes its pidfile, like a component.
+pub fn component_script(sb: &Sandbox, name: &str) -> PathBuf {
+    let script = sb.path(&format!("{name}.sh"));
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho $$ > {d}/{name}.pid\nwhile true; do touch {d}/{name}.beat; sleep 0.1; done\n",
+            d = sb.dir.display()
+        ),
+    )
+    .unwrap();
+    make_executable(&script);
+    script
+}
+
+pub fn make_executable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+pub fn spawn_component(script: &Path) -> Child {
+    Command::new(script)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+pub fn kill9(child: &mut Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+pub fn pid_of(sb: &Sandbox, name: &str) -> Option<i32> {
+    fs::read_to_string(sb.path(&format!("{name}.pid")))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+pub fn kill_pid(pid: i32) {
+    let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+}
