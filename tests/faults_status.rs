@@ -95,11 +95,14 @@ fn both(sb: &Sandbox) -> (String, Value) {
     (text, sb.status_json())
 }
 
+/// Puts a hostile file in place of the snapshot.
+type Maker<'a> = Box<dyn Fn() + 'a>;
+
 #[test]
 fn a_snapshot_that_is_not_a_regular_file_is_refused_at_once() {
     let sb = idle("snap-kinds");
     let status = sb.path("run/status");
-    let cases: Vec<(&str, Box<dyn Fn()>, &str)> = vec![
+    let cases: Vec<(&str, Maker, &str)> = vec![
         (
             "a FIFO",
             Box::new(|| {
@@ -508,10 +511,8 @@ fn a_closed_or_full_stdout_ends_status_and_check_without_a_panic() {
         );
         let (status, stderr) = run_to_end(Command::new("sh").arg("-c").arg(&line), &line);
         no_panic(args, &stderr);
-        assert!(
-            status.code().is_some(),
-            "{args}: killed by a signal ({status})"
-        );
+        // The runtime gives a closed stdout /dev/null: nothing to report, success.
+        assert_eq!(status.code(), Some(0), "{args}: {status}");
         let full = fs::OpenOptions::new()
             .write(true)
             .open("/dev/full")
@@ -581,10 +582,9 @@ fn odd_characters_in_paths_keep_every_component_in_status() {
     // "odd" stops beating: its reason names its heartbeat's path.
     sb.wait_for("odd to die", Duration::from_secs(15), || {
         let json = sb.status_json();
-        json["components"].as_array().is_some_and(|c| {
-            c.iter()
-                .any(|c| c["name"] == "odd" && c["state"] == "dead")
-        })
+        json["components"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["name"] == "odd" && c["state"] == "dead"))
     });
     let (text, json) = both(&sb);
     assert_eq!(json["agent"]["running"], true, "{json}");
