@@ -12,6 +12,7 @@
 
 use core::fmt::Write as _;
 use core::time::Duration;
+use std::os::unix::ffi::OsStrExt as _;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -26,7 +27,9 @@ use crate::limits::{MAX_COMPONENTS, MAX_NAME_LEN, MAX_REASON_LEN, MAX_STATUS_LEN
 use crate::pattern::Pattern;
 use crate::repair::{self, Repairs};
 use crate::rundir::RunDir;
+use crate::snapshot;
 use crate::state::State;
+use crate::status;
 use crate::supervisor::{
     Action, Cause, FALLBACK_TIMEOUTS, Observation, Policy, Process, Settings, Supervisor, Withheld,
 };
@@ -104,6 +107,8 @@ pub struct Agent<P: OutputPin, C: Clock> {
     led_failing: bool,
     config_path: PathBuf,
     hardware_timeout: Duration,
+    /// Written into the snapshot so that `status` can tell this process from a later one.
+    identity: snapshot::Identity<status::BootId>,
 }
 
 fn hearts_policy(config: &HeartsConfig, timeout: Duration) -> Policy {
@@ -206,6 +211,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             led_failing: false,
             config_path: config.path.clone(),
             hardware_timeout,
+            identity: status::agent_identity(),
             parts,
         })
     }
@@ -602,7 +608,9 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
     /// Rewrites the status snapshot that `watchkeeper status` reads.
     fn write_status(&mut self, now: Instant) {
         let mut out = core::mem::take(&mut *self.status);
-        let _ = self.render_status(now, &mut out);
+        if self.render_status(now, &mut out).is_err() {
+            log::error!("the status snapshot does not fit in {MAX_STATUS_LEN} bytes");
+        }
         if let Err(e) = self.parts.run.write_status(&out) {
             log::error!(
                 "cannot write the status file in {}: {}",
@@ -619,36 +627,32 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
         now: Instant,
         out: &mut heapless::String<MAX_STATUS_LEN>,
     ) -> core::fmt::Result {
-        out.clear();
-        writeln!(out, "watchkeeper-status 1")?;
-        writeln!(
-            out,
-            "agent\t{}\t{}\t{}\t{}\t{}\t{}",
-            std::process::id(),
-            now.as_nanos() / 1_000_000,
-            self.sup.led_pattern(),
-            u8::from(self.sup.in_hold()),
-            u8::from(self.sup.resetting()),
-            self.config_path.display()
-        )?;
+        let agent = snapshot::AgentRecord {
+            identity: snapshot::Identity {
+                pid: self.identity.pid,
+                start_time: self.identity.start_time,
+                boot_id: &self.identity.boot_id,
+            },
+            written_ms: now.as_nanos() / 1_000_000,
+            led: self.sup.led_pattern(),
+            hold: self.sup.in_hold(),
+            resetting: self.sup.resetting(),
+            config: self.config_path.as_os_str().as_bytes(),
+        };
+        let mut writer = snapshot::Writer::new(out, &agent)?;
         for index in self.sup.indices() {
             let Some(view) = self.sup.view(index) else {
                 continue;
             };
-            write!(
-                out,
-                "component\t{}\t{}\t{}\t{}\t{}\t",
-                self.name(index),
-                index + 1,
-                view.state,
-                view.since.as_nanos() / 1_000_000,
-                view.repair_attempts
-            )?;
-            match view.cause {
-                Some(cause) => writeln!(out, "{}", self.reason(index, cause))?,
-                None => writeln!(out, "-")?,
-            }
+            writer.component(&snapshot::ComponentRecord {
+                name: self.name(index),
+                position: index + 1,
+                state: view.state,
+                since_ms: view.since.as_nanos() / 1_000_000,
+                repairs: view.repair_attempts,
+                reason: view.cause.map(|cause| self.reason(index, cause)),
+            });
         }
-        Ok(())
+        writer.finish()
     }
 }

@@ -94,7 +94,7 @@ pub fn process(pidfile: &Path) -> Process {
 }
 
 /// The process's start time from `/proc/PID/stat`, or `None` if it is gone or a zombie.
-fn start_time(pid: i32) -> Option<u64> {
+pub fn start_time(pid: i32) -> Option<u64> {
     let mut path: heapless::String<32> = heapless::String::new();
     write!(path, "/proc/{pid}/stat").ok()?;
     let mut buf = [0u8; 1024];

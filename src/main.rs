@@ -3,6 +3,7 @@
 //! Exit codes: 0 success, 1 the command failed (the message says why), 2 bad usage.
 
 use std::ffi::OsString;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -51,11 +52,11 @@ fn main() -> ExitCode {
     match dispatch(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(message)) => {
-            eprintln!("watchkeeper: {message}\n\n{USAGE}");
+            say(&format!("watchkeeper: {message}\n\n{USAGE}"));
             ExitCode::from(2)
         }
         Err(Failure::Failed(message)) => {
-            eprintln!("watchkeeper: {message}");
+            say(&format!("watchkeeper: {message}"));
             ExitCode::from(1)
         }
     }
@@ -71,12 +72,10 @@ fn dispatch(args: &[OsString]) -> Result<(), Failure> {
             .ok_or_else(|| Failure::Usage(format!("argument {arg:?} is not valid UTF-8")))?;
         match text {
             "-h" | "--help" => {
-                println!("{USAGE}");
-                return Ok(());
+                return emit(&format!("{USAGE}\n"));
             }
             "-V" | "--version" => {
-                println!("{}", version::LINE);
-                return Ok(());
+                return emit(&format!("{}\n", version::LINE));
             }
             "-c" | "--config" => {
                 let value = iter
@@ -96,27 +95,19 @@ fn dispatch(args: &[OsString]) -> Result<(), Failure> {
         }
         ["check"] => {
             let config = config::load(&config_path).map_err(|e| Failure::Failed(e.to_string()))?;
-            print!("{config}");
-            Ok(())
+            emit(&config.to_string())
         }
-        ["status"] => {
-            print!("{}", status_of(&config_path, false));
-            Ok(())
-        }
-        ["status", "--json"] => {
-            print!("{}", status_of(&config_path, true));
-            Ok(())
-        }
+        ["status"] => emit(&status_of(&config_path, false)),
+        ["status", "--json"] => emit(&status_of(&config_path, true)),
         ["beat", target] => beat(&config_path, target),
         ["clear-hold"] => {
             let config = config::load(&config_path).map_err(|e| Failure::Failed(e.to_string()))?;
             let path = rundir::request_clear_hold(&config.agent.run_dir)
                 .map_err(|e| Failure::Failed(format!("cannot ask the agent: {}", e.desc())))?;
-            println!(
-                "asked the agent to clear the reboot-loop hold ({}); see `watchkeeper status`",
+            emit(&format!(
+                "asked the agent to clear the reboot-loop hold ({}); see `watchkeeper status`\n",
                 path.display()
-            );
-            Ok(())
+            ))
         }
         ["disarm"] => {
             let message = startup::disarm(&config_path).map_err(Failure::Failed)?;
@@ -131,12 +122,34 @@ fn dispatch(args: &[OsString]) -> Result<(), Failure> {
     }
 }
 
+/// Writes a command's output. A reader that went away (`| head -c1`) ends the command
+/// quietly and successfully; any other failure to write is a failure, said on stderr,
+/// never a panic.
+fn emit(text: &str) -> Result<(), Failure> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(Failure::Failed(format!("cannot write the output: {e}"))),
+    }
+}
+
+/// Writes a line to stderr; if even that fails there is no one left to tell.
+fn say(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
 /// Status works even with a broken config: the directories are salvaged from it.
 fn status_of(config_path: &Path, json: bool) -> String {
     let (run_dir, state_dir) = match config::load(config_path) {
         Ok(c) => (c.agent.run_dir, c.agent.state_dir),
         Err(e) => {
-            eprintln!("watchkeeper: {e} (showing the status from the directories it names)");
+            say(&format!(
+                "watchkeeper: {e} (showing the status from the directories it names)"
+            ));
             let salvage = config::salvage(std::fs::read_to_string(config_path).ok().as_deref());
             (salvage.run_dir, salvage.state_dir)
         }

@@ -1,0 +1,678 @@
+//! The status snapshot: the file the agent rewrites in its run directory on every state
+//! change and `watchkeeper status` reads. Pure: its writer, its parser and its escaping,
+//! no I/O.
+//!
+//! Format (version [`VERSION`]): a header line, one `agent` record, one `component` record
+//! per supervised component, and an `end` record; fields are separated by tabs (shown
+//! here as `|`):
+//!
+//! ```text
+//! watchkeeper-status 2
+//! agent|PID|START_TIME|BOOT_ID|WRITTEN_MS|LED|HOLD|RESETTING|CONFIG
+//! component|NAME|POSITION|STATE|SINCE_MS|REPAIRS|REASON
+//! end|LISTED|OMITTED
+//! ```
+//!
+//! Every text field is escaped ([`escape_bytes`]): a backslash, a tab, a newline, any
+//! other ASCII control byte and any byte that is not UTF-8 are written as `\\`, `\t`, `\n`,
+//! `\r` or `\xHH`, so the separators never occur inside a field whatever a path, a name or a
+//! reason holds. An empty REASON means none. `START_TIME` (field 22 of `/proc/PID/stat`) and
+//! `BOOT_ID` let a reader tell the agent from a process that got its pid later.
+//!
+//! Invariants: the writer allocates nothing (it fills the agent's `heapless::String`), and
+//! it always ends with a complete `end` record: components that do not fit are counted, not
+//! cut. The parser is strict (any defect is an error naming the line), bounded (at most
+//! [`MAX_STATUS_LEN`] bytes and [`MAX_COMPONENTS`] components) and never panics.
+
+use core::fmt::{self, Display, Write as _};
+
+use crate::limits::{MAX_COMPONENTS, MAX_STATUS_LEN};
+
+/// First word of the header line.
+pub const MAGIC: &str = "watchkeeper-status";
+/// The format version this build writes and reads.
+pub const VERSION: u32 = 2;
+/// Room kept for the `end` record while components are written.
+const END_RESERVE: usize = 64;
+
+/// Who wrote a snapshot: enough to tell the agent from a later process with its pid.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity<B> {
+    pub pid: u32,
+    /// Clock ticks after boot at which the process started (`/proc/PID/stat` field 22).
+    pub start_time: u64,
+    /// `/proc/sys/kernel/random/boot_id` of the boot the agent runs in.
+    pub boot_id: B,
+}
+
+/// The agent record, as the agent writes it.
+pub struct AgentRecord<'a, L: Display> {
+    pub identity: Identity<&'a str>,
+    /// Monotonic milliseconds when written (the clock of every `since_ms`).
+    pub written_ms: u64,
+    pub led: L,
+    pub hold: bool,
+    pub resetting: bool,
+    /// The config path's bytes (a path need not be UTF-8).
+    pub config: &'a [u8],
+}
+
+/// One component record, as the agent writes it.
+pub struct ComponentRecord<'a, S: Display, R: Display> {
+    pub name: &'a str,
+    /// 1-based LED code.
+    pub position: usize,
+    pub state: S,
+    pub since_ms: u64,
+    pub repairs: u32,
+    pub reason: Option<R>,
+}
+
+/// Writes a snapshot into a fixed buffer: [`Writer::new`], [`Writer::component`] for each
+/// component, then [`Writer::finish`].
+pub struct Writer<'o, const N: usize> {
+    out: &'o mut heapless::String<N>,
+    listed: usize,
+    omitted: usize,
+}
+
+/// `fmt::Write` that escapes everything written through it (see [`escape_bytes`]).
+struct Escaping<'w, W: fmt::Write>(&'w mut W);
+
+impl<W: fmt::Write> fmt::Write for Escaping<'_, W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        escape_bytes(self.0, s.as_bytes())
+    }
+}
+
+/// Writes `bytes` escaped so that the result holds no tab, newline, raw backslash, control
+/// byte or invalid UTF-8; [`unescape`] gives the bytes back.
+pub fn escape_bytes(out: &mut impl fmt::Write, bytes: &[u8]) -> fmt::Result {
+    for chunk in bytes.utf8_chunks() {
+        let valid = chunk.valid();
+        let mut plain = 0;
+        for (i, b) in valid.bytes().enumerate() {
+            let escaped = match b {
+                b'\\' => "\\\\",
+                b'\t' => "\\t",
+                b'\n' => "\\n",
+                b'\r' => "\\r",
+                0..0x20 | 0x7f => "",
+                _ => continue,
+            };
+            out.write_str(&valid[plain..i])?;
+            if escaped.is_empty() {
+                write!(out, "\\x{b:02x}")?;
+            } else {
+                out.write_str(escaped)?;
+            }
+            plain = i + 1;
+        }
+        out.write_str(&valid[plain..])?;
+        for b in chunk.invalid() {
+            write!(out, "\\x{b:02x}")?;
+        }
+    }
+    Ok(())
+}
+
+fn escaped<W: fmt::Write>(out: &mut W, value: impl Display) -> fmt::Result {
+    write!(Escaping(out), "{value}")
+}
+
+impl<'o, const N: usize> Writer<'o, N> {
+    /// Clears `out` and writes the header and the agent record.
+    pub fn new<L: Display>(
+        out: &'o mut heapless::String<N>,
+        agent: &AgentRecord<'_, L>,
+    ) -> Result<Self, fmt::Error> {
+        out.clear();
+        writeln!(out, "{MAGIC} {VERSION}")?;
+        let id = &agent.identity;
+        write!(out, "agent\t{}\t{}\t", id.pid, id.start_time)?;
+        escaped(out, id.boot_id)?;
+        write!(out, "\t{}\t", agent.written_ms)?;
+        escaped(out, &agent.led)?;
+        write!(
+            out,
+            "\t{}\t{}\t",
+            u8::from(agent.hold),
+            u8::from(agent.resetting)
+        )?;
+        escape_bytes(out, agent.config)?;
+        writeln!(out)?;
+        if out.len() + END_RESERVE > N {
+            return Err(fmt::Error);
+        }
+        Ok(Writer {
+            out,
+            listed: 0,
+            omitted: 0,
+        })
+    }
+
+    /// Adds a component record; one that does not fit is left out and counted.
+    pub fn component<S: Display, R: Display>(&mut self, c: &ComponentRecord<'_, S, R>) {
+        let start = self.out.len();
+        if self.omitted == 0 && self.try_component(c).is_ok() && self.out.len() + END_RESERVE <= N {
+            self.listed += 1;
+        } else {
+            self.out.truncate(start);
+            self.omitted += 1;
+        }
+    }
+
+    fn try_component<S: Display, R: Display>(
+        &mut self,
+        c: &ComponentRecord<'_, S, R>,
+    ) -> fmt::Result {
+        let out = &mut *self.out;
+        out.push_str("component\t").map_err(|_| fmt::Error)?;
+        escaped(out, c.name)?;
+        write!(out, "\t{}\t", c.position)?;
+        escaped(out, &c.state)?;
+        write!(out, "\t{}\t{}\t", c.since_ms, c.repairs)?;
+        if let Some(reason) = &c.reason {
+            escaped(out, reason)?;
+        }
+        writeln!(out)
+    }
+
+    /// Writes the `end` record (its room was kept free).
+    pub fn finish(self) -> fmt::Result {
+        writeln!(self.out, "end\t{}\t{}", self.listed, self.omitted)
+    }
+}
+
+/// A decoded text field: the bytes the agent had (a path may not be UTF-8).
+pub type Text = Vec<u8>;
+
+/// The agent record, as read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Agent {
+    pub identity: Identity<Text>,
+    pub written_ms: u64,
+    pub led: Text,
+    pub hold: bool,
+    pub resetting: bool,
+    pub config: Text,
+}
+
+/// A component record, as read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Component {
+    pub name: Text,
+    pub position: u32,
+    pub state: Text,
+    pub since_ms: u64,
+    pub repairs: u32,
+    pub reason: Option<Text>,
+}
+
+/// A whole snapshot, as read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub agent: Agent,
+    pub components: Vec<Component>,
+    /// Components the agent could not fit in the snapshot.
+    pub omitted: usize,
+}
+
+/// What is wrong with a snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Defect {
+    Empty,
+    TooLarge,
+    NotSnapshot,
+    /// Another format version (`None`: not a number).
+    OtherVersion(Option<u32>),
+    NotUtf8,
+    ControlByte,
+    BadEscape,
+    Fields {
+        record: &'static str,
+        expected: usize,
+    },
+    BadNumber(&'static str),
+    BadFlag(&'static str),
+    NoAgent,
+    UnknownRecord,
+    TooManyComponents,
+    WrongCount,
+    NoEnd,
+    AfterEnd,
+}
+
+/// A defect and the line (1-based) where it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParseError {
+    pub line: usize,
+    pub defect: Defect,
+}
+
+impl Display for Defect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Defect::Empty => f.write_str("it is empty"),
+            Defect::TooLarge => write!(f, "it is larger than {MAX_STATUS_LEN} bytes"),
+            Defect::NotSnapshot => write!(f, "it does not start with \"{MAGIC} {VERSION}\""),
+            Defect::OtherVersion(Some(v)) => write!(
+                f,
+                "it is format version {v}, this watchkeeper reads version {VERSION} (an agent of another version wrote it)"
+            ),
+            Defect::OtherVersion(None) => {
+                write!(f, "its format version is not a number (expected {VERSION})")
+            }
+            Defect::NotUtf8 => f.write_str("it is not UTF-8 text"),
+            Defect::ControlByte => f.write_str("a field holds a raw control byte"),
+            Defect::BadEscape => f.write_str("a field holds a malformed \\ escape"),
+            Defect::Fields { record, expected } => {
+                write!(f, "the {record} record must have {expected} fields")
+            }
+            Defect::BadNumber(what) => write!(f, "{what} is not a number"),
+            Defect::BadFlag(what) => write!(f, "{what} must be 0 or 1"),
+            Defect::NoAgent => f.write_str("the agent record must come right after the header"),
+            Defect::UnknownRecord => f.write_str("unknown record"),
+            Defect::TooManyComponents => write!(f, "more than {MAX_COMPONENTS} components"),
+            Defect::WrongCount => {
+                f.write_str("the end record's count differs from the component records")
+            }
+            Defect::NoEnd => f.write_str("it stops before the end record (cut short)"),
+            Defect::AfterEnd => f.write_str("text after the end record"),
+        }
+    }
+}
+
+impl Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}", self.line, self.defect)
+    }
+}
+
+/// Reverses [`escape_bytes`] for one field.
+pub fn unescape(field: &str) -> Result<Text, Defect> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut bytes = field.bytes();
+    while let Some(b) = bytes.next() {
+        if b < 0x20 || b == 0x7f {
+            return Err(Defect::ControlByte);
+        }
+        if b != b'\\' {
+            out.push(b);
+            continue;
+        }
+        out.push(match bytes.next().ok_or(Defect::BadEscape)? {
+            b'\\' => b'\\',
+            b't' => b'\t',
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b'x' => {
+                let hi = bytes.next().ok_or(Defect::BadEscape)?;
+                let lo = bytes.next().ok_or(Defect::BadEscape)?;
+                let hex = |d: u8| char::from(d).to_digit(16).ok_or(Defect::BadEscape);
+                (hex(hi)? * 16 + hex(lo)?) as u8
+            }
+            _ => return Err(Defect::BadEscape),
+        });
+    }
+    Ok(out)
+}
+
+fn number<T: core::str::FromStr>(field: &str, what: &'static str) -> Result<T, Defect> {
+    // `FromStr` accepts a leading '+'; the writer never writes one.
+    if field.starts_with('+') {
+        return Err(Defect::BadNumber(what));
+    }
+    field.parse().map_err(|_| Defect::BadNumber(what))
+}
+
+fn flag(field: &str, what: &'static str) -> Result<bool, Defect> {
+    match field {
+        "0" => Ok(false),
+        "1" => Ok(true),
+        _ => Err(Defect::BadFlag(what)),
+    }
+}
+
+fn fields<'t, const K: usize>(line: &'t str, record: &'static str) -> Result<[&'t str; K], Defect> {
+    let mut out = [""; K];
+    let mut parts = line.split('\t');
+    for slot in &mut out {
+        *slot = parts.next().ok_or(Defect::Fields {
+            record,
+            expected: K,
+        })?;
+    }
+    if parts.next().is_some() {
+        return Err(Defect::Fields {
+            record,
+            expected: K,
+        });
+    }
+    Ok(out)
+}
+
+fn parse_agent(line: &str) -> Result<Agent, Defect> {
+    let [
+        kind,
+        pid,
+        start,
+        boot,
+        written,
+        led,
+        hold,
+        resetting,
+        config,
+    ] = fields::<9>(line, "agent")?;
+    if kind != "agent" {
+        return Err(Defect::NoAgent);
+    }
+    Ok(Agent {
+        identity: Identity {
+            pid: number(pid, "the pid")?,
+            start_time: number(start, "the start time")?,
+            boot_id: unescape(boot)?,
+        },
+        written_ms: number(written, "the time written")?,
+        led: unescape(led)?,
+        hold: flag(hold, "the hold flag")?,
+        resetting: flag(resetting, "the resetting flag")?,
+        config: unescape(config)?,
+    })
+}
+
+fn parse_component(line: &str) -> Result<Component, Defect> {
+    let [_, name, position, state, since, repairs, reason] = fields::<7>(line, "component")?;
+    Ok(Component {
+        name: unescape(name)?,
+        position: number(position, "the LED position")?,
+        state: unescape(state)?,
+        since_ms: number(since, "the state's start")?,
+        repairs: number(repairs, "the repair count")?,
+        reason: if reason.is_empty() {
+            None
+        } else {
+            Some(unescape(reason)?)
+        },
+    })
+}
+
+/// Parses a snapshot; any defect is an error naming its line.
+pub fn parse(bytes: &[u8]) -> Result<Snapshot, ParseError> {
+    let at = |line: usize| move |defect: Defect| ParseError { line, defect };
+    if bytes.is_empty() {
+        return Err(at(1)(Defect::Empty));
+    }
+    if bytes.len() > MAX_STATUS_LEN {
+        return Err(at(1)(Defect::TooLarge));
+    }
+    let header = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+    let version = header
+        .strip_prefix(MAGIC.as_bytes())
+        .and_then(|rest| rest.strip_prefix(b" "))
+        .ok_or(at(1)(Defect::NotSnapshot))?;
+    let version = core::str::from_utf8(version)
+        .ok()
+        .and_then(|v| number::<u32>(v, "").ok());
+    if version != Some(VERSION) {
+        return Err(at(1)(Defect::OtherVersion(version)));
+    }
+    let text = core::str::from_utf8(bytes).map_err(|e| {
+        let line = 1 + bytes[..e.valid_up_to()]
+            .iter()
+            .filter(|b| **b == b'\n')
+            .count();
+        at(line)(Defect::NotUtf8)
+    })?;
+    // Every record ends with a newline: a text without a final one was cut short.
+    let Some(body) = text.strip_suffix('\n') else {
+        return Err(at(text.lines().count())(Defect::NoEnd));
+    };
+    let mut lines = body.split('\n').enumerate().skip(1);
+    let (n, agent_line) = lines.next().ok_or(at(2)(Defect::NoAgent))?;
+    let agent = parse_agent(agent_line).map_err(at(n + 1))?;
+    let mut components = Vec::new();
+    for (n, line) in lines {
+        let line_no = n + 1;
+        match line.split('\t').next().unwrap_or_default() {
+            "component" => {
+                if components.len() == MAX_COMPONENTS {
+                    return Err(at(line_no)(Defect::TooManyComponents));
+                }
+                components.push(parse_component(line).map_err(at(line_no))?);
+            }
+            "end" => {
+                let [_, listed, omitted] = fields::<3>(line, "end").map_err(at(line_no))?;
+                let listed: usize = number(listed, "the listed count").map_err(at(line_no))?;
+                let omitted = number(omitted, "the omitted count").map_err(at(line_no))?;
+                if listed != components.len() {
+                    return Err(at(line_no)(Defect::WrongCount));
+                }
+                if line_no != body.split('\n').count() {
+                    return Err(at(line_no + 1)(Defect::AfterEnd));
+                }
+                return Ok(Snapshot {
+                    agent,
+                    components,
+                    omitted,
+                });
+            }
+            _ => return Err(at(line_no)(Defect::UnknownRecord)),
+        }
+    }
+    Err(at(body.split('\n').count() + 1)(Defect::NoEnd))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOSTILE: &[&[u8]] = &[
+        b"",
+        b"plain",
+        b"tab\there",
+        b"new\nline",
+        b"\\",
+        b"\\t not a tab",
+        b"back\\slash\\",
+        b"\x1b[31mred\x1b[0m",
+        b"nul\0byte",
+        b"\r\x7f\x01",
+        b"\xff\xfe invalid utf-8 \xc3",
+        "caf\u{e9} \u{202e}".as_bytes(),
+        b"\\x4",
+    ];
+
+    fn write(
+        id: Identity<&str>,
+        config: &[u8],
+        components: &[(String, Option<String>)],
+    ) -> heapless::String<MAX_STATUS_LEN> {
+        let mut out = heapless::String::new();
+        let agent = AgentRecord {
+            identity: id,
+            written_ms: 123,
+            led: "component 2",
+            hold: true,
+            resetting: false,
+            config,
+        };
+        let mut writer = Writer::new(&mut out, &agent).unwrap();
+        for (i, (name, reason)) in components.iter().enumerate() {
+            writer.component(&ComponentRecord {
+                name,
+                position: i + 1,
+                state: "dead",
+                since_ms: 7,
+                repairs: 3,
+                reason: reason.as_deref(),
+            });
+        }
+        writer.finish().unwrap();
+        out
+    }
+
+    #[test]
+    fn hostile_fields_round_trip() {
+        for value in HOSTILE {
+            let mut text = String::new();
+            escape_bytes(&mut text, value).unwrap();
+            assert!(
+                !text.bytes().any(|b| b < 0x20 || b == 0x7f),
+                "{value:?} -> {text:?}"
+            );
+            assert_eq!(unescape(&text).as_deref(), Ok(*value), "{text:?}");
+        }
+        let lossy: Vec<String> = HOSTILE
+            .iter()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        let components: Vec<(String, Option<String>)> = lossy
+            .iter()
+            .map(|v| (v.clone(), Some(v.clone()).filter(|r| !r.is_empty())))
+            .chain([("long".repeat(1000), Some("r".repeat(5000)))])
+            .collect();
+        for config in HOSTILE {
+            let id = Identity {
+                pid: 42,
+                start_time: u64::MAX,
+                boot_id: "b\toot\n",
+            };
+            let out = write(id, config, &components);
+            let s = parse(out.as_bytes()).unwrap();
+            assert_eq!(s.agent.config, *config);
+            assert_eq!(s.agent.identity.boot_id, b"b\toot\n");
+            assert_eq!(s.agent.identity.start_time, u64::MAX);
+            assert!(s.agent.hold && !s.agent.resetting);
+            assert_eq!(s.omitted, 0);
+            assert_eq!(s.components.len(), components.len());
+            for (got, (name, reason)) in s.components.iter().zip(&components) {
+                assert_eq!(got.name, name.as_bytes());
+                assert_eq!(got.reason.as_deref(), reason.as_deref().map(str::as_bytes));
+                assert_eq!((got.since_ms, got.repairs), (7, 3));
+            }
+        }
+    }
+
+    #[test]
+    fn components_that_do_not_fit_are_counted_and_the_end_is_kept() {
+        let id = Identity {
+            pid: 1,
+            start_time: 2,
+            boot_id: "x",
+        };
+        let many: Vec<(String, Option<String>)> = (0..MAX_COMPONENTS)
+            .map(|i| (format!("c{i}"), Some("\t".repeat(200))))
+            .collect();
+        let out = write(id, b"/etc/wk.toml", &many);
+        let s = parse(out.as_bytes()).unwrap();
+        assert!(s.omitted > 0);
+        assert_eq!(s.components.len() + s.omitted, MAX_COMPONENTS);
+    }
+
+    #[test]
+    fn defects_name_their_line() {
+        let good = "watchkeeper-status 2\nagent\t1\t2\tb\t3\thealthy\t0\t0\t/c\ncomponent\tn\t1\talive\t0\t0\t\nend\t1\t0\n";
+        assert!(parse(good.as_bytes()).is_ok());
+        let cases: &[(&[u8], usize, Defect)] = &[
+            (b"", 1, Defect::Empty),
+            (b"garbage", 1, Defect::NotSnapshot),
+            (
+                b"watchkeeper-status 1\nagent\t1\n",
+                1,
+                Defect::OtherVersion(Some(1)),
+            ),
+            (b"watchkeeper-status x\n", 1, Defect::OtherVersion(None)),
+            (b"watchkeeper-status 2\n", 2, Defect::NoAgent),
+            (
+                b"watchkeeper-status 2\nagent\t1\t2\tb\t3\th\t0\t0\t/c\xff\nend\t0\t0\n",
+                2,
+                Defect::NotUtf8,
+            ),
+            (
+                b"watchkeeper-status 2\nagent\t1\t2\tb\t3\th\t0\t0\t/\0c\nend\t0\t0\n",
+                2,
+                Defect::ControlByte,
+            ),
+            (
+                b"watchkeeper-status 2\nagent\t1\t2\tb\t3\th\t0\t0\t\\q\nend\t0\t0\n",
+                2,
+                Defect::BadEscape,
+            ),
+            (
+                b"watchkeeper-status 2\nagent\t+1\t2\tb\t3\th\t0\t0\t/c\nend\t0\t0\n",
+                2,
+                Defect::BadNumber("the pid"),
+            ),
+            (
+                b"watchkeeper-status 2\nagent\t1\t2\tb\t3\th\t0\t0\t/c\nend\t0\t0",
+                3,
+                Defect::NoEnd,
+            ),
+            (
+                b"watchkeeper-status 2\nagent\t1\t2\tb\t3\th\t0\t0\t/c\n",
+                3,
+                Defect::NoEnd,
+            ),
+            (
+                b"watchkeeper-status 2\nagent\t1\t2\tb\t3\th\t0\t0\t/c\nend\t1\t0\n",
+                3,
+                Defect::WrongCount,
+            ),
+            (
+                b"watchkeeper-status 2\nagent\t1\t2\tb\t3\th\t0\t0\t/c\nend\t0\t0\nx\n",
+                4,
+                Defect::AfterEnd,
+            ),
+            (
+                b"watchkeeper-status 2\nagent\t1\t2\tb\t3\th\t0\t0\t/c\nbogus\nend\t0\t0\n",
+                3,
+                Defect::UnknownRecord,
+            ),
+            (
+                b"watchkeeper-status 2\nagent\t1\t2\tb\t3\th\t2\t0\t/c\nend\t0\t0\n",
+                2,
+                Defect::BadFlag("the hold flag"),
+            ),
+        ];
+        for (bytes, line, defect) in cases {
+            assert_eq!(
+                parse(bytes),
+                Err(ParseError {
+                    line: *line,
+                    defect: *defect
+                }),
+                "{:?}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+        assert_eq!(
+            parse(&vec![b'a'; MAX_STATUS_LEN + 1]).map_err(|e| e.defect),
+            Err(Defect::TooLarge)
+        );
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let good = b"watchkeeper-status 2\nagent\t1\t2\tb\t3\th\t0\t0\t/c\ncomponent\tn\t1\talive\t0\t0\tr\\x41\nend\t1\t0\n";
+        for _ in 0..20_000 {
+            let mut bytes = good.to_vec();
+            for _ in 0..(seed % 4 + 1) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let i = (seed >> 8) as usize % bytes.len();
+                match seed % 3 {
+                    0 => bytes[i] = (seed >> 32) as u8,
+                    1 => bytes.truncate(i),
+                    _ => bytes.insert(i, b"\t\n\\x\0\xff"[(seed >> 40) as usize % 6]),
+                }
+                if bytes.is_empty() {
+                    break;
+                }
+            }
+            let _ = parse(&bytes);
+        }
+    }
+}
