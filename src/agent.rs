@@ -14,7 +14,6 @@ use core::fmt::Write as _;
 use core::time::Duration;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::PathBuf;
-use std::process::Command;
 
 use embedded_hal::digital::OutputPin;
 use heapless::index_map::FnvIndexMap;
@@ -65,7 +64,7 @@ pub struct Parts<P: OutputPin, C: Clock> {
 struct Watched {
     heartbeat: PathBuf,
     pidfile: Option<PathBuf>,
-    launcher: Option<Command>,
+    launcher: Option<repair::Launcher>,
     refused: bool,
 }
 
@@ -85,7 +84,7 @@ enum Heart {
 struct Hearts {
     dir: HeartsDir,
     config: HeartsConfig,
-    launcher: Option<Command>,
+    launcher: Option<repair::Launcher>,
     by_name: Box<FnvIndexMap<Name, Heart, MAX_COMPONENTS>>,
     /// Heart name of each supervisor index (empty for configured components).
     names: Box<heapless::Vec<Name, MAX_COMPONENTS>>,
@@ -162,7 +161,9 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
                 launcher: c
                     .repair
                     .as_ref()
-                    .map(|r| repair::launcher(&parts.agent_binary, parts.run.path(), &r.argv)),
+                    .map(|r| repair::launcher(&parts.agent_binary, parts.run.path(), &r.argv))
+                    .transpose()
+                    .map_err(|e| format!("component {}: cannot prepare its repair: {e}", c.name))?,
                 refused: false,
             });
             names.push(
@@ -189,7 +190,9 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
                     launcher: h
                         .repair
                         .as_ref()
-                        .map(|r| repair::launcher(&parts.agent_binary, parts.run.path(), &r.argv)),
+                        .map(|r| repair::launcher(&parts.agent_binary, parts.run.path(), &r.argv))
+                        .transpose()
+                        .map_err(|e| format!("[hearts]: cannot prepare the repair: {e}"))?,
                     by_name: Box::default(),
                     names: heart_names,
                 })
@@ -269,9 +272,9 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
                 log::info!("clear-hold requested, but there is no hold");
             }
         }
-        while let Some((index, status)) = self.repairs.reap() {
+        while let Some((index, exit)) = self.repairs.reap() {
             self.sup.repair_exited(index, now);
-            log::info!("repair of {} exited ({status})", self.name(index));
+            log::info!("repair of {} exited ({exit})", self.name(index));
         }
         for (index, w) in self.watched.iter_mut().enumerate() {
             let heartbeat = match heartbeat::stamp(&w.heartbeat) {
@@ -547,9 +550,9 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             .map_or(0, |r| r.max_attempts);
         let mut name = Name::new();
         let _ = name.push_str(self.name(component));
-        let launcher = match self.watched.get_mut(component) {
-            Some(w) => w.launcher.as_mut(),
-            None => self.hearts.as_mut().and_then(|h| h.launcher.as_mut()),
+        let launcher = match self.watched.get(component) {
+            Some(w) => w.launcher.as_ref(),
+            None => self.hearts.as_ref().and_then(|h| h.launcher.as_ref()),
         };
         let Some(launcher) = launcher else { return };
         match self.repairs.start(component, &name, launcher) {

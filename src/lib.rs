@@ -18,6 +18,7 @@ pub mod pattern;
 pub mod repair;
 pub mod rundir;
 pub mod snapshot;
+pub mod spawn;
 pub mod startup;
 pub mod state;
 pub mod status;

@@ -37,15 +37,7 @@ fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     // The repair launcher must stay minimal: no logger, no config.
     if args.first().is_some_and(|a| a == repair::LAUNCHER_COMMAND) {
-        let run_dir = args.get(1).map(PathBuf::from).unwrap_or_default();
-        let argv = args
-            .iter()
-            .skip(2)
-            .skip_while(|a| *a != "--")
-            .skip(1)
-            .cloned()
-            .collect::<Vec<_>>();
-        eprintln!("{}", repair::exec_repair(&run_dir, &argv));
+        eprintln!("{}", repair::exec_repair(&args[1..]));
         return ExitCode::from(1);
     }
     logging::init();

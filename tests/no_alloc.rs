@@ -6,11 +6,34 @@
 //! failing, repairing, held, escalating and resetting states for more than 10,000 loop
 //! iterations. After warm-up, not one allocation may happen inside the loop.
 
+//! Proof that the real agent loop allocates nothing after startup, in Rust or in libc.
+//!
+//! Two counters, both per thread and on only around the agent's step:
+//! - a counting global allocator wraps the system one: every Rust allocation;
+//! - on a dynamically linked glibc test binary (the host), the test binary itself defines
+//!   `malloc`, `calloc`, `realloc`, `free`, `memalign`, `posix_memalign`, `aligned_alloc`,
+//!   `valloc` and `pvalloc`, forwarding to glibc's exported `__libc_*` entry points. The
+//!   glibc manual ("Replacing malloc") documents that the main program's definitions
+//!   interpose libc's own internal calls too, so this counts what libc allocates behind
+//!   our back (glibc's `posix_spawn_file_actions_adddup2` reallocs inside std's
+//!   `Command::spawn`, for one: the test `the_old_spawn_path_is_seen_allocating_in_libc`).
+//!   Calls the Rust allocator makes are not counted twice.
+//!
+//! The ARM test binaries are statically linked (aarch64 musl, armv7 static glibc): defining
+//! `malloc` there clashes with libc's own at link time, so there the libc counter is not
+//! built and only the Rust count is checked; the host run is the libc proof.
+//!
+//! The real `Agent` runs on real heartbeat files, a real hearts directory, real state and
+//! run directories and real repair processes, with a fake watchdog and LED and a simulated
+//! clock, through the healthy, failing, repairing, held, escalating and resetting states,
+//! hearts appearing, changing, dying, being repaired and going away, for more than 10,000
+//! loop iterations. After warm-up, not one allocation may happen inside the loop.
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use embedded_hal::digital::{ErrorType, OutputPin};
@@ -19,47 +42,60 @@ use watchkeeper::clock::Clock;
 use watchkeeper::config;
 use watchkeeper::led::{FaultLed, PinError};
 use watchkeeper::pattern::Pattern;
+use watchkeeper::repair::{self, Repairs};
 use watchkeeper::rundir::RunDir;
 use watchkeeper::state::State;
 use watchkeeper::time::Instant;
 use watchkeeper::watchdog::{Watchdog, WatchdogError};
 
-struct Counting;
+static ABORT: AtomicBool = AtomicBool::new(false);
 
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-static ABORT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
+// Const-initialized and without Drop: reading them never allocates, even inside malloc.
 thread_local! {
     static COUNTING: Cell<bool> = const { Cell::new(false) };
+    /// Set while the Rust allocator forwards to libc, whose malloc then is not libc's own.
+    static IN_RUST: Cell<bool> = const { Cell::new(false) };
+    static RUST: Cell<usize> = const { Cell::new(0) };
+    static LIBC: Cell<usize> = const { Cell::new(0) };
+    static LIBC_REALLOC: Cell<usize> = const { Cell::new(0) };
 }
 
-fn note() {
+fn bump(counter: &'static std::thread::LocalKey<Cell<usize>>) {
     // `try_with`: the allocator may run while thread-locals are being torn down.
     if COUNTING.try_with(Cell::get).unwrap_or(false) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        let _ = counter.try_with(|c| c.set(c.get() + 1));
         if ABORT.load(Ordering::Relaxed) {
             std::process::abort();
         }
     }
 }
 
+struct Counting;
+
+impl Counting {
+    fn forward<T>(f: impl FnOnce() -> T) -> T {
+        bump(&RUST);
+        let _ = IN_RUST.try_with(|c| c.set(true));
+        let out = f();
+        let _ = IN_RUST.try_with(|c| c.set(false));
+        out
+    }
+}
+
 // SAFETY: every call is forwarded unchanged to the system allocator; counting touches
-// only an atomic and a const-initialized thread-local, neither of which allocates.
+// only const-initialized thread-locals and an atomic, none of which allocates.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note();
         // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
+        Counting::forward(|| unsafe { System.alloc(layout) })
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note();
         // SAFETY: same contract as ours.
-        unsafe { System.alloc_zeroed(layout) }
+        Counting::forward(|| unsafe { System.alloc_zeroed(layout) })
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note();
         // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
+        Counting::forward(|| unsafe { System.realloc(ptr, layout, new_size) })
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: same contract as ours.
@@ -70,14 +106,156 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-/// Counts the allocations `f` makes on this thread.
-fn counted<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+/// libc's allocator, interposed (see the module doc). Each entry point counts when the
+/// call is libc's own and forwards to glibc's implementation, so every pointer still comes
+/// from, and goes back to, glibc's one heap.
+#[cfg(all(
+    target_os = "linux",
+    target_env = "gnu",
+    not(target_feature = "crt-static")
+))]
+mod libc_allocator {
+    use core::ffi::{c_int, c_void};
+
+    use super::{IN_RUST, LIBC, LIBC_REALLOC, bump};
+
+    unsafe extern "C" {
+        fn __libc_malloc(size: usize) -> *mut c_void;
+        fn __libc_calloc(count: usize, size: usize) -> *mut c_void;
+        fn __libc_realloc(ptr: *mut c_void, size: usize) -> *mut c_void;
+        fn __libc_free(ptr: *mut c_void);
+        fn __libc_memalign(alignment: usize, size: usize) -> *mut c_void;
+        fn __libc_valloc(size: usize) -> *mut c_void;
+        fn __libc_pvalloc(size: usize) -> *mut c_void;
+    }
+
+    fn note() {
+        if !IN_RUST.try_with(|c| c.get()).unwrap_or(false) {
+            bump(&LIBC);
+        }
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn malloc(size: usize) -> *mut c_void {
+        note();
+        // SAFETY: glibc's malloc(3) under its exported name; any size is valid.
+        unsafe { __libc_malloc(size) }
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn calloc(count: usize, size: usize) -> *mut c_void {
+        note();
+        // SAFETY: glibc's calloc(3), which checks the multiplication itself.
+        unsafe { __libc_calloc(count, size) }
+    }
+
+    /// # Safety
+    /// realloc(3)'s: `ptr` is null or from this allocator and not freed.
+    #[unsafe(no_mangle)]
+    unsafe extern "C" fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
+        note();
+        if !IN_RUST.try_with(|c| c.get()).unwrap_or(false) {
+            bump(&LIBC_REALLOC);
+        }
+        // SAFETY: glibc's realloc(3); the caller keeps realloc's contract.
+        unsafe { __libc_realloc(ptr, size) }
+    }
+
+    /// # Safety
+    /// free(3)'s: `ptr` is null or from this allocator and not freed.
+    #[unsafe(no_mangle)]
+    unsafe extern "C" fn free(ptr: *mut c_void) {
+        // SAFETY: glibc's free(3); the caller keeps free's contract.
+        unsafe { __libc_free(ptr) }
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn memalign(alignment: usize, size: usize) -> *mut c_void {
+        note();
+        // SAFETY: glibc's memalign(3), which rejects a bad alignment itself.
+        unsafe { __libc_memalign(alignment, size) }
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn aligned_alloc(alignment: usize, size: usize) -> *mut c_void {
+        note();
+        // SAFETY: glibc implements aligned_alloc(3) as memalign (the manual, "Aligned
+        // Memory Blocks").
+        unsafe { __libc_memalign(alignment, size) }
+    }
+
+    /// # Safety
+    /// posix_memalign(3)'s: `out` is valid for one pointer write.
+    #[unsafe(no_mangle)]
+    unsafe extern "C" fn posix_memalign(
+        out: *mut *mut c_void,
+        alignment: usize,
+        size: usize,
+    ) -> c_int {
+        note();
+        // posix_memalign(3): a power of two and a multiple of sizeof(void *), else EINVAL.
+        if !alignment.is_power_of_two() || !alignment.is_multiple_of(size_of::<*mut c_void>()) {
+            return libc::EINVAL;
+        }
+        // SAFETY: glibc's memalign(3) with an alignment checked above.
+        let block = unsafe { __libc_memalign(alignment, size) };
+        if block.is_null() && size != 0 {
+            return libc::ENOMEM;
+        }
+        // SAFETY: the caller gives a valid `out` (posix_memalign(3)).
+        unsafe { out.write(block) };
+        0
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn valloc(size: usize) -> *mut c_void {
+        note();
+        // SAFETY: glibc's valloc(3); any size is valid.
+        unsafe { __libc_valloc(size) }
+    }
+
+    #[unsafe(no_mangle)]
+    extern "C" fn pvalloc(size: usize) -> *mut c_void {
+        note();
+        // SAFETY: glibc's pvalloc(3); any size is valid.
+        unsafe { __libc_pvalloc(size) }
+    }
+}
+
+/// Allocations counted on one thread.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Counts {
+    rust: usize,
+    /// libc's own, any entry point (always 0 where libc is not interposed).
+    libc: usize,
+    libc_reallocs: usize,
+}
+
+/// Counts the allocations `f` makes on this thread (and in a child sharing its memory).
+fn counted<T>(f: impl FnOnce() -> T) -> (T, Counts) {
+    let read = || Counts {
+        rust: RUST.with(Cell::get),
+        libc: LIBC.with(Cell::get),
+        libc_reallocs: LIBC_REALLOC.with(Cell::get),
+    };
+    let before = read();
     COUNTING.with(|c| c.set(true));
     let out = f();
     COUNTING.with(|c| c.set(false));
-    (out, ALLOCATIONS.load(Ordering::Relaxed) - before)
+    let after = read();
+    let counts = Counts {
+        rust: after.rust - before.rust,
+        libc: after.libc - before.libc,
+        libc_reallocs: after.libc_reallocs - before.libc_reallocs,
+    };
+    (out, counts)
 }
+
+const NONE: Counts = Counts {
+    rust: 0,
+    libc: 0,
+    libc_reallocs: 0,
+};
 
 struct SimClock {
     now: Rc<Cell<Instant>>,
@@ -140,8 +318,9 @@ fn touch(path: &Path) {
     watchkeeper::heartbeat::touch(path, false).unwrap();
 }
 
-fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("wk-noalloc-{}", std::process::id()));
+/// A fresh directory for one test (tests run in parallel).
+fn temp_dir(test: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("wk-noalloc-{}-{test}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -150,10 +329,14 @@ fn temp_dir() -> PathBuf {
 #[test]
 fn the_agent_loop_allocates_nothing_after_startup() {
     let ((), caught) = counted(|| drop(Box::new(7u64)));
-    assert_eq!(caught, 1, "the counting allocator must see an allocation");
+    assert_eq!(
+        caught,
+        Counts { rust: 1, ..NONE },
+        "the counting allocator must see an allocation, once"
+    );
 
     watchkeeper::logging::init();
-    let dir = temp_dir();
+    let dir = temp_dir("loop");
     // The kernel log target opens its device for every line; a plain file stands in.
     std::fs::write(dir.join("kmsg"), b"").unwrap();
     watchkeeper::logging::use_kmsg(&dir.join("kmsg")).unwrap();
@@ -170,6 +353,10 @@ realtime_priority = 0
 [hearts]
 dir = "{dir}/hearts"
 critical = false
+repair = ["/bin/true"]
+repair_backoff = "500ms"
+repair_backoff_max = "1s"
+max_repairs = 100
 [[component]]
 name = "steady"
 heartbeat = "{dir}/steady.beat"
@@ -225,10 +412,13 @@ max_repairs = 100
     let abort_on_alloc = std::env::var_os("WK_ABORT_ON_ALLOC").is_some();
     let mut clock = SimClock { now: now.clone() };
     let mut iterations = 0u64;
-    let mut after_warmup = 0usize;
+    let mut after_warmup = NONE;
     let mut seen = Vec::new();
     let mut states = std::collections::BTreeSet::new();
     let mut attempts = 0;
+    let mut late_states = std::collections::BTreeSet::new();
+    let mut late_attempts = 0;
+    let mut transient_seen = false;
     let mut last_touch = 0;
     while now.get() < Instant::from_millis(100_000) || iterations < 10_000 {
         let ms = now.get().as_nanos() / 1_000_000;
@@ -240,17 +430,36 @@ max_repairs = 100
             if ms < 5_000 {
                 touch(&flaky);
             }
+            // After warm-up, hearts come, change, die (and are repaired) and go.
+            let hearts = dir.join("hearts");
+            match ms {
+                10_000..12_000 => std::fs::write(hearts.join("late"), "2\n").unwrap(),
+                12_000..20_000 => touch(&hearts.join("late")),
+                _ => {}
+            }
+            match ms {
+                13_000..13_200 => std::fs::write(hearts.join("transient"), "5\n").unwrap(),
+                13_200..18_000 => touch(&hearts.join("transient")),
+                18_000..18_200 => std::fs::remove_file(hearts.join("transient")).unwrap(),
+                _ => {}
+            }
+            match ms {
+                15_000..15_200 => std::fs::write(&heart, "10\n").unwrap(),
+                25_000..25_200 => std::fs::write(hearts.join("junk"), "soon\n").unwrap(),
+                _ => {}
+            }
         }
         if ms > 8_000 && abort_on_alloc {
             ABORT.store(true, Ordering::Relaxed);
         }
         let (wake, allocations) = counted(|| agent.step());
-        // Warm-up: the first second, and the first repair spawned.
+        // Warm-up: the first 8 s, with the first repair spawned.
         if ms > 8_000 {
-            after_warmup += allocations;
+            after_warmup.rust += allocations.rust;
+            after_warmup.libc += allocations.libc;
             assert_eq!(
                 allocations,
-                0,
+                NONE,
                 "allocation in the loop at {ms} ms (iteration {iterations}), LED {:?}",
                 agent.supervisor().led_pattern()
             );
@@ -263,6 +472,12 @@ max_repairs = 100
             states.insert(view.state.to_string());
             attempts = attempts.max(view.repair_attempts);
         }
+        // Hearts by order found: backup (2) at the first pass, late (3), transient (4).
+        if let Some(view) = agent.supervisor().view(3) {
+            late_states.insert(view.state.to_string());
+            late_attempts = late_attempts.max(view.repair_attempts);
+        }
+        transient_seen |= ms > 16_000 && agent.supervisor().view(4).is_some();
         // Repairs are real processes: give them real time to exit now and then.
         if iterations.is_multiple_of(500) {
             std::thread::sleep(Duration::from_millis(5));
@@ -270,7 +485,7 @@ max_repairs = 100
         clock.sleep_until(wake.min(now.get().saturating_add(Duration::from_millis(10))));
         iterations += 1;
     }
-    assert_eq!(after_warmup, 0);
+    assert_eq!(after_warmup, NONE);
     assert!(iterations >= 10_000, "only {iterations} iterations");
     // The states this run went through: hold at first (healthy components), then the flaky
     // component dead and repaired under hold, then the hold over and the reset forced.
@@ -294,5 +509,108 @@ max_repairs = 100
         kernel_log.starts_with('<') && kernel_log.contains("watchkeeper["),
         "{kernel_log:?}"
     );
+    // What the hearts did after warm-up: "late" found, dead and repaired by the run-time
+    // heart's launcher, "transient" found and then removed, "backup" given a new timeout,
+    // "junk" refused (no index of its own).
+    assert_eq!(late_states, expected, "late: {late_states:?}");
+    assert!(
+        late_attempts >= 2,
+        "late: only {late_attempts} repair attempts"
+    );
+    assert!(transient_seen, "transient never supervised");
+    assert!(
+        agent.supervisor().view(4).is_none(),
+        "transient or junk supervised at the end"
+    );
+    assert_eq!(
+        agent.supervisor().policy(2).map(|p| p.timeout),
+        Some(Duration::from_secs(10)),
+        "backup's new timeout"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The libc counter is live: it sees libc's malloc called directly and from inside libc.
+#[cfg(all(
+    target_os = "linux",
+    target_env = "gnu",
+    not(target_feature = "crt-static")
+))]
+#[test]
+fn the_libc_counter_sees_libc_allocating() {
+    // SAFETY: malloc(3) and free(3) of one block.
+    let ((), direct) = counted(|| unsafe { libc::free(libc::malloc(16)) });
+    assert_eq!(direct, Counts { libc: 1, ..NONE });
+    // strdup(3) mallocs inside libc: the interposition reaches libc's internal calls.
+    // SAFETY: strdup of a NUL-terminated string, freed once.
+    let ((), inside) = counted(|| unsafe { libc::free(libc::strdup(c"heart".as_ptr()).cast()) });
+    assert_eq!(inside, Counts { libc: 1, ..NONE });
+}
+
+/// The evidence for the defect: std's `Command::spawn` with a piped stdin, as repairs were
+/// started before, makes glibc realloc its file actions inside the spawn, which the Rust
+/// allocator alone cannot see.
+#[cfg(all(
+    target_os = "linux",
+    target_env = "gnu",
+    not(target_feature = "crt-static")
+))]
+#[test]
+fn the_old_spawn_path_is_seen_allocating_in_libc() {
+    let mut command = std::process::Command::new("/bin/true");
+    command.stdin(std::process::Stdio::piped());
+    let (child, counts) = counted(|| command.spawn());
+    child.unwrap().wait().unwrap();
+    assert!(counts.libc_reallocs >= 1, "{counts:?}");
+}
+
+/// Many real repairs through the prepared launcher, started and reaped with both counters
+/// on, for configured and run-time names alike.
+#[test]
+fn starting_and_reaping_repairs_allocates_nothing() {
+    let dir = temp_dir("spawns");
+    let launcher = repair::launcher(
+        Path::new(env!("CARGO_BIN_EXE_watchkeeper")),
+        &dir,
+        &["/bin/true"],
+    )
+    .unwrap();
+    let mut repairs = Repairs::default();
+    let names = ["svc", "late-heart", "a", "x".repeat(32).leak()];
+    let mut reaped = 0;
+    let mut total = NONE;
+    for round in 0..100 {
+        let name = names[round % names.len()];
+        // One component index each: the supervisor never starts a second repair of one.
+        let (started, counts) = counted(|| repairs.start(round, name, &launcher));
+        started.unwrap();
+        total.rust += counts.rust;
+        total.libc += counts.libc;
+        let ((), counts) = counted(|| {
+            while let Some((_, exit)) = repairs.reap() {
+                assert_eq!(exit, watchkeeper::spawn::Exit::Code(0));
+                reaped += 1;
+            }
+        });
+        total.rust += counts.rust;
+        total.libc += counts.libc;
+    }
+    for _ in 0..2000 {
+        if reaped == 100 {
+            break;
+        }
+        let (exit, counts) = counted(|| repairs.reap());
+        total.rust += counts.rust;
+        total.libc += counts.libc;
+        match exit {
+            Some((_, exit)) => {
+                assert_eq!(exit, watchkeeper::spawn::Exit::Code(0));
+                reaped += 1;
+            }
+            None => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    assert_eq!(reaped, 100, "the repairs did not all end within 20 s");
+    assert_eq!(total, NONE);
     std::fs::remove_dir_all(dir).unwrap();
 }
