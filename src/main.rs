@@ -137,7 +137,8 @@ fn status_of(config_path: &Path, json: bool) -> String {
         Ok(c) => (c.agent.run_dir, c.agent.state_dir),
         Err(e) => {
             eprintln!("watchkeeper: {e} (showing the status from the directories it names)");
-            let salvage = config::salvage(std::fs::read_to_string(config_path).ok().as_deref());
+            let bytes = config::read(config_path).ok();
+            let salvage = config::salvage(bytes.as_deref().map(String::from_utf8_lossy).as_deref());
             (salvage.run_dir, salvage.state_dir)
         }
     };

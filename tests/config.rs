@@ -138,7 +138,7 @@ fn errors_name_file_line_column_and_what_is_allowed() {
         ),
         (
             "[watchdog]\ntimout = 10\n",
-            "/etc/wk.toml:2:1: unknown field `timout`",
+            "/etc/wk.toml:2:1: unknown key `timout`, expected one of `device`, `timeout`, `feed_interval`",
         ),
         (
             "[agent]\nlog = \"syslog\"\n",
@@ -146,7 +146,7 @@ fn errors_name_file_line_column_and_what_is_allowed() {
         ),
         (
             "[agent]\nrealtime_priority = 120\n",
-            "/etc/wk.toml:2:21: realtime_priority must be from 0 to 99",
+            "/etc/wk.toml:2:21: realtime_priority must be a whole number from 0 to 99, not 120",
         ),
         (
             "[agent]\nstate_dir = \"var/lib\"\n",
@@ -154,7 +154,7 @@ fn errors_name_file_line_column_and_what_is_allowed() {
         ),
         (
             "[led]\nkind = \"gpio\"\nline = 5000\n",
-            "/etc/wk.toml:3:8: led.line must be from 0 to 1023",
+            "/etc/wk.toml:3:8: led.line must be a whole number from 0 to 1023, not 5000",
         ),
         (
             "[led]\nkind = \"blink\"\n",
@@ -166,7 +166,7 @@ fn errors_name_file_line_column_and_what_is_allowed() {
         ),
         (
             "[reboot_guard]\nmax_resets = 0\n",
-            "/etc/wk.toml:2:14: reboot_guard.max_resets must be from 1 to 16",
+            "/etc/wk.toml:2:14: reboot_guard.max_resets must be a whole number from 1 to 16, not 0",
         ),
         (
             "[[component]]\nname = \"a b\"\nheartbeat = \"/x\"\n",
@@ -178,7 +178,7 @@ fn errors_name_file_line_column_and_what_is_allowed() {
         ),
         (
             "[[component]]\nname = \"a\"\nheartbeat = \"/x\"\n[[component]]\nname = \"b\"\nheartbeat = \"/x\"\n",
-            "/etc/wk.toml:6:13: heartbeat /x is already the heartbeat of component \"a\"",
+            "/etc/wk.toml:6:13: heartbeat \"/x\" of component \"b\" is also the heartbeat of component \"a\": each component needs its own heartbeat",
         ),
         (
             "[[component]]\nname = \"a\"\nheartbeat = \"/x\"\nrepair = [\"sv\", \"restart\"]\n",
@@ -194,7 +194,7 @@ fn errors_name_file_line_column_and_what_is_allowed() {
         ),
         (
             "[[component]]\nname = \"a\"\nheartbeat = \"/x\"\nmax_repairs = 0\n",
-            "/etc/wk.toml:4:15: max_repairs must be from 1 to 100",
+            "/etc/wk.toml:4:15: max_repairs must be a whole number from 1 to 100, not 0",
         ),
         (
             "[[component]]\nname = \"a\"\n",
@@ -202,9 +202,9 @@ fn errors_name_file_line_column_and_what_is_allowed() {
         ),
         (
             "[[component]]\nname = \"a\"\nheartbeat = \"/x\"\ncritical = \"yes\"\n",
-            "/etc/wk.toml:4:12: invalid type: string \"yes\", expected a boolean",
+            "/etc/wk.toml:4:12: expected true or false (without quotes), not the string \"yes\"",
         ),
-        ("[watchdog]\n", "/etc/wk.toml: nothing to supervise"),
+        ("[watchdog]\n", "/etc/wk.toml:2:1: nothing to supervise"),
         ("[watchdog\n", "/etc/wk.toml:1:10:"),
         (
             "[defaults]\nheartbeat = \"/x\"\n",
