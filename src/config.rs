@@ -1167,11 +1167,16 @@ struct Placed<'a> {
     owner: Option<&'a str>,
 }
 
+/// " of component NAME", or nothing for a path no component owns.
+fn whose(place: &Placed<'_>) -> String {
+    place.owner.map_or_else(String::new, |name| {
+        format!(" of component {}", toml_string(name))
+    })
+}
+
 impl Placed<'_> {
     fn refuse(&self, message: String) -> Invalid {
-        let whose = self
-            .owner
-            .map_or_else(String::new, |name| format!(" of component {name:?}"));
+        let whose = whose(self);
         (
             Some(self.span.clone()),
             format!(
@@ -1243,36 +1248,26 @@ fn check_paths(
                 toml_string(&h.path.to_string_lossy())
             )));
         }
-        let same = files[..i]
-            .iter()
-            .find(|other| normalised(other.path) == normalised(f.path));
-        if let Some(other) = same {
-            let why = if f.key == "heartbeat" && other.key == "heartbeat" {
-                "each component needs its own heartbeat, or one could keep the other alive"
-            } else {
-                "a pidfile must be its own file: writing a pid touches the heartbeat, and a beat is not a pid"
-            };
-            if f.key == "pidfile" && other.key == "pidfile" {
-                continue;
-            }
-            let whose = other
-                .owner
-                .map_or_else(String::new, |name| format!(" of component {name:?}"));
-            return Err(f.refuse(format!("is also the {}{whose}: {why}", other.key)));
+        if f.key == "heartbeat"
+            && let Some(other) = files[..i]
+                .iter()
+                .find(|o| o.key == "heartbeat" && normalised(o.path) == normalised(f.path))
+        {
+            return Err(f.refuse(format!(
+                "is also the heartbeat{}: each component needs its own heartbeat, or one could keep the other alive",
+                whose(other)
+            )));
         }
     }
-    // A pidfile written before the heartbeat that shares it is found from the heartbeat's
-    // side above only when it comes first; look the other way too.
+    // Reported at the pidfile, whichever comes first in the file.
     for f in files.iter().filter(|f| f.key == "pidfile") {
         if let Some(beat) = files
             .iter()
             .find(|b| b.key == "heartbeat" && normalised(b.path) == normalised(f.path))
         {
-            let whose = beat
-                .owner
-                .map_or_else(String::new, |name| format!(" of component {name:?}"));
             return Err(f.refuse(format!(
-                "is also the heartbeat{whose}: a pidfile must be its own file: writing a pid touches the heartbeat, and a beat is not a pid"
+                "is also the heartbeat{}: a pidfile must be its own file (writing a pid would count as a beat)",
+                whose(beat)
             )));
         }
     }

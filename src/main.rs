@@ -131,18 +131,14 @@ fn dispatch(args: &[OsString]) -> Result<(), Failure> {
     }
 }
 
-/// Status works even with a broken config: the directories are salvaged from it.
+/// Status works even with a broken config: it shows the directories the agent uses then
+/// (the last good config's, or those salvaged from the broken one).
 fn status_of(config_path: &Path, json: bool) -> String {
-    let (run_dir, state_dir) = match config::load(config_path) {
-        Ok(c) => (c.agent.run_dir, c.agent.state_dir),
-        Err(e) => {
-            eprintln!("watchkeeper: {e} (showing the status from the directories it names)");
-            let bytes = config::read(config_path).ok();
-            let salvage = config::salvage(bytes.as_deref().map(String::from_utf8_lossy).as_deref());
-            (salvage.run_dir, salvage.state_dir)
-        }
-    };
-    status::render(&run_dir, &state_dir, json)
+    let (config, errors) = startup::load_config(config_path);
+    for error in &errors {
+        eprintln!("watchkeeper: {error}");
+    }
+    status::render(&config.agent.run_dir, &config.agent.state_dir, json)
 }
 
 fn beat(config_path: &Path, target: &str) -> Result<(), Failure> {

@@ -23,12 +23,13 @@ const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 
 /// Loads the config, falling back to the last good one, then to a salvaged minimum.
 /// Returns the config and, for a fallback, the errors to log (a fault to show) once the
-/// log target the config names is in place, so they reach the kernel log too.
+/// log target the config names is in place, so they reach the kernel log too. `status`
+/// uses it too, to look where the agent looks.
 ///
 /// The last good config is looked for where it can have been saved: the state directory
 /// the broken config names (found line by line when the file is not even TOML), then the
 /// default one (the broken config may name none, or one not used before).
-fn load_config(path: &Path) -> (Config, Vec<String>) {
+pub fn load_config(path: &Path) -> (Config, Vec<String>) {
     let error = match config::load(path) {
         Ok(config) => return (config, Vec::new()),
         Err(e) => e,

@@ -300,4 +300,33 @@ mod tests {
         );
         std::fs::remove_dir_all(path).unwrap();
     }
+
+    #[test]
+    fn a_last_good_config_that_cannot_be_read_is_an_error_not_absent() {
+        let path = dir("lastgood-bad");
+        let (state, _) = State::open(&path).unwrap();
+        let kept = path.join(LAST_GOOD);
+        std::fs::write(&kept, vec![b'#'; crate::limits::MAX_CONFIG_LEN + 1]).unwrap();
+        assert_eq!(
+            State::load_last_good(&path).map_err(|e| e.errno),
+            Err(Errno::EFBIG)
+        );
+        std::fs::write(&kept, b"# caf\xe9\n").unwrap();
+        assert_eq!(
+            State::load_last_good(&path).map_err(|e| e.errno),
+            Err(Errno::EILSEQ)
+        );
+        std::fs::remove_file(&kept).unwrap();
+        std::fs::create_dir(&kept).unwrap();
+        assert!(State::load_last_good(&path).is_err());
+        // A good config replaces what cannot be read.
+        std::fs::remove_dir(&kept).unwrap();
+        state.save_last_good("[watchdog]\n").unwrap();
+        assert_eq!(
+            State::load_last_good(&path).unwrap().as_deref(),
+            Some("[watchdog]\n")
+        );
+        assert_eq!(State::load_last_good(&path.join("missing")), Ok(None));
+        std::fs::remove_dir_all(path).unwrap();
+    }
 }
