@@ -6,7 +6,18 @@
 //! say what is allowed. Everything downstream trusts a [`Config`]: it is only built here.
 //!
 //! Durations are whole seconds (`10`) or a number with a unit (`"500ms"`, `"10s"`, `"5m"`,
-//! `"1h"`). Paths are absolute and at most [`MAX_PATH_LEN`] bytes.
+//! `"1h"`). Paths are absolute, at most [`MAX_PATH_LEN`] bytes, without control characters.
+//!
+//! Invariants:
+//! - No input panics: every path from bytes to [`Config`] returns a [`ConfigError`], and every
+//!   error about the content carries a line and column.
+//! - The file is read without blocking (only a regular file, at most [`MAX_CONFIG_LEN`]
+//!   bytes); the same limit holds for the text [`parse`] accepts, so the last good copy of an
+//!   accepted config always fits its read-back.
+//! - Values are read through one type, `Found`, so messages speak TOML (a list, a table, a string),
+//!   never the parser's Rust types.
+//! - Rules between paths and timings ("Rules `check` enforces" in the README) are checked on
+//!   lexically normalised paths; what `check` prints (`Display`) parses back to the same config.
 
 use core::fmt;
 use core::time::Duration;
@@ -333,7 +344,7 @@ pub struct Salvage {
 }
 
 /// Best effort: never fails, falls back to defaults section by section. The directories
-/// and the log target are found even in text that is not TOML (see [`agent_key`]), so
+/// and the log target are found even in text that is not TOML (line by line), so
 /// that a syntax error anywhere does not lose the state directory and its last good config.
 pub fn salvage(source: Option<&str>) -> Salvage {
     // Each section is read on its own, ignoring the rest of the file.
@@ -423,9 +434,8 @@ fn agent_key(table: Option<&toml::Table>, source: &str, key: &str) -> Option<Str
 /// nothing but an optional comment.
 fn quoted(value: &str) -> Option<&str> {
     let quote = value.chars().next().filter(|c| *c == '"' || *c == '\'')?;
-    let rest = &value[1..];
-    let end = rest.find(quote)?;
-    let (text, after) = (&rest[..end], rest[end + 1..].trim_start());
+    let (text, after) = value.strip_prefix(quote)?.split_once(quote)?;
+    let after = after.trim_start();
     let plain = !(quote == '"' && text.contains('\\'));
     (plain && (after.is_empty() || after.starts_with('#'))).then_some(text)
 }
@@ -439,7 +449,9 @@ fn line_column(source: &[u8], offset: usize) -> (usize, usize) {
         .map_or(0, |nl| nl + 1);
     let line = before.iter().filter(|b| **b == b'\n').count() + 1;
     // Count characters, not bytes: UTF-8 continuation bytes are 0b10xxxxxx.
-    let column = before[line_start..]
+    let column = before
+        .get(line_start..)
+        .unwrap_or_default()
         .iter()
         .filter(|b| **b & 0xC0 != 0x80)
         .count()
@@ -470,7 +482,11 @@ enum Found {
     Bool(bool),
     List(Vec<Spanned<Found>>),
     Table,
+    DateTime,
 }
+
+/// The one key of the table the TOML deserializer presents a date or time as.
+const TOML_DATETIME_KEY: &str = "$__toml_private_datetime";
 
 impl fmt::Display for Found {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -482,6 +498,7 @@ impl fmt::Display for Found {
             Found::Bool(b) => write!(f, "{b}"),
             Found::List(_) => f.write_str("a list"),
             Found::Table => f.write_str("a table"),
+            Found::DateTime => f.write_str("a date or time"),
         }
     }
 }
@@ -523,11 +540,15 @@ impl<'de> Deserialize<'de> for Found {
                 Ok(Found::List(items))
             }
             fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Found, A::Error> {
-                while map
-                    .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
-                    .is_some()
-                {}
-                Ok(Found::Table)
+                let mut found = Found::Table;
+                while let Some(key) = map.next_key::<String>()? {
+                    // How the TOML deserializer hands over a date or time.
+                    if key == TOML_DATETIME_KEY {
+                        found = Found::DateTime;
+                    }
+                    map.next_value::<de::IgnoredAny>()?;
+                }
+                Ok(found)
             }
         }
         deserializer.deserialize_any(FoundVisitor)
@@ -1249,8 +1270,9 @@ fn check_paths(
             )));
         }
         if f.key == "heartbeat"
-            && let Some(other) = files[..i]
+            && let Some(other) = files
                 .iter()
+                .take(i)
                 .find(|o| o.key == "heartbeat" && normalised(o.path) == normalised(f.path))
         {
             return Err(f.refuse(format!(

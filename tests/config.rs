@@ -340,7 +340,8 @@ fn a_value_of_the_wrong_kind_is_refused_in_the_users_words_at_its_place() {
         ("true", "true"),
         ("[1]", "a list"),
         ("{ a = 1 }", "a table"),
-        ("1979-05-27", "a table"),
+        ("1979-05-27", "a date or time"),
+        ("07:32:00", "a date or time"),
     ];
     let mut cases: Vec<(String, String)> = ints
         .iter()
