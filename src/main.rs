@@ -138,6 +138,13 @@ fn status_of(config_path: &Path, json: bool) -> String {
     for error in &errors {
         eprintln!("watchkeeper: {error}");
     }
+    if !errors.is_empty() {
+        eprintln!(
+            "watchkeeper: showing the status from {} and {}, the directories `run` uses with this config",
+            config.agent.run_dir.display(),
+            config.agent.state_dir.display()
+        );
+    }
     status::render(&config.agent.run_dir, &config.agent.state_dir, json)
 }
 

@@ -166,6 +166,18 @@ fn check_and_status_answer_at_once_on_a_config_that_is_not_a_regular_file() {
             .unwrap_or_else(|e| panic!("status --json on {config:?} ({e}): {text}"));
         assert!(parsed["agent"]["running"].is_boolean(), "{parsed}");
     }
+    // A symlink to a regular file is a config like any other (/etc configs often are).
+    let target = sb.config_text(&good_config(&sb));
+    let link = sb.path("link.toml");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let check = run_on(&link, &["check"]);
+    assert_eq!(
+        check.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(String::from_utf8_lossy(&check.stdout).contains("name = \"svc\""));
 }
 
 #[test]
