@@ -343,9 +343,10 @@ pub struct Salvage {
     pub run_dir: PathBuf,
 }
 
-/// Best effort: never fails, falls back to defaults section by section. The directories
-/// and the log target are found even in text that is not TOML (line by line), so
-/// that a syntax error anywhere does not lose the state directory and its last good config.
+/// Best effort: never fails, falls back to defaults section by section. The directories,
+/// the log target and the watchdog device are found even in text that is not TOML (line by
+/// line), so that a syntax error anywhere does not lose the state directory and its last
+/// good config, nor make the agent use a watchdog other than the configured one.
 pub fn salvage(source: Option<&str>) -> Salvage {
     // Each section is read on its own, ignoring the rest of the file.
     #[derive(Deserialize)]
@@ -357,16 +358,27 @@ pub fn salvage(source: Option<&str>) -> Salvage {
         led: RawLed,
     }
     let source = source.unwrap_or_default();
+    let table = toml::from_str::<toml::Table>(source).ok();
+    let key = |name: &str| key_in(table.as_ref(), source, "agent", name);
     let watchdog = toml::from_str::<Watchdog>(source)
         .ok()
         .and_then(|w| w.watchdog.validate().ok())
-        .unwrap_or_else(default_watchdog);
+        .unwrap_or_else(|| {
+            // Keep at least the device: never feed (or arm) another one than configured.
+            let mut watchdog = default_watchdog();
+            match key_in(table.as_ref(), source, "watchdog", "device").as_deref() {
+                Some("none") => watchdog.device = None,
+                Some(path) if check_path(path).is_ok() => {
+                    watchdog.device = Some(PathBuf::from(path));
+                }
+                _ => {}
+            }
+            watchdog
+        });
     let led = toml::from_str::<Led>(source)
         .ok()
         .and_then(|l| l.led.validate().ok())
         .unwrap_or(LedSpec::None);
-    let table = toml::from_str::<toml::Table>(source).ok();
-    let key = |name: &str| agent_key(table.as_ref(), source, name);
     let dir = |name: &str, default: &str| {
         key(name)
             .filter(|p| check_path(p).is_ok())
@@ -393,19 +405,24 @@ fn default_watchdog() -> WatchdogConfig {
     }
 }
 
-/// The string value of `[agent] key`: from the parsed document when the file is TOML,
-/// else line by line (`key = "..."` under `[agent]`, or `agent.key = "..."` before any
+/// The string value of `[section] key`: from the parsed document when the file is TOML,
+/// else line by line (`key = "..."` under `[section]`, or `section.key = "..."` before any
 /// table), so that a syntax error elsewhere does not hide it. The first setting wins.
-fn agent_key(table: Option<&toml::Table>, source: &str, key: &str) -> Option<String> {
+fn key_in(
+    table: Option<&toml::Table>,
+    source: &str,
+    section_name: &str,
+    key: &str,
+) -> Option<String> {
     if let Some(table) = table {
         return table
-            .get("agent")?
+            .get(section_name)?
             .as_table()?
             .get(key)?
             .as_str()
             .map(str::to_owned);
     }
-    let dotted = format!("agent.{key}");
+    let dotted = format!("{section_name}.{key}");
     let mut section = String::new();
     for line in source.lines() {
         let line = line.trim();
@@ -422,7 +439,8 @@ fn agent_key(table: Option<&toml::Table>, source: &str, key: &str) -> Option<Str
             continue;
         };
         let name = name.trim();
-        let wanted = (section == "agent" && name == key) || (section.is_empty() && name == dotted);
+        let wanted =
+            (section == section_name && name == key) || (section.is_empty() && name == dotted);
         if let Some(value) = wanted.then(|| quoted(value.trim())).flatten() {
             return Some(value.to_owned());
         }

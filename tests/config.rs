@@ -939,6 +939,29 @@ fn salvage_finds_the_directories_in_text_that_is_not_toml() {
             "for {text:?}"
         );
     }
+    // The watchdog device too: never another one than configured.
+    let devices: &[(&str, Option<&str>)] = &[
+        ("[watchdog]\ndevice = \"none\"\n[agent\n", None),
+        (
+            "[watchdog]\ndevice = \"/dev/watchdog1\"\ntimeout = 99999\n",
+            Some("/dev/watchdog1"),
+        ),
+        (
+            "[watchdog]\ndevice = \"/dev/watchdog1\"\n[[x\n",
+            Some("/dev/watchdog1"),
+        ),
+        // a header missing its bracket still names its table
+        ("[watchdog\ndevice = \"none\"\n", None),
+        ("[led]\ndevice = \"none\"\n[x\n", Some("/dev/watchdog")),
+    ];
+    for (text, device) in devices {
+        let s = config::salvage(Some(text));
+        assert_eq!(
+            s.watchdog.device.as_deref(),
+            device.map(Path::new),
+            "for {text:?}"
+        );
+    }
 }
 
 #[test]
