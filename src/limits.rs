@@ -27,3 +27,6 @@ pub const MAX_HEART_CONTENT: usize = 32;
 pub const MAX_DURATION_SECS: u64 = 30 * 24 * 3600;
 /// Bytes of the status snapshot the agent keeps in the run directory.
 pub const MAX_STATUS_LEN: usize = 128 * 1024;
+/// Bytes in a config file, and so in the last good copy kept of one: one limit, enforced
+/// when a config is first accepted, so that a saved copy always fits the read-back.
+pub const MAX_CONFIG_LEN: usize = 1024 * 1024;

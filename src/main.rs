@@ -37,7 +37,7 @@ fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
     // The repair launcher must stay minimal: no logger, no config.
     if args.first().is_some_and(|a| a == repair::LAUNCHER_COMMAND) {
-        eprintln!("{}", repair::exec_repair(&args[1..]));
+        say(&repair::exec_repair(&args[1..]));
         return ExitCode::from(1);
     }
     logging::init();
@@ -103,7 +103,7 @@ fn dispatch(args: &[OsString]) -> Result<(), Failure> {
         }
         ["disarm"] => {
             let message = startup::disarm(&config_path).map_err(Failure::Failed)?;
-            eprintln!("{message}");
+            say(&message);
             Ok(())
         }
         [] => Err(Failure::Usage("no command given".to_owned())),
@@ -134,19 +134,21 @@ fn say(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
-/// Status works even with a broken config: the directories are salvaged from it.
+/// Status works even with a broken config: it shows the directories the agent uses then
+/// (the last good config's, or those salvaged from the broken one).
 fn status_of(config_path: &Path, json: bool) -> String {
-    let (run_dir, state_dir) = match config::load(config_path) {
-        Ok(c) => (c.agent.run_dir, c.agent.state_dir),
-        Err(e) => {
-            say(&format!(
-                "watchkeeper: {e} (showing the status from the directories it names)"
-            ));
-            let salvage = config::salvage(std::fs::read_to_string(config_path).ok().as_deref());
-            (salvage.run_dir, salvage.state_dir)
-        }
-    };
-    status::render(&run_dir, &state_dir, json)
+    let (config, errors) = startup::load_config(config_path);
+    for error in &errors {
+        say(&format!("watchkeeper: {error}"));
+    }
+    if !errors.is_empty() {
+        say(&format!(
+            "watchkeeper: showing the status from {} and {}, the directories `run` uses with this config",
+            config.agent.run_dir.display(),
+            config.agent.state_dir.display()
+        ));
+    }
+    status::render(&config.agent.run_dir, &config.agent.state_dir, json)
 }
 
 fn beat(config_path: &Path, target: &str) -> Result<(), Failure> {

@@ -6,7 +6,7 @@
 //! stops the agent: a broken config, an unusable device or LED shows the fault pattern and
 //! the board is kept up, because an agent that exits in a loop resets boards for typos.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::agent::{Agent, Parts};
 use crate::clock::{Clock, SystemClock};
@@ -23,42 +23,53 @@ const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 
 /// Loads the config, falling back to the last good one, then to a salvaged minimum.
 /// Returns the config and, for a fallback, the errors to log (a fault to show) once the
-/// log target the config names is in place, so they reach the kernel log too.
-fn load_config(path: &Path) -> (Config, Vec<String>) {
+/// log target the config names is in place, so they reach the kernel log too. `status`
+/// uses it too, to look where the agent looks.
+///
+/// The last good config is looked for where it can have been saved: the state directory
+/// the broken config names (found line by line when the file is not even TOML), then the
+/// default one (the broken config may name none, or one not used before).
+pub fn load_config(path: &Path) -> (Config, Vec<String>) {
     let error = match config::load(path) {
         Ok(config) => return (config, Vec::new()),
         Err(e) => e,
     };
     let mut errors = vec![format!("config error: {error}")];
-    let source = std::fs::read_to_string(path).ok();
+    let bytes = config::read(path).ok();
+    let source = bytes.as_deref().map(String::from_utf8_lossy);
     let salvage = config::salvage(source.as_deref());
-    let kept = State::last_good_path(&salvage.state_dir);
-    let config = match State::load_last_good(&salvage.state_dir)
-        .map(|text| config::parse(&kept, &text))
-    {
-        Some(Ok(config)) => {
-            errors.push(format!(
-                "falling back to the last good config {}: fix {} and restart watchkeeper",
-                kept.display(),
-                path.display()
-            ));
-            config
+    let mut looked: Vec<PathBuf> = Vec::new();
+    for dir in [
+        salvage.state_dir.clone(),
+        PathBuf::from(config::DEFAULT_STATE_DIR),
+    ] {
+        if looked.contains(&dir) {
+            continue;
         }
-        Some(Err(e)) => {
-            errors.push(format!(
-                "the last good config does not load either ({e}): supervising nothing, feeding the watchdog"
-            ));
-            salvage.into_config(path)
+        let kept = State::last_good_path(&dir);
+        match State::load_last_good(&dir) {
+            Ok(Some(text)) => match config::parse(&kept, &text) {
+                Ok(config) => {
+                    errors.push(format!(
+                        "falling back to the last good config {}: fix {} and restart watchkeeper",
+                        kept.display(),
+                        path.display()
+                    ));
+                    return (config, errors);
+                }
+                Err(e) => errors.push(format!("the last good config does not load either: {e}")),
+            },
+            Ok(None) => {}
+            Err(e) => errors.push(format!("cannot use the last good config: {e}")),
         }
-        None => {
-            errors.push(format!(
-                "no last good config in {}: supervising nothing, feeding the watchdog",
-                salvage.state_dir.display()
-            ));
-            salvage.into_config(path)
-        }
-    };
-    (config, errors)
+        looked.push(dir);
+    }
+    let looked: Vec<String> = looked.iter().map(|d| d.display().to_string()).collect();
+    errors.push(format!(
+        "no usable last good config in {}: supervising nothing, feeding the watchdog",
+        looked.join(" or ")
+    ));
+    (salvage.into_config(path), errors)
 }
 
 fn open_watchdog(config: &Config) -> (Option<Box<dyn Watchdog>>, Option<u32>) {

@@ -20,8 +20,6 @@ use crate::history::{Boot, BootStart, History, TEXT_MAX};
 const HISTORY: &str = "history";
 const HISTORY_CORRUPT: &str = "history.corrupt";
 const LAST_GOOD: &str = "last-good.toml";
-/// Largest config file kept as the last good one.
-pub const MAX_CONFIG_LEN: usize = 1024 * 1024;
 
 /// A state directory problem: which file, what was being done, and the OS error.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,9 +199,10 @@ impl State {
         atomic::replace(dir, HISTORY, self.scratch.as_bytes(), true).map_err(error)
     }
 
-    /// Keeps `source` as the last config that loaded, unless it already is.
+    /// Keeps `source` as the last config that loaded, unless it already is. `source` was
+    /// accepted by the config parser, so it is within the read-back limit.
     pub fn save_last_good(&self, source: &str) -> Result<(), StateError> {
-        if Self::load_last_good(&self.path).as_deref() == Some(source) {
+        if Self::load_last_good(&self.path).is_ok_and(|kept| kept.as_deref() == Some(source)) {
             return Ok(());
         }
         let error = |errno| StateError {
@@ -215,13 +214,29 @@ impl State {
         atomic::replace(dir, LAST_GOOD, source.as_bytes(), true).map_err(error)
     }
 
-    /// The last config that loaded, if one was kept in the state directory at `path`.
-    pub fn load_last_good(path: &Path) -> Option<String> {
-        let dir = open_dir(path).ok()?;
-        let mut buf = vec![0u8; MAX_CONFIG_LEN];
-        let len = atomic::read(&dir, LAST_GOOD, &mut buf).ok()??;
+    /// The last config that loaded, if one was kept in the state directory at `path`
+    /// (`Ok(None)`: none was). One that cannot be read is an error, never silently absent:
+    /// a directory, FIFO or symlink in its place, a file over
+    /// [`crate::limits::MAX_CONFIG_LEN`] (`EFBIG`), or bytes that are not UTF-8 (`EILSEQ`).
+    pub fn load_last_good(path: &Path) -> Result<Option<String>, StateError> {
+        let error = |errno| StateError {
+            path: path.join(LAST_GOOD),
+            doing: "reading the last good config",
+            errno,
+        };
+        let dir = match open_dir(path) {
+            Ok(dir) => dir,
+            Err(e) if e.errno == Errno::ENOENT => return Ok(None),
+            Err(e) => return Err(error(e.errno)),
+        };
+        let mut buf = vec![0u8; crate::limits::MAX_CONFIG_LEN];
+        let Some(len) = atomic::read(&dir, LAST_GOOD, &mut buf).map_err(error)? else {
+            return Ok(None);
+        };
         buf.truncate(len);
-        String::from_utf8(buf).ok()
+        String::from_utf8(buf)
+            .map(Some)
+            .map_err(|_| error(Errno::EILSEQ))
     }
 
     /// Where the last good config is kept.
@@ -277,12 +292,41 @@ mod tests {
     fn last_good_config_round_trips() {
         let path = dir("lastgood");
         let (state, _) = State::open(&path).unwrap();
-        assert_eq!(State::load_last_good(&path), None);
+        assert_eq!(State::load_last_good(&path), Ok(None));
         state.save_last_good("[watchdog]\n").unwrap();
         assert_eq!(
-            State::load_last_good(&path).as_deref(),
+            State::load_last_good(&path).unwrap().as_deref(),
             Some("[watchdog]\n")
         );
+        std::fs::remove_dir_all(path).unwrap();
+    }
+
+    #[test]
+    fn a_last_good_config_that_cannot_be_read_is_an_error_not_absent() {
+        let path = dir("lastgood-bad");
+        let (state, _) = State::open(&path).unwrap();
+        let kept = path.join(LAST_GOOD);
+        std::fs::write(&kept, vec![b'#'; crate::limits::MAX_CONFIG_LEN + 1]).unwrap();
+        assert_eq!(
+            State::load_last_good(&path).map_err(|e| e.errno),
+            Err(Errno::EFBIG)
+        );
+        std::fs::write(&kept, b"# caf\xe9\n").unwrap();
+        assert_eq!(
+            State::load_last_good(&path).map_err(|e| e.errno),
+            Err(Errno::EILSEQ)
+        );
+        std::fs::remove_file(&kept).unwrap();
+        std::fs::create_dir(&kept).unwrap();
+        assert!(State::load_last_good(&path).is_err());
+        // A good config replaces what cannot be read.
+        std::fs::remove_dir(&kept).unwrap();
+        state.save_last_good("[watchdog]\n").unwrap();
+        assert_eq!(
+            State::load_last_good(&path).unwrap().as_deref(),
+            Some("[watchdog]\n")
+        );
+        assert_eq!(State::load_last_good(&path.join("missing")), Ok(None));
         std::fs::remove_dir_all(path).unwrap();
     }
 }

@@ -369,6 +369,7 @@ timeout = "1s"
 grace = "2s"
 reset_after = "30s"
 repair = ["/bin/true"]
+repair_timeout = "5s"
 repair_backoff = "500ms"
 repair_backoff_max = "1s"
 max_repairs = 100
