@@ -109,7 +109,7 @@ pub fn start_time(pid: i32) -> Option<u64> {
 
 /// Field 22 of `/proc/PID/stat`; the command name (field 2) may hold spaces and parens,
 /// so fields are counted after its last ')'.
-fn parse_start_time(stat: &[u8]) -> Option<u64> {
+pub fn parse_start_time(stat: &[u8]) -> Option<u64> {
     let close = stat.iter().rposition(|b| *b == b')')?;
     let rest = core::str::from_utf8(&stat[close + 1..]).ok()?;
     let mut fields = rest.split_ascii_whitespace();
