@@ -1172,9 +1172,6 @@ fn config_properties(result: Result<config::Config, config::ConfigError>) -> Out
     match result {
         Err(e) => {
             let shown = e.to_string();
-            // INTEGRATOR: on main, errors without a place fail here (a NUL byte, invalid
-            // UTF-8, "nothing to supervise", a gpio LED without line, a sysfs LED without
-            // name); the config branch gives every error its place. Do not weaken this.
             if !has_place(&shown) {
                 return fail("config error without file:line:col", shown);
             }
@@ -1748,24 +1745,30 @@ fn snapshot_text(rng: &mut Rng) -> Vec<u8> {
             "",
         ])
         .to_string();
+    let version = rng.pick(&["2", "2", "2", "1", "3", "x"]).to_string();
     let mut text = format!(
-        "watchkeeper-status 1\nagent\t{pid}\t{}\t{}\t{}\t{}\t{}\n",
+        "watchkeeper-status {version}\nagent\t{pid}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
         rng.pick(NUMBERS),
-        rng.pick(&["off", "steady", "code 3", "\"led\"", "a\\b", "\u{1}"]),
+        rng.pick(&["", "x", "0f0e-boot", "\\t", "\\x1b[2J"]),
+        rng.pick(NUMBERS),
+        rng.pick(&["off", "steady", "code 3", "\"led\"", "a\\\\b", "\u{1}"]),
         rng.pick(&["0", "1", "2", ""]),
         rng.pick(&["0", "1", "yes"]),
         rng.pick(&[
             "/etc/watchkeeper.toml",
             "/a \"b\"",
-            "/c\\d",
+            "/c\\\\d",
+            "/\\x1b[2J",
             "/\u{1b}[2J",
+            "/\\xff\\t",
             "/é😀"
         ]),
     );
-    for i in 0..rng.below(5) {
+    let count = rng.below(5);
+    for i in 0..count {
         text.push_str(&format!(
             "component\t{}\t{}\t{}\t{}\t{}\t{}\n",
-            rng.pick(&["sensor", "a\"b", "c\\d", "\u{7f}", ""]),
+            rng.pick(&["sensor", "a\"b", "c\\\\d", "\u{7f}", "", "\\n"]),
             rng.pick(&[
                 (i + 1).to_string().as_str(),
                 "0",
@@ -1779,14 +1782,16 @@ fn snapshot_text(rng: &mut Rng) -> Vec<u8> {
             rng.pick(NUMBERS),
             rng.pick(&["0", "3", "-1", "x", "1}", "18446744073709551616"]),
             rng.pick(&[
-                "-",
+                "",
                 "heartbeat silent for 10 s",
-                "\"quoted\\\"",
+                "\"quoted\\\\\"",
                 "\u{0}\u{1f}",
-                ""
+                "\\x00\\x1f"
             ]),
         ));
     }
+    let listed = if rng.one_in(8) { count + 1 } else { count };
+    text.push_str(&format!("end\t{listed}\t{}\n", rng.pick(&["0", "3", "x"])));
     text.into_bytes()
 }
 
@@ -1815,16 +1820,13 @@ fn mutate_snapshot(rng: &mut Rng, pool: &[Vec<u8>]) -> Vec<u8> {
     join_lines(&lines)
 }
 
-// ===== INTEGRATOR: the status snapshot parser ===========================================
-// `status::parse_snapshot` is private on main; another branch moves it into
-// `src/snapshot.rs`. Point this one function at the new module's parser (and keep the JSON
-// property below). Until then it reaches the parser through `status::render`, which reads
-// the snapshot from `run_dir/status`.
+/// The snapshot as `status` meets it: the parser on its own (which must never panic), then
+/// the whole command reading the file from `run_dir/status`, as text or JSON.
 fn snapshot_parser(dirs: &Dirs, input: &[u8], json: bool) -> String {
+    let _ = watchkeeper::snapshot::parse(input);
     let _ = std::fs::write(dirs.run.join("status"), input);
     status::render(&dirs.run, &dirs.status_state, json)
 }
-// ========================================================================================
 
 fn check_snapshot(dirs: &Dirs, input: &[u8]) -> Outcome {
     let text = snapshot_parser(dirs, input, false);
