@@ -25,7 +25,7 @@ use crate::led::{FaultLed, PinError};
 use crate::limits::{MAX_COMPONENTS, MAX_NAME_LEN, MAX_REASON_LEN, MAX_STATUS_LEN};
 use crate::pattern::Pattern;
 use crate::repair::{self, Repairs};
-use crate::rundir::RunDir;
+use crate::rundir::{Checked, RunDir};
 use crate::state::State;
 use crate::supervisor::{
     Action, Cause, FALLBACK_TIMEOUTS, Observation, Policy, Process, Settings, Supervisor, Withheld,
@@ -138,7 +138,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             hardware_timeout,
         };
         let mut sup = Box::new(Supervisor::new(settings, now, parts.hold_until, parts.seed));
-        sup.set_fault(parts.fault);
+        sup.set_fault(parts.fault || parts.run.broken().is_some() || parts.state.fault());
         let mut watched = Vec::with_capacity(config.components.len());
         let mut names = Vec::with_capacity(config.components.len());
         for c in &config.components {
@@ -250,6 +250,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
     }
 
     fn pass(&mut self, now: Instant) {
+        self.check_dirs(now);
         if self.parts.run.take_clear_hold_request() {
             if self.sup.in_hold() {
                 self.sup.clear_hold();
@@ -304,6 +305,29 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             let action = self.actions[i];
             self.act(now, action);
         }
+    }
+
+    /// Notices the run or state directory broken, replaced or repaired; shows the fault
+    /// pattern while either is unusable. After the run directory comes back, its problem
+    /// files and status snapshot are written again.
+    fn check_dirs(&mut self, now: Instant) {
+        if self.parts.run.check() == Checked::Restored {
+            for index in self.sup.indices() {
+                let Some(cause) = self.sup.view(index).and_then(|v| v.cause) else {
+                    continue;
+                };
+                let reason = self.reason(index, cause);
+                let name = self.name(index);
+                if let Err(e) = self.parts.run.mark_problem(name, &reason) {
+                    log::error!("component {name}: cannot mark the problem: {}", e.desc());
+                }
+            }
+            self.written_generation = None;
+        }
+        self.parts.state.check(now);
+        self.sup.set_fault(
+            self.parts.fault || self.parts.run.broken().is_some() || self.parts.state.fault(),
+        );
     }
 
     fn scan_hearts(&mut self, now: Instant) {
@@ -561,7 +585,9 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
         let _ = name.push_str(self.name(component));
         let uptime = self.parts.clock.uptime();
         if let Err(e) = self.parts.state.record_forced_reset(&name, &reason, uptime) {
-            log::error!("could not record the reset reason: {e}");
+            log::error!(
+                "could not record the reset reason (component {name}: {reason}) in the reset history: {e}; the next boot will not know why it was reset"
+            );
         }
         self.led_set(true);
         log::error!("forcing a board reset: component {name}: {reason}");

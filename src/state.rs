@@ -2,8 +2,15 @@
 //!
 //! Lives on persistent storage (default `/var/lib/watchkeeper`). Every write goes through
 //! [`atomic::replace`] with fsyncs, so a power cut at any instant leaves each file whole.
-//! A history file that does not parse is kept aside as `history.corrupt` (nothing is
-//! lost) and a fresh history starts; the agent never refuses to run because of it.
+//! A history that cannot be used (garbage, too large, a directory, a symlink, a FIFO,
+//! unreadable) is moved aside as `history.corrupt` (or removed when even that fails) and a
+//! fresh history starts; the agent never refuses to run because of it.
+//!
+//! A directory that cannot be written (read-only, full, deleted, replaced) never stops the
+//! agent: [`State::fault`] says so for the LED, each failed write is reported by its caller
+//! with what could not be recorded, and [`State::check`] (every pass, allocation-free)
+//! notices the directory replaced or deleted, recreates it and rewrites the history, and
+//! retries a failed write now and then.
 
 use core::fmt;
 use core::time::Duration;
@@ -11,17 +18,30 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
+use nix::fcntl::{AT_FDCWD, AtFlags, OFlag};
 use nix::sys::stat::Mode;
+use nix::sys::statvfs::FsFlags;
+use nix::unistd::UnlinkatFlags;
 
-use crate::atomic;
+use crate::atomic::{self, libc_mode};
 use crate::history::{Boot, BootStart, History, TEXT_MAX};
+use crate::time::Instant;
 
 const HISTORY: &str = "history";
 const HISTORY_CORRUPT: &str = "history.corrupt";
 const LAST_GOOD: &str = "last-good.toml";
+const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 /// Largest config file kept as the last good one.
 pub const MAX_CONFIG_LEN: usize = 1024 * 1024;
+/// How often a history write that failed (a full disk, say) is tried again.
+const WRITE_RETRY: Duration = Duration::from_secs(30);
+
+/// The kernel's random id of the running boot, as the history records it ("unknown" if
+/// the kernel does not say). `status` compares it with the records to find this boot.
+pub fn boot_id() -> String {
+    std::fs::read_to_string(BOOT_ID)
+        .map_or_else(|_| "unknown".to_owned(), |id| id.trim().to_owned())
+}
 
 /// A state directory problem: which file, what was being done, and the OS error.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,15 +80,35 @@ pub struct State {
     /// The directory, or why it cannot be used (then the history lives in memory only,
     /// and every write reports that error).
     dir: Result<OwnedFd, Errno>,
+    /// (device, inode) of `dir` when opened, to notice the path replaced or deleted.
+    dir_id: (u64, u64),
+    /// The history was read from this directory, so rewriting it there loses nothing; a
+    /// directory that could not be read at startup is never written over.
+    owned: bool,
+    read_only: bool,
+    /// Why the last history write failed: the file on disk is behind the one in memory.
+    unwritten: Option<Errno>,
+    retry_at: Instant,
     history: History,
     scratch: Box<heapless::String<TEXT_MAX>>,
+}
+
+/// Where an unusable history went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Aside {
+    /// Renamed to this path: nothing is lost.
+    Kept(PathBuf),
+    /// Renaming failed, so it was removed.
+    Removed,
+    /// Neither worked: it is still in the way, and writing the history will fail.
+    Stuck(Errno),
 }
 
 /// What opening the state directory found that the operator should hear about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finding {
-    /// The history did not parse; it was kept aside under this path.
-    CorruptHistoryKept { path: PathBuf, defect: String },
+    /// The history could not be used (`defect` says why): moved aside, a fresh one starts.
+    UnreadableHistory { defect: String, aside: Aside },
 }
 
 fn open_dir(path: &Path) -> Result<OwnedFd, StateError> {
@@ -84,20 +124,65 @@ fn open_dir(path: &Path) -> Result<OwnedFd, StateError> {
     })
 }
 
-fn read_history(dir: &OwnedFd, path: &Path) -> Result<Result<History, String>, StateError> {
+/// The history in `dir`, or what is wrong with it in the operator's words.
+fn read_history(dir: &OwnedFd) -> Result<History, String> {
+    match nix::sys::stat::fstatat(dir, HISTORY, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Err(Errno::ENOENT) => return Ok(History::default()),
+        Ok(st) if st.st_mode & libc_mode::S_IFMT != libc_mode::S_IFREG => {
+            return Err(format!(
+                "it is {}, not a regular file",
+                atomic::kind(st.st_mode)
+            ));
+        }
+        _ => {}
+    }
     let mut buf = vec![0u8; TEXT_MAX];
-    let len = atomic::read(dir, HISTORY, &mut buf).map_err(|errno| StateError {
-        path: path.join(HISTORY),
-        doing: "reading the reset history",
-        errno,
-    })?;
-    let Some(len) = len else {
-        return Ok(Ok(History::default()));
+    let len = match atomic::read(dir, HISTORY, &mut buf) {
+        Ok(Some(len)) => len,
+        Ok(None) => return Ok(History::default()),
+        Err(Errno::EFBIG) => {
+            return Err(format!(
+                "it is larger than the {TEXT_MAX} bytes a history can take"
+            ));
+        }
+        Err(Errno::ELOOP | Errno::EINVAL) => {
+            return Err("it is not a regular file".to_owned());
+        }
+        Err(e) => return Err(format!("it cannot be read: {}", e.desc())),
     };
-    Ok(match core::str::from_utf8(&buf[..len]) {
-        Ok(text) => History::parse(text).map_err(|e| e.to_string()),
-        Err(_) => Err("not UTF-8 text".to_owned()),
-    })
+    match core::str::from_utf8(&buf[..len]) {
+        Ok(text) => History::parse(text).map_err(|e| format!("it does not parse: {e}")),
+        Err(_) => Err("it is not UTF-8 text".to_owned()),
+    }
+}
+
+/// Gets an unusable history out of the way: renamed aside, else removed.
+fn put_aside(dir: &OwnedFd, path: &Path) -> Aside {
+    if nix::fcntl::renameat(dir, HISTORY, dir, HISTORY_CORRUPT).is_ok() {
+        return Aside::Kept(path.join(HISTORY_CORRUPT));
+    }
+    let removed = nix::unistd::unlinkat(dir, HISTORY, UnlinkatFlags::NoRemoveDir)
+        .or_else(|_| nix::unistd::unlinkat(dir, HISTORY, UnlinkatFlags::RemoveDir));
+    match removed {
+        Ok(()) => Aside::Removed,
+        Err(e) => Aside::Stuck(e),
+    }
+}
+
+/// Opens the directory at `path` (creating it and its parents), allocation-free.
+fn reopen(path: &Path) -> Result<(OwnedFd, (u64, u64)), Errno> {
+    atomic::make_dirs(path)?;
+    let fd = nix::fcntl::open(
+        path,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )?;
+    let id = atomic::identity(&fd)?;
+    Ok((fd, id))
+}
+
+fn read_only(dir: &OwnedFd) -> bool {
+    nix::sys::statvfs::fstatvfs(dir).is_ok_and(|v| v.flags().contains(FsFlags::ST_RDONLY))
 }
 
 impl State {
@@ -109,26 +194,29 @@ impl State {
             errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
         })?;
         let dir = open_dir(path)?;
-        let (history, finding) = match read_history(&dir, path)? {
+        let dir_id = atomic::identity(&dir).map_err(|errno| StateError {
+            path: path.to_owned(),
+            doing: "opening the state directory",
+            errno,
+        })?;
+        let (history, finding) = match read_history(&dir) {
             Ok(history) => (history, None),
             Err(defect) => {
-                nix::fcntl::renameat(&dir, HISTORY, &dir, HISTORY_CORRUPT).map_err(|errno| {
-                    StateError {
-                        path: path.join(HISTORY),
-                        doing: "keeping the unreadable history aside",
-                        errno,
-                    }
-                })?;
-                let kept = path.join(HISTORY_CORRUPT);
+                let aside = put_aside(&dir, path);
                 (
                     History::default(),
-                    Some(Finding::CorruptHistoryKept { path: kept, defect }),
+                    Some(Finding::UnreadableHistory { defect, aside }),
                 )
             }
         };
         let state = State {
+            read_only: read_only(&dir),
+            unwritten: None,
             path: path.to_owned(),
             dir: Ok(dir),
+            dir_id,
+            owned: true,
+            retry_at: Instant::ZERO,
             history,
             scratch: Box::default(),
         };
@@ -141,6 +229,11 @@ impl State {
         State {
             path: path.to_owned(),
             dir: Err(errno),
+            dir_id: (0, 0),
+            owned: false,
+            read_only: false,
+            unwritten: None,
+            retry_at: Instant::NEVER,
             history: History::default(),
             scratch: Box::default(),
         }
@@ -148,27 +241,36 @@ impl State {
 
     /// Reads the history without creating or changing anything (for `status`).
     pub fn read_only(path: &Path) -> Result<Result<History, String>, StateError> {
-        read_history(&open_dir(path)?, path)
+        Ok(read_history(&open_dir(path)?))
     }
 
     pub fn history(&self) -> &History {
         &self.history
     }
 
-    /// Records the start of this boot (see [`History::start_boot`]) and persists it.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// True while reset reasons cannot be recorded (show the fault pattern).
+    pub fn fault(&self) -> bool {
+        self.dir.is_err() || self.read_only || self.unwritten.is_some()
+    }
+
+    /// Records the start of this boot (see [`History::start_boot`]) and persists it. The
+    /// previous boot's end is returned even when the write fails: it is logged either way.
     pub fn start_boot(
         &mut self,
         boot_id: &str,
         wall: i64,
         watchdog_fired: bool,
-    ) -> Result<Started, StateError> {
+    ) -> (Started, Result<(), StateError>) {
         let started = match self.history.start_boot(boot_id, wall, watchdog_fired) {
             BootStart::First => Started::First,
             BootStart::After(previous) => Started::After(Box::new(previous.clone())),
             BootStart::Restarted => Started::Restarted,
         };
-        self.persist()?;
-        Ok(started)
+        (started, self.persist())
     }
 
     /// Records the reason for the reset about to be forced, durably. Allocation-free.
@@ -188,17 +290,88 @@ impl State {
         self.persist()
     }
 
+    /// Notices the state directory deleted, replaced or remounted read-only, recreates it
+    /// and rewrites the history, and retries a failed write every [`WRITE_RETRY`]. Logs
+    /// each change once. Called every pass: when all is well, one fstatat(2) and one
+    /// fstatvfs(2), no allocation.
+    pub fn check(&mut self, now: Instant) {
+        let before = (
+            self.dir.as_ref().err().copied(),
+            self.read_only,
+            self.unwritten,
+        );
+        if let Ok(dir) = &self.dir {
+            if atomic::still_at(AT_FDCWD, self.path.as_path(), self.dir_id) {
+                self.read_only = read_only(dir);
+            } else {
+                log::warn!(
+                    "the state directory {} was removed or replaced: recreating it and rewriting the reset history",
+                    self.path.display()
+                );
+                self.dir = Err(Errno::ENOENT);
+                self.retry_at = now;
+            }
+        }
+        if self.owned
+            && self.dir.is_err()
+            && let Ok((fd, id)) = reopen(&self.path)
+        {
+            self.read_only = read_only(&fd);
+            self.dir = Ok(fd);
+            self.dir_id = id;
+            self.unwritten = Some(Errno::ENOENT);
+        }
+        if self.dir.is_ok() && !self.read_only && self.unwritten.is_some() && now >= self.retry_at {
+            self.retry_at = now.saturating_add(WRITE_RETRY);
+            let _ = self.write_history();
+        }
+        if (
+            self.dir.as_ref().err().copied(),
+            self.read_only,
+            self.unwritten,
+        ) != before
+        {
+            self.log_health();
+        }
+    }
+
+    fn log_health(&self) {
+        let path = self.path.display();
+        let why = match (&self.dir, self.read_only, self.unwritten) {
+            (Err(e), _, _) => e.desc(),
+            (Ok(_), true, _) => "it is on a read-only filesystem",
+            (Ok(_), false, Some(e)) => e.desc(),
+            (Ok(_), false, None) => {
+                log::warn!(
+                    "the state directory {path} works again: the reset history is written, reset reasons are recorded"
+                );
+                return;
+            }
+        };
+        log::error!(
+            "the state directory {path} cannot be written ({why}): reset reasons cannot be recorded until it can; supervision and feeding go on"
+        );
+    }
+
     fn persist(&mut self) -> Result<(), StateError> {
-        let error = |errno| StateError {
+        self.write_history().map_err(|errno| StateError {
             path: self.path.join(HISTORY),
             doing: "writing the reset history",
             errno,
-        };
+        })
+    }
+
+    /// Writes the whole history, allocation-free; remembers a failure for [`State::fault`].
+    fn write_history(&mut self) -> Result<(), Errno> {
         self.history
             .write_text(&mut self.scratch)
-            .map_err(|_| error(Errno::EOVERFLOW))?;
-        let dir = self.dir.as_ref().map_err(|e| error(*e))?;
-        atomic::replace(dir, HISTORY, self.scratch.as_bytes(), true).map_err(error)
+            .map_err(|_| Errno::EOVERFLOW)?;
+        let written = match &self.dir {
+            Ok(dir) => atomic::replace(dir, HISTORY, self.scratch.as_bytes(), true),
+            Err(e) => Err(*e),
+        };
+        self.unwritten = written.err();
+        written
     }
 
     /// Keeps `source` as the last config that loaded, unless it already is.
@@ -245,12 +418,12 @@ mod tests {
         let path = dir("reopen");
         let (mut state, finding) = State::open(&path).unwrap();
         assert!(finding.is_none());
-        state.start_boot("boot-a", 1, false).unwrap();
+        state.start_boot("boot-a", 1, false).1.unwrap();
         state
             .record_forced_reset("sensor", "heartbeat silent", Duration::from_secs(5))
             .unwrap();
         let (mut state, _) = State::open(&path).unwrap();
-        let Started::After(previous) = state.start_boot("boot-b", 2, false).unwrap() else {
+        let (Started::After(previous), Ok(())) = state.start_boot("boot-b", 2, false) else {
             panic!()
         };
         assert_eq!(previous.component, "sensor");
@@ -264,12 +437,110 @@ mod tests {
         std::fs::create_dir_all(&path).unwrap();
         std::fs::write(path.join(HISTORY), b"garbage\n").unwrap();
         let (state, finding) = State::open(&path).unwrap();
-        assert!(matches!(finding, Some(Finding::CorruptHistoryKept { .. })));
+        let Some(Finding::UnreadableHistory { defect, aside }) = finding else {
+            panic!("{finding:?}")
+        };
+        assert!(defect.contains("does not parse"), "{defect}");
+        assert_eq!(aside, Aside::Kept(path.join(HISTORY_CORRUPT)));
         assert_eq!(
             std::fs::read(path.join(HISTORY_CORRUPT)).unwrap(),
             b"garbage\n"
         );
         assert_eq!(state.history().boots().len(), 0);
+        std::fs::remove_dir_all(path).unwrap();
+    }
+
+    #[test]
+    fn any_unusable_history_is_moved_aside_and_a_new_one_written() {
+        type Make = fn(&Path);
+        let cases: [(&str, Make, &str); 5] = [
+            ("dir", |p| std::fs::create_dir(p).unwrap(), "a directory"),
+            (
+                "link",
+                |p| std::os::unix::fs::symlink("/etc/hostname", p).unwrap(),
+                "a symbolic link",
+            ),
+            (
+                "fifo",
+                |p| nix::unistd::mkfifo(p, Mode::from_bits_truncate(0o600)).unwrap(),
+                "a FIFO",
+            ),
+            (
+                "huge",
+                |p| std::fs::write(p, vec![b'x'; TEXT_MAX + 1]).unwrap(),
+                "larger than",
+            ),
+            (
+                "binary",
+                |p| std::fs::write(p, [0xff, 0xfe, 0]).unwrap(),
+                "UTF-8",
+            ),
+        ];
+        for (tag, make, words) in cases {
+            let path = dir(tag);
+            std::fs::create_dir_all(&path).unwrap();
+            make(&path.join(HISTORY));
+            let (mut state, finding) = State::open(&path).unwrap();
+            let Some(Finding::UnreadableHistory { defect, aside }) = finding else {
+                panic!("{tag}: {finding:?}")
+            };
+            assert!(defect.contains(words), "{tag}: {defect}");
+            assert_eq!(aside, Aside::Kept(path.join(HISTORY_CORRUPT)), "{tag}");
+            assert_eq!(state.start_boot("boot-a", 1, false).1, Ok(()), "{tag}");
+            assert!(!state.fault(), "{tag}");
+            assert_eq!(State::read_only(&path).unwrap().unwrap().boots().len(), 1);
+            std::fs::remove_dir_all(path).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_history_that_cannot_be_kept_aside_is_removed() {
+        let path = dir("inway");
+        std::fs::create_dir_all(path.join(HISTORY_CORRUPT).join("full")).unwrap();
+        std::fs::write(path.join(HISTORY), b"garbage\n").unwrap();
+        let (mut state, finding) = State::open(&path).unwrap();
+        assert!(
+            matches!(
+                finding,
+                Some(Finding::UnreadableHistory {
+                    aside: Aside::Removed,
+                    ..
+                })
+            ),
+            "{finding:?}"
+        );
+        assert_eq!(state.start_boot("boot-a", 1, false).1, Ok(()));
+        std::fs::remove_dir_all(path).unwrap();
+    }
+
+    #[test]
+    fn a_deleted_state_directory_is_recreated_with_the_history() {
+        let path = dir("deleted");
+        let (mut state, _) = State::open(&path).unwrap();
+        state.start_boot("boot-a", 1, false).1.unwrap();
+        std::fs::remove_dir_all(&path).unwrap();
+        state.check(Instant::from_millis(1));
+        assert!(!state.fault());
+        assert_eq!(State::read_only(&path).unwrap().unwrap().boots().len(), 1);
+        std::fs::remove_dir_all(path).unwrap();
+    }
+
+    #[test]
+    fn a_failed_write_is_a_fault_until_a_retry_succeeds() {
+        let path = dir("retry");
+        let (mut state, _) = State::open(&path).unwrap();
+        // A directory where the history goes makes every write fail.
+        std::fs::create_dir_all(path.join(HISTORY).join("x")).unwrap();
+        assert!(state.start_boot("boot-a", 1, false).1.is_err());
+        assert!(state.fault());
+        state.check(Instant::from_millis(1));
+        assert!(state.fault());
+        std::fs::remove_dir_all(path.join(HISTORY)).unwrap();
+        state.check(Instant::from_millis(2));
+        assert!(state.fault(), "retried only every WRITE_RETRY");
+        state.check(Instant::from_millis(2).saturating_add(WRITE_RETRY));
+        assert!(!state.fault());
+        assert_eq!(State::read_only(&path).unwrap().unwrap().boots().len(), 1);
         std::fs::remove_dir_all(path).unwrap();
     }
 

@@ -194,7 +194,7 @@ max_repairs = 100
     let shortened = Rc::new(Cell::new(false));
     let level = Rc::new(Cell::new(false));
     let (mut state, _) = State::open(&config.agent.state_dir).unwrap();
-    state.start_boot("no-alloc-boot", 0, false).unwrap();
+    state.start_boot("no-alloc-boot", 0, false).1.unwrap();
     let parts = Parts {
         watchdog: Some(Box::new(FakeWatchdog {
             feeds: feeds.clone(),
@@ -209,7 +209,7 @@ max_repairs = 100
         ),
         clock: SimClock { now: now.clone() },
         state,
-        run: RunDir::open(&config.agent.run_dir).unwrap(),
+        run: RunDir::open(&config.agent.run_dir),
         agent_binary: PathBuf::from(env!("CARGO_BIN_EXE_watchkeeper")),
         fault: false,
         hold_until: Some(Instant::from_millis(60_000)),
