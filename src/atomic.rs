@@ -6,7 +6,7 @@
 //! worst a stray temporary file, which the next write replaces. Nothing allocates: names
 //! are formatted into stack buffers and the directory is an fd opened at startup.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use nix::NixPath;
@@ -144,6 +144,30 @@ pub fn make_dirs(path: &Path) -> Result<(), Errno> {
         }
         Err(e) => Err(e),
     }
+}
+
+/// Opens the directory `dir/name` without following a symlink (refused with `ELOOP`, which
+/// Linux reports as `ENOTDIR` under `O_DIRECTORY`). Non-blocking, so a FIFO in its place
+/// cannot stall the caller.
+pub fn open_dir_at(
+    dir: impl AsFd + Copy,
+    name: &(impl NixPath + ?Sized),
+) -> Result<OwnedFd, Errno> {
+    nix::fcntl::openat(
+        dir,
+        name,
+        OFlag::O_RDONLY
+            | OFlag::O_DIRECTORY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_NONBLOCK
+            | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| {
+        let link = nix::sys::stat::fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+            .is_ok_and(|st| st.st_mode & libc_mode::S_IFMT == libc_mode::S_IFLNK);
+        if link { Errno::ELOOP } else { e }
+    })
 }
 
 /// The (device, inode) identity of an open file, to tell whether a path still names it.

@@ -110,21 +110,9 @@ pub enum Checked {
     Broke,
 }
 
-fn open_dir_at(
-    dir: impl std::os::fd::AsFd + Copy,
-    name: &(impl nix::NixPath + ?Sized),
-) -> Result<OwnedFd, Errno> {
-    nix::fcntl::openat(
-        dir,
-        name,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-}
-
 fn open_dir(path: &Path) -> Result<OwnedFd, Errno> {
     atomic::make_dirs(path)?;
-    open_dir_at(AT_FDCWD, path)
+    atomic::open_dir_at(AT_FDCWD, path)
 }
 
 impl RunDir {
@@ -159,7 +147,9 @@ impl RunDir {
         }
         let problems =
             match nix::sys::stat::mkdirat(&dir.fd, PROBLEMS, Mode::from_bits_truncate(0o755)) {
-                Ok(()) | Err(Errno::EEXIST) => open_dir_at(&dir.fd, PROBLEMS).and_then(Held::new),
+                Ok(()) | Err(Errno::EEXIST) => {
+                    atomic::open_dir_at(&dir.fd, PROBLEMS).and_then(Held::new)
+                }
                 Err(e) => Err(e),
             };
         let problems = problems.map_err(at(Part::Problems));

@@ -179,6 +179,9 @@ pub fn run(config_path: &Path, agent_binary: &Path) -> String {
             "could not record the start of this boot (boot id {this_boot}) in the reset history: {e}; if this boot ends in a reset, the next one will not know how it ended"
         );
     }
+    if state.fault() {
+        state.log_health();
+    }
     if let Some(bits) = boot_status.filter(|bits| *bits != 0) {
         log::warn!("watchdog boot status: {}", BootStatus(bits));
     }

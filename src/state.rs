@@ -18,8 +18,7 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{AT_FDCWD, AtFlags, OFlag};
-use nix::sys::stat::Mode;
+use nix::fcntl::{AT_FDCWD, AtFlags};
 use nix::sys::statvfs::FsFlags;
 use nix::unistd::UnlinkatFlags;
 
@@ -53,13 +52,12 @@ pub struct StateError {
 
 impl fmt::Display for StateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}: {}: {}",
-            self.path.display(),
-            self.doing,
-            self.errno.desc()
-        )
+        let why = match self.errno {
+            Errno::ELOOP => "it is a symbolic link, which is never followed",
+            Errno::EEXIST | Errno::ENOTDIR => "it, or a directory above it, is not a directory",
+            e => e.desc(),
+        };
+        write!(f, "{}: {}: {why}", self.path.display(), self.doing)
     }
 }
 
@@ -112,12 +110,7 @@ pub enum Finding {
 }
 
 fn open_dir(path: &Path) -> Result<OwnedFd, StateError> {
-    nix::fcntl::open(
-        path,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|errno| StateError {
+    atomic::open_dir_at(AT_FDCWD, path).map_err(|errno| StateError {
         path: path.to_owned(),
         doing: "opening the state directory",
         errno,
@@ -172,11 +165,7 @@ fn put_aside(dir: &OwnedFd, path: &Path) -> Aside {
 /// Opens the directory at `path` (creating it and its parents), allocation-free.
 fn reopen(path: &Path) -> Result<(OwnedFd, (u64, u64)), Errno> {
     atomic::make_dirs(path)?;
-    let fd = nix::fcntl::open(
-        path,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )?;
+    let fd = atomic::open_dir_at(AT_FDCWD, path)?;
     let id = atomic::identity(&fd)?;
     Ok((fd, id))
 }
@@ -312,14 +301,16 @@ impl State {
                 self.retry_at = now;
             }
         }
-        if self.owned
-            && self.dir.is_err()
-            && let Ok((fd, id)) = reopen(&self.path)
-        {
-            self.read_only = read_only(&fd);
-            self.dir = Ok(fd);
-            self.dir_id = id;
-            self.unwritten = Some(Errno::ENOENT);
+        if self.owned && self.dir.is_err() {
+            match reopen(&self.path) {
+                Ok((fd, id)) => {
+                    self.read_only = read_only(&fd);
+                    self.dir = Ok(fd);
+                    self.dir_id = id;
+                    self.unwritten = Some(Errno::ENOENT);
+                }
+                Err(e) => self.dir = Err(e),
+            }
         }
         if self.dir.is_ok() && !self.read_only && self.unwritten.is_some() && now >= self.retry_at {
             self.retry_at = now.saturating_add(WRITE_RETRY);
@@ -335,7 +326,8 @@ impl State {
         }
     }
 
-    fn log_health(&self) {
+    /// Logs why reset reasons cannot be recorded now, or that they can again.
+    pub fn log_health(&self) {
         let path = self.path.display();
         let why = match (&self.dir, self.read_only, self.unwritten) {
             (Err(e), _, _) => e.desc(),
@@ -406,6 +398,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::sys::stat::Mode;
 
     fn dir(tag: &str) -> PathBuf {
         let path = std::env::temp_dir().join(format!("wk-state-{tag}-{}", std::process::id()));
