@@ -9,6 +9,12 @@
 //! `fed` is touched after every successful feed: its mtime tells `status` (and any outside
 //! observer) when the watchdog was last fed. It is held open, so touching it is one
 //! futimens(2) that allocates nothing.
+//!
+//! The directory never stops the agent: one that cannot be used (a symlink, which is never
+//! followed; a file; read-only; a part of the wrong type) is reported, its writes fail
+//! without touching anything, and every pass tries again. Every pass also checks that the
+//! paths still name the held directory, `problems/` and `fed`, so one deleted or replaced
+//! at run time is noticed and recreated. All of it is allocation-free.
 
 use core::fmt::{self, Write as _};
 use std::os::fd::OwnedFd;

@@ -3,8 +3,10 @@
 //! Order matters: the config (or the last good one, or a salvaged minimum), then the
 //! watchdog device (the sooner it is open, the sooner the first feed), then the boot record
 //! (before anything else can go wrong), then everything else. No failure after the config
-//! stops the agent: a broken config, an unusable device or LED shows the fault pattern and
-//! the board is kept up, because an agent that exits in a loop resets boards for typos.
+//! stops the agent: a broken config, an unusable device or LED, a run or state directory
+//! that cannot be used shows the fault pattern and the board is kept up, because an agent
+//! that exits in a loop resets boards for typos. Every start logs how the previous boot
+//! ended, or why that is unknown.
 
 use std::path::Path;
 
