@@ -63,6 +63,24 @@ impl fmt::Display for StateError {
 
 impl std::error::Error for StateError {}
 
+/// A history write that failed in the loop: borrowed, so reporting it allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteError<'a> {
+    dir: &'a Path,
+    pub errno: Errno,
+}
+
+impl fmt::Display for WriteError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{HISTORY}: writing the reset history: {}",
+            self.dir.display(),
+            self.errno.desc()
+        )
+    }
+}
+
 /// How this start of the agent relates to the history.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Started {
@@ -262,21 +280,30 @@ impl State {
         (started, self.persist())
     }
 
-    /// Records the reason for the reset about to be forced, durably. Allocation-free.
+    /// Records the reason for the reset about to be forced, durably. Allocation-free,
+    /// also when it fails.
     pub fn record_forced_reset(
         &mut self,
         component: &str,
         reason: &str,
         uptime: Duration,
-    ) -> Result<(), StateError> {
+    ) -> Result<(), WriteError<'_>> {
         self.history.record_forced_reset(component, reason, uptime);
-        self.persist()
+        self.write_in_loop()
     }
 
-    /// Records that an operator cleared the hold in this boot, durably. Allocation-free.
-    pub fn record_hold_cleared(&mut self) -> Result<(), StateError> {
+    /// Records that an operator cleared the hold in this boot, durably. Allocation-free,
+    /// also when it fails.
+    pub fn record_hold_cleared(&mut self) -> Result<(), WriteError<'_>> {
         self.history.record_hold_cleared();
-        self.persist()
+        self.write_in_loop()
+    }
+
+    fn write_in_loop(&mut self) -> Result<(), WriteError<'_>> {
+        self.write_history().map_err(|errno| WriteError {
+            dir: &self.path,
+            errno,
+        })
     }
 
     /// Notices the state directory deleted, replaced or remounted read-only, recreates it
@@ -503,6 +530,33 @@ mod tests {
             "{finding:?}"
         );
         assert_eq!(state.start_boot("boot-a", 1, false).1, Ok(()));
+        std::fs::remove_dir_all(path).unwrap();
+    }
+
+    #[test]
+    fn a_history_stuck_in_the_way_is_a_fault_not_a_stop() {
+        let path = dir("stuck");
+        std::fs::create_dir_all(path.join(HISTORY).join("inside")).unwrap();
+        std::fs::create_dir_all(path.join(HISTORY_CORRUPT).join("inside")).unwrap();
+        let (mut state, finding) = State::open(&path).unwrap();
+        assert!(
+            matches!(
+                finding,
+                Some(Finding::UnreadableHistory {
+                    aside: Aside::Stuck(_),
+                    ..
+                })
+            ),
+            "{finding:?}"
+        );
+        assert!(state.start_boot("boot-a", 1, false).1.is_err());
+        assert!(state.fault());
+        let e = state.record_hold_cleared().unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("/history: writing the reset history: Is a directory"),
+            "{e}"
+        );
         std::fs::remove_dir_all(path).unwrap();
     }
 

@@ -537,17 +537,19 @@ fn previous_boot(state: &Path) {
     .unwrap();
 }
 
+/// Fills the filesystem of `dir`: what is there can be read, nothing new can be written.
+fn fill(dir: &Path) {
+    let mut filler = fs::File::create(dir.join("filler")).unwrap();
+    while std::io::Write::write_all(&mut filler, &[0u8; 4096]).is_ok() {}
+}
+
 #[test]
 fn state_disk_full_still_says_how_the_previous_boot_ended_and_shows_a_fault() {
     let sb = Sandbox::new("dirs-state-full");
     let (run, state) = dirs(&sb);
     let _tmpfs = Mount::tmpfs(&state, "64k");
     previous_boot(&state);
-    // Fill the filesystem: the history can be read, but nothing new can be written.
-    let mut filler = fs::File::create(state.join("filler")).unwrap();
-    let chunk = [0u8; 4096];
-    while std::io::Write::write_all(&mut filler, &chunk).is_ok() {}
-    drop(filler);
+    fill(&state);
     config(&sb, &run, &state);
     let mut agent = start(&sb);
     wait_log(
@@ -749,4 +751,44 @@ fn first_boot_says_there_is_no_record() {
         "previous boot: unknown: the previous boot left no record (first boot on record in",
     );
     assert_degraded_with_run_dir(&sb, &mut agent, &run, "healthy");
+}
+
+/// The reset path with a full state disk: the reset is still forced, and the log says
+/// exactly what could not be recorded. (This case ends with feeding stopped on purpose:
+/// that is how the reset happens.)
+#[test]
+fn forced_reset_with_a_full_state_disk_says_what_was_not_recorded() {
+    let sb = Sandbox::new("dirs-reset-full");
+    let (run, state) = dirs(&sb);
+    let _tmpfs = Mount::tmpfs(&state, "64k");
+    sb.config_text(&format!(
+        "{}[[component]]\nname = \"gone\"\nheartbeat = \"{d}/gone.beat\"\ntimeout = \"500ms\"\ngrace = \"500ms\"\nreset_after = \"1s\"\n",
+        sb.header(),
+        d = sb.dir.display()
+    ));
+    fill(&state);
+    let mut agent = start(&sb);
+    wait_log(
+        &sb,
+        &mut agent,
+        "could not record the reset reason (component gone: no heartbeat at",
+    );
+    wait_log(
+        &sb,
+        &mut agent,
+        "the next boot will not know why it was reset",
+    );
+    wait_log(&sb, &mut agent, "forcing a board reset: component gone");
+    wait_log(
+        &sb,
+        &mut agent,
+        "no watchdog device: a real one would now be set",
+    );
+    assert!(sb.log().contains("No space left on device"), "{}", sb.log());
+    sb.wait_for("status to show the reset", WAIT, || {
+        assert_running(&sb, &mut agent);
+        let status = sb.status_json();
+        status["agent"]["running"] == true && status["agent"]["led"] == "reset imminent"
+    });
+    assert!(run.join("problems/gone").is_file());
 }
