@@ -50,6 +50,26 @@ pub enum Part {
 pub struct Broken {
     pub part: Part,
     pub errno: Errno,
+    /// What is there instead, when the path exists but is of the wrong type.
+    pub found: Option<&'static str>,
+}
+
+impl Broken {
+    fn naming(self, found: Option<&'static str>) -> Broken {
+        Broken { found, ..self }
+    }
+}
+
+/// The type of what is at `dir/name` when it is neither missing nor of the `wanted` type.
+/// A symlink is left to `ELOOP`'s own message (it is refused whatever it points to).
+fn found_at(
+    dir: impl std::os::fd::AsFd,
+    name: &(impl nix::NixPath + ?Sized),
+    wanted: u32,
+) -> Option<&'static str> {
+    let st = nix::sys::stat::fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
+    let kind = st.st_mode & libc_mode::S_IFMT;
+    (kind != wanted && kind != libc_mode::S_IFLNK).then(|| atomic::kind(st.st_mode))
 }
 
 /// A [`Broken`] with the run directory's path, in the operator's words.
@@ -66,11 +86,15 @@ impl fmt::Display for Described<'_> {
             Part::Fed => ("/fed", "its fed file"),
         };
         write!(f, "{}{suffix}: ", self.path.display())?;
+        if let Some(found) = self.broken.found {
+            let wanted = match self.broken.part {
+                Part::Fed => "a regular file",
+                Part::Dir | Part::Problems => "a directory",
+            };
+            return write!(f, "{what} is {found}, not {wanted}");
+        }
         match self.broken.errno {
-            Errno::ELOOP => write!(
-                f,
-                "{what} is a symbolic link; it is never followed, make it a real directory"
-            ),
+            Errno::ELOOP => write!(f, "{what} is a symbolic link, which is never followed"),
             Errno::ENOTDIR => write!(f, "{what}, or a directory above it, is not a directory"),
             Errno::EISDIR => write!(f, "{what} is a directory, not a regular file"),
             Errno::ENXIO | Errno::EINVAL => write!(f, "{what} is not a regular file"),
@@ -142,10 +166,17 @@ impl RunDir {
         self.dir = None;
         self.problems = None;
         self.fed = None;
-        let at = |part| move |errno| Broken { part, errno };
+        let at = |part| {
+            move |errno| Broken {
+                part,
+                errno,
+                found: None,
+            }
+        };
         let dir = open_dir(&self.path)
             .and_then(Held::new)
-            .map_err(at(Part::Dir))?;
+            .map_err(at(Part::Dir))
+            .map_err(|b| b.naming(found_at(AT_FDCWD, self.path.as_path(), libc_mode::S_IFDIR)))?;
         // Open succeeds on a read-only filesystem; only writing would tell, much later.
         let flags = nix::sys::statvfs::fstatvfs(&dir.fd).map_err(at(Part::Dir))?;
         if flags.flags().contains(FsFlags::ST_RDONLY) {
@@ -158,7 +189,9 @@ impl RunDir {
                 }
                 Err(e) => Err(e),
             };
-        let problems = problems.map_err(at(Part::Problems));
+        let problems = problems
+            .map_err(at(Part::Problems))
+            .map_err(|b| b.naming(found_at(&dir.fd, PROBLEMS, libc_mode::S_IFDIR)));
         let fed = nix::fcntl::openat(
             &dir.fd,
             FED,
@@ -175,7 +208,8 @@ impl RunDir {
                 _ => Err(Errno::EINVAL),
             },
         )
-        .map_err(at(Part::Fed));
+        .map_err(at(Part::Fed))
+        .map_err(|b| b.naming(found_at(&dir.fd, FED, libc_mode::S_IFREG)));
         self.dir = Some(dir);
         // Each part that opened is used even if another did not: problem files are worth
         // writing with a broken `fed`, the status snapshot with a broken `problems/`.

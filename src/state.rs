@@ -255,10 +255,6 @@ impl State {
         &self.history
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// True while reset reasons cannot be recorded (show the fault pattern).
     pub fn fault(&self) -> bool {
         self.dir.is_err() || self.read_only || self.unwritten.is_some()

@@ -220,7 +220,11 @@ fn run_dir_a_symlink_to_a_directory_is_refused_not_followed() {
     std::os::unix::fs::symlink(sb.path("elsewhere"), &run).unwrap();
     config(&sb, &run, &state);
     let mut agent = start(&sb);
-    wait_log(&sb, &mut agent, "is a symbolic link; it is never followed");
+    wait_log(
+        &sb,
+        &mut agent,
+        "is a symbolic link, which is never followed",
+    );
     assert_degraded_without_run_dir(&sb, &mut agent);
     assert_eq!(
         fs::read_dir(sb.path("elsewhere")).unwrap().count(),
@@ -247,7 +251,11 @@ fn run_dir_a_regular_file() {
     fs::write(&run, b"not a directory").unwrap();
     config(&sb, &run, &state);
     let mut agent = start(&sb);
-    wait_log(&sb, &mut agent, "is not a directory");
+    wait_log(
+        &sb,
+        &mut agent,
+        "run: the run directory is a regular file, not a directory",
+    );
     assert_degraded_without_run_dir(&sb, &mut agent);
     assert_eq!(fs::read(&run).unwrap(), b"not a directory");
 }
@@ -303,38 +311,54 @@ fn run_dir_missing_below_a_read_only_filesystem() {
 }
 
 /// `problems` of the wrong type: the status snapshot is still written, with the fault.
-fn problems_not_a_directory(tag: &str, make: impl FnOnce(&Path)) {
+fn problems_not_a_directory(tag: &str, make: impl FnOnce(&Path), found: &str) {
     let sb = Sandbox::new(tag);
     let (run, state) = dirs(&sb);
     fs::create_dir(&run).unwrap();
     make(&run.join("problems"));
     config(&sb, &run, &state);
     let mut agent = start(&sb);
-    wait_log(&sb, &mut agent, "/problems: its problems directory");
+    wait_log(
+        &sb,
+        &mut agent,
+        &format!("/problems: its problems directory is {found}"),
+    );
     wait_log(&sb, &mut agent, "component svc: cannot mark the problem");
     assert_degraded_with_run_dir(&sb, &mut agent, &run, "fault");
 }
 
 #[test]
 fn problems_a_regular_file() {
-    problems_not_a_directory("dirs-problems-file", |p| fs::write(p, b"x").unwrap());
+    problems_not_a_directory(
+        "dirs-problems-file",
+        |p| fs::write(p, b"x").unwrap(),
+        "a regular file, not a directory",
+    );
 }
 
 #[test]
 fn problems_a_fifo() {
-    problems_not_a_directory("dirs-problems-fifo", |p| {
-        let out = Command::new("mkfifo").arg(p).output().unwrap();
-        assert!(out.status.success());
-    });
+    problems_not_a_directory(
+        "dirs-problems-fifo",
+        |p| {
+            let out = Command::new("mkfifo").arg(p).output().unwrap();
+            assert!(out.status.success());
+        },
+        "a FIFO, not a directory",
+    );
 }
 
 #[test]
 fn problems_a_symlink_to_a_directory() {
-    problems_not_a_directory("dirs-problems-link", |p| {
-        let target = p.with_file_name("elsewhere");
-        fs::create_dir(&target).unwrap();
-        std::os::unix::fs::symlink(&target, p).unwrap();
-    });
+    problems_not_a_directory(
+        "dirs-problems-link",
+        |p| {
+            let target = p.with_file_name("elsewhere");
+            fs::create_dir(&target).unwrap();
+            std::os::unix::fs::symlink(&target, p).unwrap();
+        },
+        "a symbolic link, which is never followed",
+    );
 }
 
 #[test]
@@ -344,7 +368,11 @@ fn fed_a_directory_still_feeds() {
     fs::create_dir_all(run.join("fed")).unwrap();
     config(&sb, &run, &state);
     let mut agent = start(&sb);
-    wait_log(&sb, &mut agent, "/fed: its fed file is a directory");
+    wait_log(
+        &sb,
+        &mut agent,
+        "/fed: its fed file is a directory, not a regular file",
+    );
     wait_log(&sb, &mut agent, "component svc is dead");
     assert_problem_file(&run);
     assert_supervising(&sb, &mut agent);
@@ -353,6 +381,46 @@ fn fed_a_directory_still_feeds() {
         let status = sb.status_json();
         status["agent"]["running"] == true && status["agent"]["led"] == "fault"
     });
+}
+
+/// `fed` of the wrong type: problem files and the snapshot are still written.
+fn fed_not_a_file(tag: &str, make: impl FnOnce(&Path), found: &str) {
+    let sb = Sandbox::new(tag);
+    let (run, state) = dirs(&sb);
+    fs::create_dir(&run).unwrap();
+    make(&run.join("fed"));
+    config(&sb, &run, &state);
+    let mut agent = start(&sb);
+    wait_log(&sb, &mut agent, &format!("/fed: its fed file {found}"));
+    wait_log(&sb, &mut agent, "component svc is dead");
+    assert_problem_file(&run);
+    assert_supervising(&sb, &mut agent);
+    assert_feeding_by_log(&sb, &mut agent);
+    sb.wait_for("status to show the fault", WAIT, || {
+        let status = sb.status_json();
+        status["agent"]["running"] == true && status["agent"]["led"] == "fault"
+    });
+}
+
+#[test]
+fn fed_a_fifo_does_not_block() {
+    fed_not_a_file(
+        "dirs-fed-fifo",
+        |p| {
+            let out = Command::new("mkfifo").arg(p).output().unwrap();
+            assert!(out.status.success());
+        },
+        "is a FIFO, not a regular file",
+    );
+}
+
+#[test]
+fn fed_a_symlink_is_refused() {
+    fed_not_a_file(
+        "dirs-fed-link",
+        |p| std::os::unix::fs::symlink("/etc/hostname", p).unwrap(),
+        "is a symbolic link, which is never followed",
+    );
 }
 
 // ---- the run directory, broken while the agent runs ----
@@ -424,7 +492,11 @@ fn run_dir_replaced_by_a_symlink_while_running_is_refused_then_recreated() {
     fs::rename(&run, sb.path("old-run")).unwrap();
     std::os::unix::fs::symlink(sb.path("decoy"), &run).unwrap();
     wait_log(&sb, &mut agent, "was removed or replaced");
-    wait_log(&sb, &mut agent, "is a symbolic link; it is never followed");
+    wait_log(
+        &sb,
+        &mut agent,
+        "is a symbolic link, which is never followed",
+    );
     assert_degraded_without_run_dir(&sb, &mut agent);
     assert_eq!(
         fs::read_dir(sb.path("decoy")).unwrap().count(),
@@ -449,7 +521,11 @@ fn run_dir_replaced_by_a_file_while_running() {
     sb.wait_for("a first feed", WAIT, || run.join("fed").exists());
     remove_tree(&run);
     fs::write(&run, b"in the way").unwrap();
-    wait_log(&sb, &mut agent, "is not a directory");
+    wait_log(
+        &sb,
+        &mut agent,
+        "the run directory is a regular file, not a directory",
+    );
     assert_degraded_without_run_dir(&sb, &mut agent);
 }
 
