@@ -322,6 +322,15 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
                     log::error!("component {name}: cannot mark the problem: {}", e.desc());
                 }
             }
+            // A heart whose content is not a timeout has a problem file too: re-reading it
+            // on the next scan writes that file again.
+            if let Some(hearts) = self.hearts.as_mut() {
+                for heart in hearts.by_name.values_mut() {
+                    if let Heart::Bad { size, .. } = heart {
+                        *size = -1;
+                    }
+                }
+            }
             self.written_generation = None;
         }
         self.parts.state.check(now);

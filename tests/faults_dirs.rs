@@ -868,3 +868,29 @@ fn forced_reset_with_a_full_state_disk_says_what_was_not_recorded() {
     });
     assert!(run.join("problems/gone").is_file());
 }
+
+#[test]
+fn run_dir_deleted_while_running_gets_the_problem_file_of_a_bad_heart_back() {
+    let sb = Sandbox::new("dirs-run-deleted-hearts");
+    let (run, _) = dirs(&sb);
+    fs::create_dir(sb.path("hearts")).unwrap();
+    fs::write(sb.path("hearts/backup"), b"not a timeout\n").unwrap();
+    sb.config(&format!(
+        "[hearts]\ndir = \"{}\"\ncritical = false\n",
+        sb.path("hearts").display()
+    ));
+    let mut agent = start(&sb);
+    sb.wait_for("the heart's problem file", WAIT, || {
+        assert_running(&sb, &mut agent);
+        run.join("problems/backup").is_file()
+    });
+    remove_tree(&run);
+    wait_log(&sb, &mut agent, "is usable again");
+    sb.wait_for("the heart's problem file to be rewritten", WAIT, || {
+        assert_running(&sb, &mut agent);
+        run.join("problems/backup").is_file()
+    });
+    let text = fs::read_to_string(run.join("problems/backup")).unwrap();
+    assert!(text.starts_with("watchkeeper: "), "{text:?}");
+    sb.assert_alive_and_feeding(&mut agent.0, &run);
+}
