@@ -166,10 +166,12 @@ fn assert_degraded_without_run_dir(sb: &Sandbox, agent: &mut Agent) -> serde_jso
     assert_supervising(sb, agent);
     assert_feeding_by_log(sb, agent);
     wait_log(sb, agent, "fault LED: fault");
-    assert!(
-        sb.log().contains("supervision and feeding go on"),
-        "{}",
-        sb.log()
+    let log = sb.log();
+    assert_eq!(
+        log.matches("cannot be written until it is fixed; supervision and feeding go on")
+            .count(),
+        1,
+        "the run directory fault is logged once, not per pass:\n{log}"
     );
     let status = sb.status_json();
     assert!(status["agent"].is_object(), "{status}");
@@ -198,6 +200,20 @@ fn remove_tree(path: &Path) {
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("cannot remove {}", path.display());
+}
+
+/// Puts what is at `with` in place of `path` in one atomic step (renameat2 with
+/// RENAME_EXCHANGE), so the agent never sees `path` missing and recreates it in between.
+/// The old directory ends up at `with`.
+fn swap(path: &Path, with: &Path) {
+    rustix::fs::renameat_with(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::CWD,
+        with,
+        rustix::fs::RenameFlags::EXCHANGE,
+    )
+    .unwrap();
 }
 
 fn assert_problem_file(run_dir: &Path) {
@@ -489,8 +505,8 @@ fn run_dir_replaced_by_a_symlink_while_running_is_refused_then_recreated() {
     let mut agent = start(&sb);
     sb.wait_for("a first feed", WAIT, || run.join("fed").exists());
     fs::create_dir(sb.path("decoy")).unwrap();
-    fs::rename(&run, sb.path("old-run")).unwrap();
-    std::os::unix::fs::symlink(sb.path("decoy"), &run).unwrap();
+    std::os::unix::fs::symlink(sb.path("decoy"), sb.path("link")).unwrap();
+    swap(&run, &sb.path("link"));
     wait_log(&sb, &mut agent, "was removed or replaced");
     wait_log(
         &sb,
@@ -519,8 +535,8 @@ fn run_dir_replaced_by_a_file_while_running() {
     config(&sb, &run, &state);
     let mut agent = start(&sb);
     sb.wait_for("a first feed", WAIT, || run.join("fed").exists());
-    remove_tree(&run);
-    fs::write(&run, b"in the way").unwrap();
+    fs::write(sb.path("in-the-way"), b"in the way").unwrap();
+    swap(&run, &sb.path("in-the-way"));
     wait_log(
         &sb,
         &mut agent,
@@ -708,8 +724,8 @@ fn state_dir_replaced_by_a_file_while_running() {
     config(&sb, &run, &state);
     let mut agent = start(&sb);
     wait_running(&sb, &mut agent);
-    remove_tree(&state);
-    fs::write(&state, b"in the way").unwrap();
+    fs::write(sb.path("in-the-way"), b"in the way").unwrap();
+    swap(&state, &sb.path("in-the-way"));
     wait_log(&sb, &mut agent, "was removed or replaced");
     wait_log(&sb, &mut agent, "cannot be written (");
     assert_state_fault(&sb, &mut agent);
