@@ -188,7 +188,7 @@ fn reopen(path: &Path) -> Result<(OwnedFd, (u64, u64)), Errno> {
     Ok((fd, id))
 }
 
-fn read_only(dir: &OwnedFd) -> bool {
+fn on_read_only_fs(dir: &OwnedFd) -> bool {
     nix::sys::statvfs::fstatvfs(dir).is_ok_and(|v| v.flags().contains(FsFlags::ST_RDONLY))
 }
 
@@ -217,7 +217,7 @@ impl State {
             }
         };
         let state = State {
-            read_only: read_only(&dir),
+            read_only: on_read_only_fs(&dir),
             unwritten: None,
             path: path.to_owned(),
             dir: Ok(dir),
@@ -314,7 +314,7 @@ impl State {
         );
         if let Ok(dir) = &self.dir {
             if atomic::still_at(AT_FDCWD, self.path.as_path(), self.dir_id) {
-                self.read_only = read_only(dir);
+                self.read_only = on_read_only_fs(dir);
             } else {
                 log::warn!(
                     "the state directory {} was removed or replaced: recreating it and rewriting the reset history",
@@ -327,7 +327,7 @@ impl State {
         if self.owned && self.dir.is_err() {
             match reopen(&self.path) {
                 Ok((fd, id)) => {
-                    self.read_only = read_only(&fd);
+                    self.read_only = on_read_only_fs(&fd);
                     self.dir = Ok(fd);
                     self.dir_id = id;
                     self.unwritten = Some(Errno::ENOENT);
