@@ -910,3 +910,44 @@ fn run_dir_deleted_while_running_gets_the_problem_file_of_a_bad_heart_back() {
     assert!(text.starts_with("watchkeeper: "), "{text:?}");
     sb.assert_alive_and_feeding(&mut agent.0, &run);
 }
+
+#[test]
+fn history_unreadable_eacces() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    // Root reads any file: the agent runs as `nobody` here, owning its directories.
+    const NOBODY: u32 = 65534;
+    let sb = Sandbox::new("dirs-history-eacces");
+    let (run, state) = dirs(&sb);
+    for dir in [&run, &state] {
+        fs::create_dir(dir).unwrap();
+        std::os::unix::fs::chown(dir, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    fs::write(state.join("history"), b"watchkeeper-history 1\n").unwrap();
+    fs::set_permissions(state.join("history"), fs::Permissions::from_mode(0o000)).unwrap();
+    config(&sb, &run, &state);
+    let log = fs::File::create(sb.path("agent.log")).unwrap();
+    let child = sb
+        .command(&["run"])
+        .env("WATCHKEEPER_LOG", "trace")
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut agent = Agent(child);
+    wait_log(
+        &sb,
+        &mut agent,
+        "is unusable: it cannot be read: Permission denied",
+    );
+    wait_log(&sb, &mut agent, "history.corrupt, starting a new one");
+    let history = fs::read_to_string(state.join("history")).unwrap();
+    assert!(
+        history.starts_with("watchkeeper-history 1\n1\t"),
+        "{history}"
+    );
+    assert_degraded_with_run_dir(&sb, &mut agent, &run, "healthy");
+}
