@@ -911,21 +911,12 @@ fn run_dir_deleted_while_running_gets_the_problem_file_of_a_bad_heart_back() {
     sb.assert_alive_and_feeding(&mut agent.0, &run);
 }
 
-#[test]
-fn history_unreadable_eacces() {
-    use std::os::unix::fs::PermissionsExt;
+/// Root may write anywhere: to meet "permission denied", the agent runs as `nobody`.
+const NOBODY: u32 = 65534;
+
+/// Starts the agent as `nobody` (see [`start`]).
+fn start_as_nobody(sb: &Sandbox) -> Agent {
     use std::os::unix::process::CommandExt;
-    // Root reads any file: the agent runs as `nobody` here, owning its directories.
-    const NOBODY: u32 = 65534;
-    let sb = Sandbox::new("dirs-history-eacces");
-    let (run, state) = dirs(&sb);
-    for dir in [&run, &state] {
-        fs::create_dir(dir).unwrap();
-        std::os::unix::fs::chown(dir, Some(NOBODY), Some(NOBODY)).unwrap();
-    }
-    fs::write(state.join("history"), b"watchkeeper-history 1\n").unwrap();
-    fs::set_permissions(state.join("history"), fs::Permissions::from_mode(0o000)).unwrap();
-    config(&sb, &run, &state);
     let log = fs::File::create(sb.path("agent.log")).unwrap();
     let child = sb
         .command(&["run"])
@@ -937,7 +928,25 @@ fn history_unreadable_eacces() {
         .stderr(log)
         .spawn()
         .unwrap();
-    let mut agent = Agent(child);
+    Agent(child)
+}
+
+fn owned_by_nobody(dir: &Path) {
+    fs::create_dir(dir).unwrap();
+    std::os::unix::fs::chown(dir, Some(NOBODY), Some(NOBODY)).unwrap();
+}
+
+#[test]
+fn history_unreadable_eacces() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new("dirs-history-eacces");
+    let (run, state) = dirs(&sb);
+    owned_by_nobody(&run);
+    owned_by_nobody(&state);
+    fs::write(state.join("history"), b"watchkeeper-history 1\n").unwrap();
+    fs::set_permissions(state.join("history"), fs::Permissions::from_mode(0o000)).unwrap();
+    config(&sb, &run, &state);
+    let mut agent = start_as_nobody(&sb);
     wait_log(
         &sb,
         &mut agent,
@@ -950,4 +959,36 @@ fn history_unreadable_eacces() {
         "{history}"
     );
     assert_degraded_with_run_dir(&sb, &mut agent, &run, "healthy");
+}
+
+#[test]
+fn run_dir_permission_denied() {
+    let sb = Sandbox::new("dirs-run-eacces");
+    let (run, state) = dirs(&sb);
+    fs::create_dir(&run).unwrap();
+    owned_by_nobody(&state);
+    config(&sb, &run, &state);
+    let mut agent = start_as_nobody(&sb);
+    wait_log(
+        &sb,
+        &mut agent,
+        "/problems: its problems directory cannot be used: Permission denied",
+    );
+    assert_degraded_without_run_dir(&sb, &mut agent);
+}
+
+#[test]
+fn state_dir_permission_denied() {
+    let sb = Sandbox::new("dirs-state-eacces");
+    let (run, state) = dirs(&sb);
+    owned_by_nobody(&run);
+    fs::create_dir(&state).unwrap();
+    config(&sb, &run, &state);
+    let mut agent = start_as_nobody(&sb);
+    wait_log(
+        &sb,
+        &mut agent,
+        "writing the reset history: Permission denied",
+    );
+    assert_state_fault(&sb, &mut agent);
 }
