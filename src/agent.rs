@@ -25,7 +25,7 @@ use crate::led::{FaultLed, PinError};
 use crate::limits::{MAX_COMPONENTS, MAX_NAME_LEN, MAX_REASON_LEN, MAX_STATUS_LEN};
 use crate::pattern::Pattern;
 use crate::repair::{self, Repairs};
-use crate::rundir::RunDir;
+use crate::rundir::{Checked, RunDir};
 use crate::snapshot;
 use crate::state::State;
 use crate::status;
@@ -107,7 +107,7 @@ pub struct Agent<P: OutputPin, C: Clock> {
     config_path: PathBuf,
     hardware_timeout: Duration,
     /// Written into the snapshot so that `status` can tell this process from a later one.
-    identity: snapshot::Identity<status::BootId>,
+    identity: snapshot::Identity<crate::state::BootId>,
 }
 
 fn hearts_policy(config: &HeartsConfig, timeout: Duration) -> Policy {
@@ -142,7 +142,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             hardware_timeout,
         };
         let mut sup = Box::new(Supervisor::new(settings, now, parts.hold_until, parts.seed));
-        sup.set_fault(parts.fault);
+        sup.set_fault(parts.fault || parts.run.broken().is_some() || parts.state.fault());
         let mut watched = Vec::with_capacity(config.components.len());
         let mut names = Vec::with_capacity(config.components.len());
         for c in &config.components {
@@ -259,6 +259,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
     }
 
     fn pass(&mut self, now: Instant) {
+        self.check_dirs(now);
         if self.parts.run.take_clear_hold_request() {
             if self.sup.in_hold() {
                 self.sup.clear_hold();
@@ -313,6 +314,38 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             let action = self.actions[i];
             self.act(now, action);
         }
+    }
+
+    /// Notices the run or state directory broken, replaced or repaired; shows the fault
+    /// pattern while either is unusable. After the run directory comes back, its problem
+    /// files and status snapshot are written again.
+    fn check_dirs(&mut self, now: Instant) {
+        if self.parts.run.check() == Checked::Restored {
+            for index in self.sup.indices() {
+                let Some(cause) = self.sup.view(index).and_then(|v| v.cause) else {
+                    continue;
+                };
+                let reason = self.reason(index, cause);
+                let name = self.name(index);
+                if let Err(e) = self.parts.run.mark_problem(name, &reason) {
+                    log::error!("component {name}: cannot mark the problem: {}", e.desc());
+                }
+            }
+            // A heart whose content is not a timeout has a problem file too: re-reading it
+            // on the next scan writes that file again.
+            if let Some(hearts) = self.hearts.as_mut() {
+                for heart in hearts.by_name.values_mut() {
+                    if let Heart::Bad { size, .. } = heart {
+                        *size = -1;
+                    }
+                }
+            }
+            self.written_generation = None;
+        }
+        self.parts.state.check(now);
+        self.sup.set_fault(
+            self.parts.fault || self.parts.run.broken().is_some() || self.parts.state.fault(),
+        );
     }
 
     fn scan_hearts(&mut self, now: Instant) {
@@ -570,7 +603,9 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
         let _ = name.push_str(self.name(component));
         let uptime = self.parts.clock.uptime();
         if let Err(e) = self.parts.state.record_forced_reset(&name, &reason, uptime) {
-            log::error!("could not record the reset reason: {e}");
+            log::error!(
+                "could not record the reset reason (component {name}: {reason}) in the reset history: {e}; the next boot will not know why it was reset"
+            );
         }
         self.led_set(true);
         log::error!("forcing a board reset: component {name}: {reason}");

@@ -6,11 +6,12 @@
 //! worst a stray temporary file, which the next write replaces. Nothing allocates: names
 //! are formatted into stack buffers and the directory is an fd opened at startup.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
 
 use nix::NixPath;
 use nix::errno::Errno;
-use nix::fcntl::{OFlag, renameat};
+use nix::fcntl::{AtFlags, OFlag, renameat};
 use nix::sys::stat::Mode;
 use nix::unistd::{fsync, write};
 
@@ -103,6 +104,83 @@ pub mod libc_mode {
     pub const S_IFMT: u32 = 0o170000;
     pub const S_IFREG: u32 = 0o100000;
     pub const S_IFLNK: u32 = 0o120000;
+    pub const S_IFDIR: u32 = 0o040000;
+    pub const S_IFIFO: u32 = 0o010000;
+    pub const S_IFSOCK: u32 = 0o140000;
+    pub const S_IFCHR: u32 = 0o020000;
+    pub const S_IFBLK: u32 = 0o060000;
+}
+
+/// What kind of file `st_mode` describes, in words for a log line.
+pub fn kind(st_mode: u32) -> &'static str {
+    match st_mode & libc_mode::S_IFMT {
+        libc_mode::S_IFREG => "a regular file",
+        libc_mode::S_IFDIR => "a directory",
+        libc_mode::S_IFLNK => "a symbolic link",
+        libc_mode::S_IFIFO => "a FIFO",
+        libc_mode::S_IFSOCK => "a socket",
+        libc_mode::S_IFCHR => "a character device",
+        libc_mode::S_IFBLK => "a block device",
+        _ => "a file of unknown type",
+    }
+}
+
+/// Creates `path` and any missing parents, like `mkdir -p`, without allocating (so the
+/// agent can recreate a deleted directory at run time). An existing entry of any type is
+/// left alone: opening it tells what it is.
+pub fn make_dirs(path: &Path) -> Result<(), Errno> {
+    let mode = Mode::from_bits_truncate(0o755);
+    match nix::unistd::mkdir(path, mode) {
+        Ok(()) | Err(Errno::EEXIST) => Ok(()),
+        Err(Errno::ENOENT) => {
+            match path.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => make_dirs(parent)?,
+                _ => return Err(Errno::ENOENT),
+            }
+            match nix::unistd::mkdir(path, mode) {
+                Ok(()) | Err(Errno::EEXIST) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Opens the directory `dir/name` without following a symlink (refused with `ELOOP`, which
+/// Linux reports as `ENOTDIR` under `O_DIRECTORY`). Non-blocking, so a FIFO in its place
+/// cannot stall the caller.
+pub fn open_dir_at(
+    dir: impl AsFd + Copy,
+    name: &(impl NixPath + ?Sized),
+) -> Result<OwnedFd, Errno> {
+    nix::fcntl::openat(
+        dir,
+        name,
+        OFlag::O_RDONLY
+            | OFlag::O_DIRECTORY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_NONBLOCK
+            | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| {
+        let link = nix::sys::stat::fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW)
+            .is_ok_and(|st| st.st_mode & libc_mode::S_IFMT == libc_mode::S_IFLNK);
+        if link { Errno::ELOOP } else { e }
+    })
+}
+
+/// The (device, inode) identity of an open file, to tell whether a path still names it.
+pub fn identity(fd: impl AsFd) -> Result<(u64, u64), Errno> {
+    let st = nix::sys::stat::fstat(fd)?;
+    Ok((st.st_dev, st.st_ino))
+}
+
+/// True if `path` (not followed if a symlink) still names the file whose identity is
+/// `id`. One fstatat(2), no allocation: the agent asks this on every pass.
+pub fn still_at(dir: impl AsFd, path: &(impl NixPath + ?Sized), id: (u64, u64)) -> bool {
+    nix::sys::stat::fstatat(dir, path, AtFlags::AT_SYMLINK_NOFOLLOW)
+        .is_ok_and(|st| (st.st_dev, st.st_ino) == id)
 }
 
 #[cfg(test)]

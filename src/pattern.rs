@@ -19,7 +19,8 @@ pub enum Pattern {
     Hold,
     /// The component at this 1-based position is dead or being repaired.
     Component(u16),
-    /// The configuration or a device could not be used (see the log).
+    /// The configuration, a device, the run or the state directory cannot be used (see
+    /// the log).
     Fault,
     /// Everything supervised is alive.
     Healthy,
@@ -80,7 +81,7 @@ pub const TABLE: [Row; 5] = [
     Row {
         name: "fault",
         looks_like: "fast flicker: 50 ms on, 50 ms off",
-        meaning: "config or device error: see the log; supervision goes on with the last good config",
+        meaning: "config, device, run directory or state directory error: see the log; supervision and feeding go on (with the last good config)",
         timing: timing(50, 0, 50),
     },
     Row {

@@ -3,8 +3,10 @@
 //! Order matters: the config (or the last good one, or a salvaged minimum), then the
 //! watchdog device (the sooner it is open, the sooner the first feed), then the boot record
 //! (before anything else can go wrong), then everything else. No failure after the config
-//! stops the agent: a broken config, an unusable device or LED shows the fault pattern and
-//! the board is kept up, because an agent that exits in a loop resets boards for typos.
+//! stops the agent: a broken config, an unusable device or LED, a run or state directory
+//! that cannot be used shows the fault pattern and the board is kept up, because an agent
+//! that exits in a loop resets boards for typos. Every start logs how the previous boot
+//! ended, or why that is unknown.
 
 use std::path::{Path, PathBuf};
 
@@ -14,12 +16,11 @@ use crate::config::{self, Config};
 use crate::history::End;
 use crate::led::{self, LedSpec};
 use crate::rundir::RunDir;
-use crate::state::{Finding, Started, State};
+use crate::state::{self, Aside, Finding, Started, State};
 use crate::watchdog::{self, BootStatus, Device, NoDevice, WDIOF_CARDRESET, Watchdog};
 use crate::{harden, logging, version};
 
 const KMSG: &str = "/dev/kmsg";
-const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 
 /// Loads the config, falling back to the last good one, then to a salvaged minimum.
 /// Returns the config and, for a fallback, the errors to log (a fault to show) once the
@@ -104,11 +105,6 @@ fn open_watchdog(config: &Config) -> (Option<Box<dyn Watchdog>>, Option<u32>) {
     }
 }
 
-fn boot_id() -> String {
-    std::fs::read_to_string(BOOT_ID)
-        .map_or_else(|_| "unknown".to_owned(), |id| id.trim().to_owned())
-}
-
 /// Runs the agent; returns only with a message when the agent cannot start at all.
 pub fn run(config_path: &Path, agent_binary: &Path) -> String {
     let clock = SystemClock;
@@ -130,26 +126,48 @@ pub fn run(config_path: &Path, agent_binary: &Path) -> String {
     let (watchdog, boot_status) = open_watchdog(&config);
     fault |= watchdog.is_none();
 
+    // Why the previous boot's record is missing, when it cannot simply be the first boot.
+    let mut no_record = None;
     let mut state = match State::open(&config.agent.state_dir) {
         Ok((state, finding)) => {
-            if let Some(Finding::CorruptHistoryKept { path, defect }) = finding {
-                log::error!(
-                    "the reset history did not parse ({defect}): kept as {}, starting a new one",
-                    path.display()
-                );
+            if let Some(Finding::UnreadableHistory { defect, aside }) = finding {
+                let history = config.agent.state_dir.join("history");
+                match aside {
+                    Aside::Kept(kept) => log::error!(
+                        "the reset history {} is unusable: {defect}; kept as {}, starting a new one",
+                        history.display(),
+                        kept.display()
+                    ),
+                    Aside::Removed => log::error!(
+                        "the reset history {} is unusable: {defect}; it could not be kept aside, so it was removed; starting a new one",
+                        history.display()
+                    ),
+                    Aside::Stuck(e) => log::error!(
+                        "the reset history {} is unusable: {defect}; it can be neither kept aside nor removed ({}), so a new one cannot be written",
+                        history.display(),
+                        e.desc()
+                    ),
+                }
+                no_record = Some("its history was unusable");
             }
             state
         }
         Err(e) => {
             // A read-only or broken disk must not become a reset loop: run on without it.
-            log::error!("{e}: reset reasons and the last good config cannot be kept");
-            fault = true;
+            log::error!(
+                "{e}: reset reasons and the last good config cannot be kept; supervision and feeding go on"
+            );
+            no_record = Some("the state directory cannot be read");
             State::unavailable(&config.agent.state_dir, e.errno)
         }
     };
     let fired = boot_status.is_some_and(|bits| bits & WDIOF_CARDRESET != 0);
-    match state.start_boot(&boot_id(), clock.wall(), fired) {
-        Ok(Started::After(previous)) => match previous.end {
+    let this_boot = state::boot_id();
+    let (started, recorded) = state.start_boot(&this_boot, clock.wall(), fired);
+    // Always one line on how the previous boot ended: after a reset it is the first thing
+    // a technician looks for.
+    match started {
+        Started::After(previous) => match previous.end {
             End::Forced => log::warn!(
                 "previous boot {} was reset by watchkeeper: component {}: {}",
                 previous.number,
@@ -158,17 +176,32 @@ pub fn run(config_path: &Path, agent_binary: &Path) -> String {
             ),
             _ => log::warn!("previous boot {}: {}", previous.number, previous.reason),
         },
-        Ok(Started::First) => log::info!(
-            "first boot on record in {}",
-            config.agent.state_dir.display()
-        ),
-        Ok(Started::Restarted) => log::warn!("watchkeeper restarted within the same boot"),
-        Err(e) => log::error!("cannot record this boot: {e}"),
+        Started::First => match no_record {
+            Some(why) => {
+                log::error!("previous boot: unknown: the previous boot left no record ({why})")
+            }
+            None => log::info!(
+                "previous boot: unknown: the previous boot left no record (first boot on record in {})",
+                config.agent.state_dir.display()
+            ),
+        },
+        Started::Restarted => log::warn!("watchkeeper restarted within the same boot"),
+    }
+    if let Err(e) = recorded {
+        log::error!(
+            "could not record the start of this boot (boot id {this_boot}) in the reset history: {e}; if this boot ends in a reset, the next one will not know how it ended"
+        );
+    }
+    if state.fault() {
+        state.log_health();
     }
     if let Some(bits) = boot_status.filter(|bits| *bits != 0) {
         log::warn!("watchdog boot status: {}", BootStatus(bits));
     }
-    if !fault && let Err(e) = state.save_last_good(&config.source) {
+    if !fault
+        && !state.fault()
+        && let Err(e) = state.save_last_good(&config.source)
+    {
         log::error!("{e}");
     }
     let guard = config.guard;
@@ -182,16 +215,14 @@ pub fn run(config_path: &Path, agent_binary: &Path) -> String {
         clock.now().saturating_add(left)
     });
 
-    let run = match RunDir::open(&config.agent.run_dir) {
-        Ok(run) => run,
-        Err((path, e)) => {
-            return format!(
-                "cannot use the run directory {}: {}",
-                path.display(),
-                e.desc()
-            );
-        }
-    };
+    // The device is open: exiting now would be a reset loop under a respawning init.
+    let run = RunDir::open(&config.agent.run_dir);
+    if let Some(broken) = run.broken() {
+        log::error!(
+            "{}: problem files, the status snapshot and the fed file cannot be written until it is fixed; supervision and feeding go on",
+            run.describe(broken)
+        );
+    }
     let led = match led::open(&config.led) {
         Ok(led) => led,
         Err(e) => {
@@ -204,7 +235,7 @@ pub fn run(config_path: &Path, agent_binary: &Path) -> String {
         log::warn!("{warning}");
     }
     let may_reboot = config.watchdog.device.is_some();
-    let seed = boot_id()
+    let seed = this_boot
         .bytes()
         .fold(u64::from(std::process::id()), |h, b| {
             h.rotate_left(5) ^ u64::from(b)

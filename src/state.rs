@@ -2,8 +2,15 @@
 //!
 //! Lives on persistent storage (default `/var/lib/watchkeeper`). Every write goes through
 //! [`atomic::replace`] with fsyncs, so a power cut at any instant leaves each file whole.
-//! A history file that does not parse is kept aside as `history.corrupt` (nothing is
-//! lost) and a fresh history starts; the agent never refuses to run because of it.
+//! A history that cannot be used (garbage, too large, a directory, a symlink, a FIFO,
+//! unreadable) is moved aside as `history.corrupt` (or removed when even that fails) and a
+//! fresh history starts; the agent never refuses to run because of it.
+//!
+//! A directory that cannot be written (read-only, full, deleted, replaced) never stops the
+//! agent: [`State::fault`] says so for the LED, each failed write is reported by its caller
+//! with what could not be recorded, and [`State::check`] (every pass, allocation-free)
+//! notices the directory replaced or deleted, recreates it and rewrites the history, and
+//! retries a failed write now and then.
 
 use core::fmt;
 use core::time::Duration;
@@ -11,15 +18,37 @@ use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::OFlag;
-use nix::sys::stat::Mode;
+use nix::fcntl::{AT_FDCWD, AtFlags};
+use nix::sys::statvfs::FsFlags;
+use nix::unistd::UnlinkatFlags;
 
-use crate::atomic;
+use crate::atomic::{self, libc_mode};
 use crate::history::{Boot, BootStart, History, TEXT_MAX};
+use crate::time::Instant;
 
 const HISTORY: &str = "history";
 const HISTORY_CORRUPT: &str = "history.corrupt";
 const LAST_GOOD: &str = "last-good.toml";
+const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
+/// How often a history write that failed (a full disk, say) is tried again.
+const WRITE_RETRY: Duration = Duration::from_secs(30);
+
+/// A boot id as the kernel gives it (a UUID).
+pub type BootId = heapless::String<36>;
+
+/// The kernel's random id of the running boot, if the kernel tells it. `status` compares it
+/// with the records to find this boot.
+pub fn current_boot_id() -> Option<BootId> {
+    let mut buf = [0u8; 64];
+    let len = atomic::read(AT_FDCWD, BOOT_ID, &mut buf).ok()??;
+    let text = core::str::from_utf8(&buf[..len]).ok()?.trim();
+    BootId::try_from(text).ok()
+}
+
+/// This boot's id as the history records it: "unknown" if the kernel does not say.
+pub fn boot_id() -> String {
+    current_boot_id().map_or_else(|| "unknown".to_owned(), |id| id.as_str().to_owned())
+}
 
 /// A state directory problem: which file, what was being done, and the OS error.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,17 +60,34 @@ pub struct StateError {
 
 impl fmt::Display for StateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}: {}: {}",
-            self.path.display(),
-            self.doing,
-            self.errno.desc()
-        )
+        let why = match self.errno {
+            Errno::ELOOP => "it is a symbolic link, which is never followed",
+            Errno::EEXIST | Errno::ENOTDIR => "it, or a directory above it, is not a directory",
+            e => e.desc(),
+        };
+        write!(f, "{}: {}: {why}", self.path.display(), self.doing)
     }
 }
 
 impl std::error::Error for StateError {}
+
+/// A history write that failed in the loop: borrowed, so reporting it allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteError<'a> {
+    dir: &'a Path,
+    pub errno: Errno,
+}
+
+impl fmt::Display for WriteError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}/{HISTORY}: writing the reset history: {}",
+            self.dir.display(),
+            self.errno.desc()
+        )
+    }
+}
 
 /// How this start of the agent relates to the history.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,44 +104,100 @@ pub struct State {
     /// The directory, or why it cannot be used (then the history lives in memory only,
     /// and every write reports that error).
     dir: Result<OwnedFd, Errno>,
+    /// (device, inode) of `dir` when opened, to notice the path replaced or deleted.
+    dir_id: (u64, u64),
+    /// The history was read from this directory, so rewriting it there loses nothing; a
+    /// directory that could not be read at startup is never written over.
+    owned: bool,
+    read_only: bool,
+    /// Why the last history write failed: the file on disk is behind the one in memory.
+    unwritten: Option<Errno>,
+    retry_at: Instant,
     history: History,
     scratch: Box<heapless::String<TEXT_MAX>>,
+}
+
+/// Where an unusable history went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Aside {
+    /// Renamed to this path: nothing is lost.
+    Kept(PathBuf),
+    /// Renaming failed, so it was removed.
+    Removed,
+    /// Neither worked: it is still in the way, and writing the history will fail.
+    Stuck(Errno),
 }
 
 /// What opening the state directory found that the operator should hear about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finding {
-    /// The history did not parse; it was kept aside under this path.
-    CorruptHistoryKept { path: PathBuf, defect: String },
+    /// The history could not be used (`defect` says why): moved aside, a fresh one starts.
+    UnreadableHistory { defect: String, aside: Aside },
 }
 
 fn open_dir(path: &Path) -> Result<OwnedFd, StateError> {
-    nix::fcntl::open(
-        path,
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|errno| StateError {
+    atomic::open_dir_at(AT_FDCWD, path).map_err(|errno| StateError {
         path: path.to_owned(),
         doing: "opening the state directory",
         errno,
     })
 }
 
-fn read_history(dir: &OwnedFd, path: &Path) -> Result<Result<History, String>, StateError> {
+/// The history in `dir`, or what is wrong with it in the operator's words.
+fn read_history(dir: &OwnedFd) -> Result<History, String> {
+    match nix::sys::stat::fstatat(dir, HISTORY, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Err(Errno::ENOENT) => return Ok(History::default()),
+        Ok(st) if st.st_mode & libc_mode::S_IFMT != libc_mode::S_IFREG => {
+            return Err(format!(
+                "it is {}, not a regular file",
+                atomic::kind(st.st_mode)
+            ));
+        }
+        _ => {}
+    }
     let mut buf = vec![0u8; TEXT_MAX];
-    let len = atomic::read(dir, HISTORY, &mut buf).map_err(|errno| StateError {
-        path: path.join(HISTORY),
-        doing: "reading the reset history",
-        errno,
-    })?;
-    let Some(len) = len else {
-        return Ok(Ok(History::default()));
+    let len = match atomic::read(dir, HISTORY, &mut buf) {
+        Ok(Some(len)) => len,
+        Ok(None) => return Ok(History::default()),
+        Err(Errno::EFBIG) => {
+            return Err(format!(
+                "it is larger than the {TEXT_MAX} bytes a history can take"
+            ));
+        }
+        Err(Errno::ELOOP | Errno::EINVAL) => {
+            return Err("it is not a regular file".to_owned());
+        }
+        Err(e) => return Err(format!("it cannot be read: {}", e.desc())),
     };
-    Ok(match core::str::from_utf8(&buf[..len]) {
-        Ok(text) => History::parse(text).map_err(|e| e.to_string()),
-        Err(_) => Err("not UTF-8 text".to_owned()),
-    })
+    match core::str::from_utf8(&buf[..len]) {
+        Ok(text) => History::parse(text).map_err(|e| format!("it does not parse: {e}")),
+        Err(_) => Err("it is not UTF-8 text".to_owned()),
+    }
+}
+
+/// Gets an unusable history out of the way: renamed aside, else removed.
+fn put_aside(dir: &OwnedFd, path: &Path) -> Aside {
+    if nix::fcntl::renameat(dir, HISTORY, dir, HISTORY_CORRUPT).is_ok() {
+        return Aside::Kept(path.join(HISTORY_CORRUPT));
+    }
+    let removed = nix::unistd::unlinkat(dir, HISTORY, UnlinkatFlags::NoRemoveDir)
+        .or_else(|_| nix::unistd::unlinkat(dir, HISTORY, UnlinkatFlags::RemoveDir));
+    match removed {
+        Ok(()) => Aside::Removed,
+        Err(e) => Aside::Stuck(e),
+    }
+}
+
+/// Opens the directory at `path` (creating it and its parents), allocation-free.
+fn reopen(path: &Path) -> Result<(OwnedFd, (u64, u64)), Errno> {
+    atomic::make_dirs(path)?;
+    let fd = atomic::open_dir_at(AT_FDCWD, path)?;
+    let id = atomic::identity(&fd)?;
+    Ok((fd, id))
+}
+
+fn on_read_only_fs(dir: &OwnedFd) -> bool {
+    nix::sys::statvfs::fstatvfs(dir).is_ok_and(|v| v.flags().contains(FsFlags::ST_RDONLY))
 }
 
 impl State {
@@ -107,26 +209,29 @@ impl State {
             errno: Errno::from_raw(e.raw_os_error().unwrap_or(0)),
         })?;
         let dir = open_dir(path)?;
-        let (history, finding) = match read_history(&dir, path)? {
+        let dir_id = atomic::identity(&dir).map_err(|errno| StateError {
+            path: path.to_owned(),
+            doing: "opening the state directory",
+            errno,
+        })?;
+        let (history, finding) = match read_history(&dir) {
             Ok(history) => (history, None),
             Err(defect) => {
-                nix::fcntl::renameat(&dir, HISTORY, &dir, HISTORY_CORRUPT).map_err(|errno| {
-                    StateError {
-                        path: path.join(HISTORY),
-                        doing: "keeping the unreadable history aside",
-                        errno,
-                    }
-                })?;
-                let kept = path.join(HISTORY_CORRUPT);
+                let aside = put_aside(&dir, path);
                 (
                     History::default(),
-                    Some(Finding::CorruptHistoryKept { path: kept, defect }),
+                    Some(Finding::UnreadableHistory { defect, aside }),
                 )
             }
         };
         let state = State {
+            read_only: on_read_only_fs(&dir),
+            unwritten: None,
             path: path.to_owned(),
             dir: Ok(dir),
+            dir_id,
+            owned: true,
+            retry_at: Instant::ZERO,
             history,
             scratch: Box::default(),
         };
@@ -139,6 +244,11 @@ impl State {
         State {
             path: path.to_owned(),
             dir: Err(errno),
+            dir_id: (0, 0),
+            owned: false,
+            read_only: false,
+            unwritten: None,
+            retry_at: Instant::NEVER,
             history: History::default(),
             scratch: Box::default(),
         }
@@ -146,57 +256,145 @@ impl State {
 
     /// Reads the history without creating or changing anything (for `status`).
     pub fn read_only(path: &Path) -> Result<Result<History, String>, StateError> {
-        read_history(&open_dir(path)?, path)
+        Ok(read_history(&open_dir(path)?))
     }
 
     pub fn history(&self) -> &History {
         &self.history
     }
 
-    /// Records the start of this boot (see [`History::start_boot`]) and persists it.
+    /// True while reset reasons cannot be recorded (show the fault pattern).
+    pub fn fault(&self) -> bool {
+        self.dir.is_err() || self.read_only || self.unwritten.is_some()
+    }
+
+    /// Records the start of this boot (see [`History::start_boot`]) and persists it. The
+    /// previous boot's end is returned even when the write fails: it is logged either way.
     pub fn start_boot(
         &mut self,
         boot_id: &str,
         wall: i64,
         watchdog_fired: bool,
-    ) -> Result<Started, StateError> {
+    ) -> (Started, Result<(), StateError>) {
         let started = match self.history.start_boot(boot_id, wall, watchdog_fired) {
             BootStart::First => Started::First,
             BootStart::After(previous) => Started::After(Box::new(previous.clone())),
             BootStart::Restarted => Started::Restarted,
         };
-        self.persist()?;
-        Ok(started)
+        (started, self.persist())
     }
 
-    /// Records the reason for the reset about to be forced, durably. Allocation-free.
+    /// Records the reason for the reset about to be forced, durably. Allocation-free,
+    /// also when it fails.
     pub fn record_forced_reset(
         &mut self,
         component: &str,
         reason: &str,
         uptime: Duration,
-    ) -> Result<(), StateError> {
+    ) -> Result<(), WriteError<'_>> {
         self.history.record_forced_reset(component, reason, uptime);
-        self.persist()
+        self.write_in_loop()
     }
 
-    /// Records that an operator cleared the hold in this boot, durably. Allocation-free.
-    pub fn record_hold_cleared(&mut self) -> Result<(), StateError> {
+    /// Records that an operator cleared the hold in this boot, durably. Allocation-free,
+    /// also when it fails.
+    pub fn record_hold_cleared(&mut self) -> Result<(), WriteError<'_>> {
         self.history.record_hold_cleared();
-        self.persist()
+        self.write_in_loop()
+    }
+
+    fn write_in_loop(&mut self) -> Result<(), WriteError<'_>> {
+        self.write_history().map_err(|errno| WriteError {
+            dir: &self.path,
+            errno,
+        })
+    }
+
+    /// Notices the state directory deleted, replaced or remounted read-only, recreates it
+    /// and rewrites the history, and retries a failed write every [`WRITE_RETRY`]. Logs
+    /// each change once. Called every pass: when all is well, one fstatat(2) and one
+    /// fstatvfs(2), no allocation.
+    pub fn check(&mut self, now: Instant) {
+        let before = (
+            self.dir.as_ref().err().copied(),
+            self.read_only,
+            self.unwritten,
+        );
+        if let Ok(dir) = &self.dir {
+            if atomic::still_at(AT_FDCWD, self.path.as_path(), self.dir_id) {
+                self.read_only = on_read_only_fs(dir);
+            } else {
+                log::warn!(
+                    "the state directory {} was removed or replaced: recreating it and rewriting the reset history",
+                    self.path.display()
+                );
+                self.dir = Err(Errno::ENOENT);
+                self.retry_at = now;
+            }
+        }
+        if self.owned && self.dir.is_err() {
+            match reopen(&self.path) {
+                Ok((fd, id)) => {
+                    self.read_only = on_read_only_fs(&fd);
+                    self.dir = Ok(fd);
+                    self.dir_id = id;
+                    self.unwritten = Some(Errno::ENOENT);
+                }
+                Err(e) => self.dir = Err(e),
+            }
+        }
+        if self.dir.is_ok() && !self.read_only && self.unwritten.is_some() && now >= self.retry_at {
+            self.retry_at = now.saturating_add(WRITE_RETRY);
+            let _ = self.write_history();
+        }
+        if (
+            self.dir.as_ref().err().copied(),
+            self.read_only,
+            self.unwritten,
+        ) != before
+        {
+            self.log_health();
+        }
+    }
+
+    /// Logs why reset reasons cannot be recorded now, or that they can again.
+    pub fn log_health(&self) {
+        let path = self.path.display();
+        let why = match (&self.dir, self.read_only, self.unwritten) {
+            (Err(e), _, _) => e.desc(),
+            (Ok(_), true, _) => "it is on a read-only filesystem",
+            (Ok(_), false, Some(e)) => e.desc(),
+            (Ok(_), false, None) => {
+                log::warn!(
+                    "the state directory {path} works again: the reset history is written, reset reasons are recorded"
+                );
+                return;
+            }
+        };
+        log::error!(
+            "the state directory {path} cannot be written ({why}): reset reasons cannot be recorded until it can; supervision and feeding go on"
+        );
     }
 
     fn persist(&mut self) -> Result<(), StateError> {
-        let error = |errno| StateError {
+        self.write_history().map_err(|errno| StateError {
             path: self.path.join(HISTORY),
             doing: "writing the reset history",
             errno,
-        };
+        })
+    }
+
+    /// Writes the whole history, allocation-free; remembers a failure for [`State::fault`].
+    fn write_history(&mut self) -> Result<(), Errno> {
         self.history
             .write_text(&mut self.scratch)
-            .map_err(|_| error(Errno::EOVERFLOW))?;
-        let dir = self.dir.as_ref().map_err(|e| error(*e))?;
-        atomic::replace(dir, HISTORY, self.scratch.as_bytes(), true).map_err(error)
+            .map_err(|_| Errno::EOVERFLOW)?;
+        let written = match &self.dir {
+            Ok(dir) => atomic::replace(dir, HISTORY, self.scratch.as_bytes(), true),
+            Err(e) => Err(*e),
+        };
+        self.unwritten = written.err();
+        written
     }
 
     /// Keeps `source` as the last config that loaded, unless it already is. `source` was
@@ -248,6 +446,7 @@ impl State {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::sys::stat::Mode;
 
     fn dir(tag: &str) -> PathBuf {
         let path = std::env::temp_dir().join(format!("wk-state-{tag}-{}", std::process::id()));
@@ -260,12 +459,12 @@ mod tests {
         let path = dir("reopen");
         let (mut state, finding) = State::open(&path).unwrap();
         assert!(finding.is_none());
-        state.start_boot("boot-a", 1, false).unwrap();
+        state.start_boot("boot-a", 1, false).1.unwrap();
         state
             .record_forced_reset("sensor", "heartbeat silent", Duration::from_secs(5))
             .unwrap();
         let (mut state, _) = State::open(&path).unwrap();
-        let Started::After(previous) = state.start_boot("boot-b", 2, false).unwrap() else {
+        let (Started::After(previous), Ok(())) = state.start_boot("boot-b", 2, false) else {
             panic!()
         };
         assert_eq!(previous.component, "sensor");
@@ -279,12 +478,137 @@ mod tests {
         std::fs::create_dir_all(&path).unwrap();
         std::fs::write(path.join(HISTORY), b"garbage\n").unwrap();
         let (state, finding) = State::open(&path).unwrap();
-        assert!(matches!(finding, Some(Finding::CorruptHistoryKept { .. })));
+        let Some(Finding::UnreadableHistory { defect, aside }) = finding else {
+            panic!("{finding:?}")
+        };
+        assert!(defect.contains("does not parse"), "{defect}");
+        assert_eq!(aside, Aside::Kept(path.join(HISTORY_CORRUPT)));
         assert_eq!(
             std::fs::read(path.join(HISTORY_CORRUPT)).unwrap(),
             b"garbage\n"
         );
         assert_eq!(state.history().boots().len(), 0);
+        std::fs::remove_dir_all(path).unwrap();
+    }
+
+    #[test]
+    fn any_unusable_history_is_moved_aside_and_a_new_one_written() {
+        type Make = fn(&Path);
+        let cases: [(&str, Make, &str); 5] = [
+            ("dir", |p| std::fs::create_dir(p).unwrap(), "a directory"),
+            (
+                "link",
+                |p| std::os::unix::fs::symlink("/etc/hostname", p).unwrap(),
+                "a symbolic link",
+            ),
+            (
+                "fifo",
+                |p| nix::unistd::mkfifo(p, Mode::from_bits_truncate(0o600)).unwrap(),
+                "a FIFO",
+            ),
+            (
+                "huge",
+                |p| std::fs::write(p, vec![b'x'; TEXT_MAX + 1]).unwrap(),
+                "larger than",
+            ),
+            (
+                "binary",
+                |p| std::fs::write(p, [0xff, 0xfe, 0]).unwrap(),
+                "UTF-8",
+            ),
+        ];
+        for (tag, make, words) in cases {
+            let path = dir(tag);
+            std::fs::create_dir_all(&path).unwrap();
+            make(&path.join(HISTORY));
+            let (mut state, finding) = State::open(&path).unwrap();
+            let Some(Finding::UnreadableHistory { defect, aside }) = finding else {
+                panic!("{tag}: {finding:?}")
+            };
+            assert!(defect.contains(words), "{tag}: {defect}");
+            assert_eq!(aside, Aside::Kept(path.join(HISTORY_CORRUPT)), "{tag}");
+            assert_eq!(state.start_boot("boot-a", 1, false).1, Ok(()), "{tag}");
+            assert!(!state.fault(), "{tag}");
+            assert_eq!(State::read_only(&path).unwrap().unwrap().boots().len(), 1);
+            std::fs::remove_dir_all(path).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_history_that_cannot_be_kept_aside_is_removed() {
+        let path = dir("inway");
+        std::fs::create_dir_all(path.join(HISTORY_CORRUPT).join("full")).unwrap();
+        std::fs::write(path.join(HISTORY), b"garbage\n").unwrap();
+        let (mut state, finding) = State::open(&path).unwrap();
+        assert!(
+            matches!(
+                finding,
+                Some(Finding::UnreadableHistory {
+                    aside: Aside::Removed,
+                    ..
+                })
+            ),
+            "{finding:?}"
+        );
+        assert_eq!(state.start_boot("boot-a", 1, false).1, Ok(()));
+        std::fs::remove_dir_all(path).unwrap();
+    }
+
+    #[test]
+    fn a_history_stuck_in_the_way_is_a_fault_not_a_stop() {
+        let path = dir("stuck");
+        std::fs::create_dir_all(path.join(HISTORY).join("inside")).unwrap();
+        std::fs::create_dir_all(path.join(HISTORY_CORRUPT).join("inside")).unwrap();
+        let (mut state, finding) = State::open(&path).unwrap();
+        assert!(
+            matches!(
+                finding,
+                Some(Finding::UnreadableHistory {
+                    aside: Aside::Stuck(_),
+                    ..
+                })
+            ),
+            "{finding:?}"
+        );
+        assert!(state.start_boot("boot-a", 1, false).1.is_err());
+        assert!(state.fault());
+        let e = state.record_hold_cleared().unwrap_err();
+        assert!(
+            e.to_string()
+                .ends_with("/history: writing the reset history: Is a directory"),
+            "{e}"
+        );
+        std::fs::remove_dir_all(path).unwrap();
+    }
+
+    #[test]
+    fn a_deleted_state_directory_is_recreated_with_the_history() {
+        let path = dir("deleted");
+        let (mut state, _) = State::open(&path).unwrap();
+        state.start_boot("boot-a", 1, false).1.unwrap();
+        std::fs::remove_dir_all(&path).unwrap();
+        state.check(Instant::from_millis(1));
+        assert!(!state.fault());
+        assert_eq!(State::read_only(&path).unwrap().unwrap().boots().len(), 1);
+        std::fs::remove_dir_all(path).unwrap();
+    }
+
+    #[test]
+    fn a_failed_write_is_a_fault_until_a_retry_succeeds() {
+        let path = dir("retry");
+        let (mut state, _) = State::open(&path).unwrap();
+        // A directory where the history goes makes every write fail.
+        std::fs::create_dir_all(path.join(HISTORY).join("x")).unwrap();
+        assert!(state.start_boot("boot-a", 1, false).1.is_err());
+        assert!(state.fault());
+        state.check(Instant::from_millis(1));
+        assert!(state.fault());
+        std::fs::remove_dir_all(path.join(HISTORY)).unwrap();
+        state.check(Instant::from_millis(2));
+        assert!(state.fault(), "retried only every WRITE_RETRY");
+        state.check(Instant::from_millis(2).saturating_add(WRITE_RETRY));
+        assert!(!state.fault());
+        assert_eq!(State::read_only(&path).unwrap().unwrap().boots().len(), 1);
         std::fs::remove_dir_all(path).unwrap();
     }
 

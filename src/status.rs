@@ -29,22 +29,10 @@ use crate::history::{Boot, End, History};
 use crate::limits::{MAX_COMPONENTS, MAX_STATUS_LEN};
 use crate::rundir::{FED, PROBLEMS, STATUS};
 use crate::snapshot::{self, Identity, ParseError, Snapshot};
-use crate::state::{State, StateError};
+use crate::state::{BootId, State, StateError, current_boot_id};
 
-/// The kernel's id of this boot.
-const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
-/// A boot id as the kernel gives it (a UUID).
-pub type BootId = heapless::String<36>;
 /// Bytes of a problem file shown; the rest is marked as cut.
 const PROBLEM_SHOWN: usize = 512;
-
-/// This boot's id, if the kernel tells it.
-pub fn current_boot_id() -> Option<BootId> {
-    let mut buf = [0u8; 64];
-    let len = crate::atomic::read(AT_FDCWD, BOOT_ID, &mut buf).ok()??;
-    let text = core::str::from_utf8(&buf[..len]).ok()?.trim();
-    BootId::try_from(text).ok()
-}
 
 /// The running agent's identity, for its snapshot (read once, at startup).
 pub fn agent_identity() -> Identity<BootId> {

@@ -359,7 +359,8 @@ impl Supervisor {
         self.generation += 1;
     }
 
-    /// The shell could not use its config or a device: show the fault pattern.
+    /// The shell cannot use its config, a device, or its run or state directory: show the
+    /// fault pattern.
     pub fn set_fault(&mut self, fault: bool) {
         if self.fault != fault {
             self.fault = fault;

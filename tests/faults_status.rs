@@ -387,6 +387,7 @@ fn the_current_boot_is_told_by_its_boot_id() {
     let (mut state, _) = State::open(&state_dir).unwrap();
     state
         .start_boot("00000000-0000-0000-0000-000000000001", 1_700_000_000, false)
+        .1
         .unwrap();
     drop(state);
     let (text, json) = both(&sb);
@@ -401,6 +402,7 @@ fn the_current_boot_is_told_by_its_boot_id() {
     let (mut state, _) = State::open(&state_dir).unwrap();
     state
         .start_boot(&this_boot(), 1_700_000_100, false)
+        .1
         .unwrap();
     drop(state);
     let (text, json) = both(&sb);

@@ -382,7 +382,7 @@ max_repairs = 100
     let shortened = Rc::new(Cell::new(false));
     let level = Rc::new(Cell::new(false));
     let (mut state, _) = State::open(&config.agent.state_dir).unwrap();
-    state.start_boot("no-alloc-boot", 0, false).unwrap();
+    state.start_boot("no-alloc-boot", 0, false).1.unwrap();
     let parts = Parts {
         watchdog: Some(Box::new(FakeWatchdog {
             feeds: feeds.clone(),
@@ -397,7 +397,7 @@ max_repairs = 100
         ),
         clock: SimClock { now: now.clone() },
         state,
-        run: RunDir::open(&config.agent.run_dir).unwrap(),
+        run: RunDir::open(&config.agent.run_dir),
         agent_binary: PathBuf::from(env!("CARGO_BIN_EXE_watchkeeper")),
         fault: false,
         hold_until: Some(Instant::from_millis(60_000)),
@@ -613,5 +613,114 @@ fn starting_and_reaping_repairs_allocates_nothing() {
     }
     assert_eq!(reaped, 100, "the repairs did not all end within 20 s");
     assert_eq!(total, NONE);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn broken_and_recreated_directories_allocate_nothing() {
+    watchkeeper::logging::init();
+    let dir = std::env::temp_dir().join(format!("wk-noalloc-dirs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = format!(
+        "[watchdog]\ndevice = \"none\"\ntimeout = 4\n[agent]\ncheck_interval = \"10ms\"\nstate_dir = \"{d}/state\"\nrun_dir = \"{d}/run\"\nrealtime_priority = 0\n\
+         [[component]]\nname = \"gone\"\nheartbeat = \"{d}/gone.beat\"\ntimeout = \"1s\"\ngrace = \"100ms\"\ncritical = false\n",
+        d = dir.display()
+    );
+    let config = config::parse(Path::new("no_alloc.toml"), &text).unwrap();
+    let now = Rc::new(Cell::new(Instant::from_millis(1)));
+    let feeds = Rc::new(Cell::new(0));
+    let (mut state, _) = State::open(&config.agent.state_dir).unwrap();
+    state.start_boot("no-alloc-boot", 0, false).1.unwrap();
+    let parts = Parts {
+        watchdog: Some(Box::new(FakeWatchdog {
+            feeds: feeds.clone(),
+            shortened: Rc::new(Cell::new(false)),
+        })),
+        may_reboot: false,
+        led: FaultLed::new(
+            FakePin {
+                level: Rc::new(Cell::new(false)),
+            },
+            false,
+        ),
+        clock: SimClock { now: now.clone() },
+        state,
+        run: RunDir::open(&config.agent.run_dir),
+        agent_binary: PathBuf::from(env!("CARGO_BIN_EXE_watchkeeper")),
+        fault: false,
+        hold_until: None,
+        seed: 7,
+    };
+    let mut agent = Agent::new(&config, parts).unwrap();
+    let (run, state) = (dir.join("run"), dir.join("state"));
+    // Each fault at its own simulated second, undone at the next; "gone" is dead by then,
+    // so a recreated run directory gets its problem file back.
+    type Fault = fn(&Path, &Path);
+    let faults: [(&str, Fault); 8] = [
+        ("run dir deleted", |run, _| {
+            std::fs::remove_dir_all(run).unwrap()
+        }),
+        ("run dir replaced by a symlink", |run, _| {
+            std::fs::remove_dir_all(run).unwrap();
+            std::os::unix::fs::symlink("/tmp", run).unwrap();
+        }),
+        ("symlink removed", |run, _| {
+            std::fs::remove_file(run).unwrap()
+        }),
+        ("problems replaced by a file", |run, _| {
+            std::fs::remove_dir_all(run.join("problems")).unwrap();
+            std::fs::write(run.join("problems"), b"").unwrap();
+        }),
+        ("file removed", |run, _| {
+            std::fs::remove_file(run.join("problems")).unwrap()
+        }),
+        ("state dir deleted", |_, state| {
+            std::fs::remove_dir_all(state).unwrap()
+        }),
+        ("state dir replaced by a file", |_, state| {
+            std::fs::remove_dir_all(state).unwrap();
+            std::fs::write(state, b"").unwrap();
+        }),
+        ("file removed", |_, state| {
+            std::fs::remove_file(state).unwrap()
+        }),
+    ];
+    let mut clock = SimClock { now: now.clone() };
+    let mut next = 0;
+    let mut patterns = Vec::new();
+    while now.get() < Instant::from_millis(12_000) {
+        let ms = now.get().as_nanos() / 1_000_000;
+        if ms >= 2_000 + 1_000 * next as u64 && next < faults.len() {
+            faults[next].1(&run, &state);
+            next += 1;
+        }
+        let (wake, allocations) = counted(|| agent.step());
+        if ms > 1_000 {
+            assert_eq!(
+                allocations,
+                NONE,
+                "allocation at {ms} ms, after \"{}\"",
+                faults[next.saturating_sub(1)].0
+            );
+        }
+        let pattern = agent.supervisor().led_pattern();
+        if patterns.last() != Some(&pattern) {
+            patterns.push(pattern);
+        }
+        clock.sleep_until(wake.min(now.get().saturating_add(Duration::from_millis(10))));
+    }
+    assert_eq!(next, faults.len());
+    assert!(
+        run.join("problems/gone").is_file(),
+        "problem file rewritten"
+    );
+    assert_eq!(
+        State::read_only(&state).unwrap().unwrap().boots().len(),
+        1,
+        "history rewritten"
+    );
+    assert!(feeds.get() >= 8, "fed {} times in 12 s", feeds.get());
+    assert_eq!(patterns, [Pattern::Healthy, Pattern::Component(1)]);
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -110,7 +110,7 @@ fn measure_pass(components: usize) -> (Duration, Duration, usize) {
         led: FaultLed::new(Pin, false),
         clock: SimClock(now.clone()),
         state,
-        run: RunDir::open(&config.agent.run_dir).unwrap(),
+        run: RunDir::open(&config.agent.run_dir),
         agent_binary: PathBuf::from(env!("CARGO_BIN_EXE_watchkeeper")),
         fault: false,
         hold_until: None,
