@@ -100,6 +100,7 @@ fn boot_id() -> String {
 
 /// Runs the agent; returns only with a message when the agent cannot start at all.
 pub fn run(config_path: &Path, agent_binary: &Path) -> String {
+    crate::signals::install();
     let clock = SystemClock;
     let (config, config_errors) = load_config(config_path);
     if config.agent.log == config::LogTarget::Kmsg
