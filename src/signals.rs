@@ -114,7 +114,7 @@ pub fn install() {
     // Blocked first: from here on a held signal waits for the signalfd instead of ending
     // the agent. SIG_SETMASK, not SIG_BLOCK: an inherited mask must not hold SIGTERM.
     if let Err(errno) = held.thread_set_mask() {
-        log::error!("cannot block {}: {errno}: they end the agent", names());
+        log::error!("cannot block {}: {errno}: they end the agent", Names);
     }
     for sig in ENDING.into_iter().chain(HELD).chain([Signal::SIGCHLD]) {
         set_disposition(sig, SigHandler::SigDfl);
@@ -127,7 +127,7 @@ pub fn install() {
         Err(errno) => {
             log::error!(
                 "cannot make a signalfd: {errno}: {} are ignored without a log line",
-                names()
+                Names
             );
             for sig in HELD {
                 set_disposition(sig, SigHandler::SigIgn);
@@ -136,6 +136,7 @@ pub fn install() {
     }
 }
 
+/// The held signals' names, for messages.
 struct Names;
 
 impl core::fmt::Display for Names {
@@ -146,10 +147,6 @@ impl core::fmt::Display for Names {
         }
         Ok(())
     }
-}
-
-fn names() -> Names {
-    Names
 }
 
 #[allow(unsafe_code)]
@@ -280,6 +277,6 @@ mod tests {
         assert_eq!(Sender(0, false).to_string(), "(from the kernel)");
         assert_eq!(Sender(42, true).to_string(), "(the last from pid 42)");
         assert!(meaning(Signal::SIGHUP).contains("restart it to load a new config"));
-        assert!(names().to_string().starts_with("SIGHUP, SIGUSR1, "));
+        assert!(Names.to_string().starts_with("SIGHUP, SIGUSR1, "));
     }
 }

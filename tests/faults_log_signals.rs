@@ -136,13 +136,25 @@ fn fill(fd: OwnedFd) -> OwnedFd {
     fd
 }
 
-/// Reads `reader` (non-blocking) until `done` holds for what was read, or fails.
-fn read_until(reader: &mut File, what: &str, done: impl Fn(&str) -> bool) -> String {
+/// Everything `reader` (non-blocking) holds now.
+fn drain(reader: &mut File) -> String {
+    let mut text = Vec::new();
+    match reader.read_to_end(&mut text) {
+        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+        other => panic!("draining the agent's stderr: {other:?}"),
+    }
+    String::from_utf8(text).unwrap()
+}
+
+/// Reads `reader` (non-blocking) until `done` holds for what was read, or fails with what
+/// was read and the agent's status.
+fn read_until(sb: &Sandbox, reader: &mut File, what: &str, done: impl Fn(&str) -> bool) -> String {
     let mut text = Vec::new();
     let mut buf = [0u8; 65536];
     let start = Instant::now();
     loop {
         match reader.read(&mut buf) {
+            Ok(0) => panic!("the agent's stderr was closed\n{}", sb.status()),
             Ok(n) => text.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
                 std::thread::sleep(Duration::from_millis(20))
@@ -154,9 +166,10 @@ fn read_until(reader: &mut File, what: &str, done: impl Fn(&str) -> bool) -> Str
             return so_far;
         }
         assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "timed out waiting for {what}; the agent wrote:\n{}",
-            so_far.replace("filler\n", "")
+            start.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}; the agent wrote:\n{}\n--- status ---\n{}",
+            so_far.replace("filler\n", ""),
+            sb.status()
         );
     }
 }
@@ -180,10 +193,13 @@ fn full_log_scenario(tag: &str, write_end: OwnedFd, read_end: OwnedFd) {
 
     let mut reader = File::from(read_end);
     set_nonblocking(&reader, true);
+    // Drained before the component comes back, or its line could be dropped too.
+    let filled = drain(&mut reader);
     let mut component = start_component(&sb);
-    let text = read_until(&mut reader, "the component back in the log", |t| {
-        t.contains("component svc is alive again")
-    });
+    let text = filled
+        + &read_until(&sb, &mut reader, "the component back in the log", |t| {
+            t.contains("component svc is alive again")
+        });
     let mut lines = text.lines().filter(|l| *l != "filler");
     let first = lines.next().unwrap_or_default();
     let count: u64 = first
