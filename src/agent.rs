@@ -259,6 +259,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
     }
 
     fn pass(&mut self, now: Instant) {
+        crate::signals::consume(now);
         self.check_dirs(now);
         if self.parts.run.take_clear_hold_request() {
             if self.sup.in_hold() {

@@ -17,6 +17,7 @@ pub mod logging;
 pub mod pattern;
 pub mod repair;
 pub mod rundir;
+pub mod signals;
 pub mod snapshot;
 pub mod spawn;
 pub mod startup;

@@ -107,6 +107,7 @@ fn open_watchdog(config: &Config) -> (Option<Box<dyn Watchdog>>, Option<u32>) {
 
 /// Runs the agent; returns only with a message when the agent cannot start at all.
 pub fn run(config_path: &Path, agent_binary: &Path) -> String {
+    crate::signals::install();
     let clock = SystemClock;
     let (config, config_errors) = load_config(config_path);
     if config.agent.log == config::LogTarget::Kmsg

@@ -752,11 +752,7 @@ fn unusable_history(tag: &str, make: impl FnOnce(&Path), words: &str) {
         fs::symlink_metadata(state.join("history.corrupt")).is_ok(),
         "kept aside"
     );
-    let history = fs::read_to_string(state.join("history")).unwrap();
-    assert!(
-        history.starts_with("watchkeeper-history 1\n1\t"),
-        "{history}"
-    );
+    wait_new_history(&sb, &state);
     assert_degraded_with_run_dir(&sb, &mut agent, &run, "healthy");
     assert_eq!(
         sb.status_json()["boots"].as_array().map(Vec::len),
@@ -931,6 +927,19 @@ fn start_as_nobody(sb: &Sandbox) -> Agent {
     Agent(child)
 }
 
+/// Waits for the fresh history that records this boot as boot 1 (it is written just after
+/// the log says the old one was moved aside).
+fn wait_new_history(sb: &Sandbox, state: &Path) {
+    sb.wait_for(
+        "a new history recording boot 1",
+        Duration::from_secs(10),
+        || {
+            fs::read_to_string(state.join("history"))
+                .is_ok_and(|h| h.starts_with("watchkeeper-history 1\n1\t"))
+        },
+    );
+}
+
 fn owned_by_nobody(dir: &Path) {
     fs::create_dir(dir).unwrap();
     std::os::unix::fs::chown(dir, Some(NOBODY), Some(NOBODY)).unwrap();
@@ -953,11 +962,7 @@ fn history_unreadable_eacces() {
         "is unusable: it cannot be read: Permission denied",
     );
     wait_log(&sb, &mut agent, "history.corrupt, starting a new one");
-    let history = fs::read_to_string(state.join("history")).unwrap();
-    assert!(
-        history.starts_with("watchkeeper-history 1\n1\t"),
-        "{history}"
-    );
+    wait_new_history(&sb, &state);
     assert_degraded_with_run_dir(&sb, &mut agent, &run, "healthy");
 }
 

@@ -129,7 +129,15 @@ impl Sandbox {
             }
             fed_time(run_dir).is_some_and(|fed| fed >= asked)
         });
-        let status = self.status_json();
+        // The first snapshot is written just after the first feed: poll, briefly.
+        let mut status = self.status_json();
+        let polling = Instant::now();
+        while status["agent"]["running"] != serde_json::Value::Bool(true)
+            && polling.elapsed() < Duration::from_secs(10)
+        {
+            std::thread::sleep(Duration::from_millis(50));
+            status = self.status_json();
+        }
         assert_eq!(
             status["agent"]["running"],
             serde_json::Value::Bool(true),
