@@ -20,7 +20,7 @@ use heapless::index_map::FnvIndexMap;
 
 use crate::clock::Clock;
 use crate::config::{Config, HeartsConfig};
-use crate::heartbeat::{self, Entry, Escaped, HeartsDir};
+use crate::heartbeat::{self, DirState, DirTrouble, Entry, HeartsDir, Refusals};
 use crate::led::{FaultLed, PinError};
 use crate::limits::{MAX_COMPONENTS, MAX_NAME_LEN, MAX_REASON_LEN, MAX_STATUS_LEN};
 use crate::pattern::Pattern;
@@ -76,6 +76,9 @@ enum Heart {
         size: i64,
         inode: u64,
         seen: bool,
+        /// Not seen since its directory was lost or replaced: kept, and silent, until its
+        /// file is back (a removed directory is an accident; a removed file is a choice).
+        orphan: bool,
     },
     /// Its content is not a timeout; re-read when the file is replaced.
     Bad { size: i64, inode: u64, seen: bool },
@@ -88,6 +91,9 @@ struct Hearts {
     by_name: Box<FnvIndexMap<Name, Heart, MAX_COMPONENTS>>,
     /// Heart name of each supervisor index (empty for configured components).
     names: Box<heapless::Vec<Name, MAX_COMPONENTS>>,
+    /// What is wrong with the directory, as last logged (logged once, not per pass).
+    trouble: Option<DirTrouble>,
+    refusals: Refusals,
 }
 
 pub struct Agent<P: OutputPin, C: Clock> {
@@ -173,19 +179,14 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
         }
         let hearts = match &config.hearts {
             Some(h) => {
-                let dir = HeartsDir::open(&h.dir).map_err(|e| {
-                    format!(
-                        "cannot open the hearts directory {}: {}",
-                        h.dir.display(),
-                        e.desc()
-                    )
-                })?;
                 let mut heart_names = Box::new(heapless::Vec::new());
                 heart_names
                     .resize(MAX_COMPONENTS, Name::new())
                     .map_err(|_| "capacity".to_owned())?;
                 Some(Hearts {
-                    dir,
+                    // Trouble with the directory is reported by the first pass, and
+                    // retried at every pass: it never stops the agent.
+                    dir: HeartsDir::open(&h.dir),
                     config: h.clone(),
                     launcher: h
                         .repair
@@ -195,6 +196,8 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
                         .map_err(|e| format!("[hearts]: cannot prepare the repair: {e}"))?,
                     by_name: Box::default(),
                     names: heart_names,
+                    trouble: None,
+                    refusals: Refusals::new(now),
                 })
             }
             None => None,
@@ -358,29 +361,55 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             config,
             by_name,
             names,
+            trouble,
+            refusals,
             ..
         } = hearts;
         let sup = &mut self.sup;
         let run = &self.parts.run;
         let configured = &self.names;
-        let scanned = dir.scan(|reader, entry| match entry {
-            Entry::Refused { name, why } => {
-                // Report only when the directory changed, not on every pass.
-                if reader.dir_changed() {
-                    log::warn!("hearts directory {}: refused \"{}\": {why}", reader.path().display(), Escaped(name));
-                }
-            }
-            Entry::Heart { name, stamp } => {
-                if configured.iter().any(|n| n == name) {
-                    if reader.dir_changed() {
-                        log::warn!("hearts directory {}: refused \"{name}\": a configured component has that name", reader.path().display());
+        let path = config.dir.as_path();
+        let checked = dir.check();
+        refusals.begin(now, checked.is_ok_and(|c| c.changed));
+        // Components a new heart may still take: supervisor slots not used.
+        let mut room = MAX_COMPONENTS
+            .saturating_sub(configured.len())
+            .saturating_sub(
+                by_name
+                    .values()
+                    .filter(|h| matches!(h, Heart::Supervised { .. }))
+                    .count(),
+            );
+        let scanned = checked.and_then(|c| {
+            dir.scan(|reader, entry| {
+                let name = match entry {
+                    Entry::Named(name) => name,
+                    Entry::Refused { name, why } => return refusals.refused(path, name, why),
+                };
+                let known = by_name.get(name).copied();
+                if known.is_none() {
+                    // Over capacity: not even looked at, so that 100,000 entries cost
+                    // no more than listing them.
+                    if room == 0 || by_name.len() == by_name.capacity() {
+                        return refusals.over_capacity(name);
                     }
-                    return;
+                    if configured.iter().any(|n| n == name) {
+                        return refusals.refused(
+                            path,
+                            name.as_bytes(),
+                            "a configured component has that name",
+                        );
+                    }
                 }
-                let Ok(key) = Name::try_from(name) else { return };
-                let known = by_name.get(&key).copied();
+                let stamp = match reader.stamp(name) {
+                    Ok(Some(stamp)) => stamp,
+                    // Removed since it was listed.
+                    Ok(None) => return,
+                    Err(why) => return refusals.refused(path, name.as_bytes(), why),
+                };
                 let replaced = match known {
-                    Some(Heart::Supervised { size, inode, .. }) | Some(Heart::Bad { size, inode, .. }) => {
+                    Some(Heart::Supervised { size, inode, .. })
+                    | Some(Heart::Bad { size, inode, .. }) => {
                         size != stamp.size || inode != stamp.inode
                     }
                     None => true,
@@ -391,23 +420,39 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
                         (Ok(timeout), Some(Heart::Supervised { index, .. })) => {
                             sup.set_policy(usize::from(index), hearts_policy(config, timeout));
                             log::info!("heart {name}: timeout now {timeout:?}");
-                            Some(Heart::Supervised { index, size: stamp.size, inode: stamp.inode, seen: true })
+                            Some(Heart::Supervised {
+                                index,
+                                size: stamp.size,
+                                inode: stamp.inode,
+                                seen: true,
+                                orphan: false,
+                            })
                         }
                         (Ok(timeout), _) => match sup.add(hearts_policy(config, timeout), now) {
                             Ok(index) => {
-                                names[index] = key.clone();
+                                room = room.saturating_sub(1);
+                                names[index].clear();
+                                let _ = names[index].push_str(name);
                                 let _ = run.clear_problem(name);
-                                log::info!("heart {name} found (timeout {timeout:?}, LED code {})", index + 1);
-                                Some(Heart::Supervised { index: index as u16, size: stamp.size, inode: stamp.inode, seen: true })
+                                log::info!(
+                                    "heart {name} found (timeout {timeout:?}, LED code {})",
+                                    index + 1
+                                );
+                                Some(Heart::Supervised {
+                                    index: index as u16,
+                                    size: stamp.size,
+                                    inode: stamp.inode,
+                                    seen: true,
+                                    orphan: false,
+                                })
                             }
-                            Err(_) => {
-                                log::error!("heart {name} refused: already supervising {MAX_COMPONENTS} components");
-                                Some(Heart::Bad { size: stamp.size, inode: stamp.inode, seen: true })
-                            }
+                            Err(_) => return refusals.over_capacity(name),
                         },
                         (Err(bad), previous) => {
                             if let Some(Heart::Supervised { index, .. }) = previous {
                                 sup.remove(usize::from(index));
+                                names[usize::from(index)].clear();
+                                room += 1;
                             }
                             log::error!("heart {name}: {bad}");
                             let mut reason = Reason::new();
@@ -415,46 +460,108 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
                             if let Err(e) = run.mark_problem(name, &reason) {
                                 log::error!("heart {name}: cannot mark the problem: {}", e.desc());
                             }
-                            Some(Heart::Bad { size: stamp.size, inode: stamp.inode, seen: true })
+                            Some(Heart::Bad {
+                                size: stamp.size,
+                                inode: stamp.inode,
+                                seen: true,
+                            })
                         }
                     };
                 }
+                // Cannot fail: the scan checked the name's length.
+                let Ok(key) = Name::try_from(name) else {
+                    return;
+                };
                 let heart = match heart {
-                    Some(Heart::Supervised { index, size, inode, .. }) => {
-                        sup.observe(usize::from(index), Observation { heartbeat: Some(stamp), process: Process::Unknown });
-                        Heart::Supervised { index, size, inode, seen: true }
+                    Some(Heart::Supervised {
+                        index, size, inode, ..
+                    }) => {
+                        sup.observe(
+                            usize::from(index),
+                            Observation {
+                                heartbeat: Some(stamp),
+                                process: Process::Unknown,
+                            },
+                        );
+                        Heart::Supervised {
+                            index,
+                            size,
+                            inode,
+                            seen: true,
+                            orphan: false,
+                        }
                     }
-                    Some(Heart::Bad { size, inode, .. }) => Heart::Bad { size, inode, seen: true },
+                    Some(Heart::Bad { size, inode, .. }) => Heart::Bad {
+                        size,
+                        inode,
+                        seen: true,
+                    },
                     None => return,
                 };
-                if by_name.insert(key, heart).is_err() {
-                    log::error!("heart {name} refused: the hearts table is full");
+                // Cannot fail: a new key was admitted only with room in the table.
+                let _ = by_name.insert(key, heart);
+            })
+            .map_err(DirTrouble::Unreadable)
+            .map(|whole| (c.state, whole))
+        });
+        // Lost or replaced: hearts not (yet) in the directory scanned are kept, silent.
+        let lost = !matches!(scanned, Ok((DirState::Same, _)));
+        // Listed only in part: a heart not seen may still be there; keep it (silent).
+        let truncated = matches!(scanned, Ok((_, false)));
+        let scanned = scanned.map(|(state, _)| state);
+        let mut orphans = 0usize;
+        by_name.retain(|name, heart| match heart {
+            Heart::Supervised { seen, .. } | Heart::Bad { seen, .. } if *seen => {
+                *seen = false;
+                true
+            }
+            Heart::Supervised { .. } | Heart::Bad { .. } if truncated => true,
+            Heart::Supervised { orphan, index, .. } => {
+                if lost || *orphan {
+                    *orphan = true;
+                    orphans += 1;
+                    return true;
+                }
+                sup.remove(usize::from(*index));
+                names[usize::from(*index)].clear();
+                let _ = run.clear_problem(name);
+                log::info!("heart {name} removed: no longer supervised");
+                false
+            }
+            Heart::Bad { .. } => {
+                // Its file is gone with the directory: so is its problem.
+                let _ = run.clear_problem(name);
+                if !lost {
+                    log::info!("heart {name} removed: no longer supervised");
+                }
+                false
+            }
+        });
+        match scanned {
+            Err(t) if *trouble != Some(t) => {
+                *trouble = Some(t);
+                log::error!(
+                    "hearts directory {}: {t}; looked at again every pass, its {orphans} hearts count as silent meanwhile",
+                    path.display()
+                );
+            }
+            Err(_) => {}
+            Ok(state) => {
+                let how = match (trouble.take(), state) {
+                    (Some(_), _) => "is usable again",
+                    (None, DirState::Replaced) => "was replaced by another directory",
+                    (None, DirState::Recreated) => "was removed and has been created again",
+                    (None, DirState::Same) => "",
+                };
+                if !how.is_empty() {
+                    log::warn!(
+                        "hearts directory {} {how}: supervising the hearts it holds now; {orphans} hearts not back in it count as silent until their files are",
+                        path.display()
+                    );
                 }
             }
-        });
-        if let Err(e) = scanned {
-            log::error!(
-                "cannot read the hearts directory {}: {}",
-                dir.path().display(),
-                e.desc()
-            );
         }
-        by_name.retain(|name, heart| {
-            let (seen, index) = match heart {
-                Heart::Supervised { seen, index, .. } => (seen, Some(*index)),
-                Heart::Bad { seen, .. } => (seen, None),
-            };
-            if core::mem::take(seen) {
-                return true;
-            }
-            if let Some(index) = index {
-                sup.remove(usize::from(index));
-                names[usize::from(index)].clear();
-            }
-            let _ = run.clear_problem(name);
-            log::info!("heart {name} removed: no longer supervised");
-            false
-        });
+        refusals.end(now, path, configured.len(), truncated);
     }
 
     fn reason(&self, index: usize, cause: Cause) -> Reason {

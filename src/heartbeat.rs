@@ -10,7 +10,7 @@ use core::fmt::{self, Write as _};
 use core::time::Duration;
 use std::ffi::CStr;
 use std::mem::MaybeUninit;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -20,8 +20,12 @@ use rustix::fs::RawDir;
 
 use crate::atomic::{self, libc_mode};
 use crate::config::check_name;
-use crate::limits::{MAX_DURATION_SECS, MAX_HEART_CONTENT};
+use crate::limits::{
+    MAX_COMPONENTS, MAX_DURATION_SECS, MAX_HEART_CONTENT, MAX_HEARTS_DIR_ENTRIES, MAX_NAME_LEN,
+    MAX_REFUSALS_NAMED, REFUSAL_REPORT_INTERVAL_MS,
+};
 use crate::supervisor::{Process, Stamp};
+use crate::time::Instant;
 
 /// Why a heartbeat or heart file could not be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,36 +124,186 @@ pub fn parse_start_time(stat: &[u8]) -> Option<u64> {
     fields.nth(18)?.parse().ok()
 }
 
+/// Why `watchkeeper beat` did not touch a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TouchError {
+    /// The agent stats heartbeats without following links, so touching the link's target
+    /// would not be a beat it sees.
+    Symlink,
+    /// A device, FIFO, socket or directory (named here); it was never opened.
+    NotRegular(&'static str),
+    Failed(Errno),
+}
+
+impl fmt::Display for TouchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TouchError::Symlink => f.write_str(
+                "is a symbolic link: the agent never follows one, so touching what it points to would not be a beat; name the file itself",
+            ),
+            TouchError::NotRegular(kind) => write!(
+                f,
+                "is {kind}, not a regular file: a heartbeat must be a regular file (it was not opened)"
+            ),
+            TouchError::Failed(errno) => f.write_str(errno.desc()),
+        }
+    }
+}
+
+impl From<Errno> for TouchError {
+    fn from(errno: Errno) -> Self {
+        TouchError::Failed(errno)
+    }
+}
+
+/// File-type bits of `st_mode` beyond those in [`libc_mode`], as the kernel defines them.
+mod file_type {
+    pub const S_IFDIR: u32 = 0o040000;
+    pub const S_IFCHR: u32 = 0o020000;
+    pub const S_IFBLK: u32 = 0o060000;
+    pub const S_IFIFO: u32 = 0o010000;
+    pub const S_IFSOCK: u32 = 0o140000;
+}
+
+/// What a file that is not regular is, in the user's words.
+fn kind_of(mode: u32) -> &'static str {
+    match mode & libc_mode::S_IFMT {
+        file_type::S_IFDIR => "a directory",
+        file_type::S_IFCHR => "a character device",
+        file_type::S_IFBLK => "a block device",
+        file_type::S_IFIFO => "a FIFO",
+        file_type::S_IFSOCK => "a socket",
+        _ => "not a regular file",
+    }
+}
+
 /// Touches a heartbeat file for `watchkeeper beat`: created if missing (unless
 /// `must_exist`), never through a symlink, and its times set to now.
-pub fn touch(path: &Path, must_exist: bool) -> Result<(), Errno> {
-    let mut flags = OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC;
-    if !must_exist {
-        flags |= OFlag::O_CREAT;
+///
+/// Nothing but a regular file is ever opened: opening a watchdog device in any mode arms
+/// it (Documentation/watchdog/watchdog-api.rst, "the watchdog activates as soon as
+/// /dev/watchdog is opened"), and opening a FIFO blocks. So the path is first looked up
+/// with `O_PATH`, which pins the inode without calling any driver's open, its type is
+/// checked on that descriptor, and the times are set through `/proc/self/fd/N`, which
+/// resolves to the very inode checked (no window for a swap). A missing file is created
+/// with `O_CREAT|O_EXCL`, which never opens anything that appeared in the meantime.
+pub fn touch(path: &Path, must_exist: bool) -> Result<(), TouchError> {
+    // Two rounds: a file created by someone else between the lookup and O_EXCL is
+    // looked up again, once.
+    for _ in 0..2 {
+        let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        match nix::fcntl::open(path, flags, Mode::empty()) {
+            Ok(fd) => return touch_pinned(&fd),
+            Err(Errno::ENOENT) if !must_exist => {}
+            Err(errno) => return Err(TouchError::Failed(errno)),
+        }
+        let flags = OFlag::O_WRONLY
+            | OFlag::O_CREAT
+            | OFlag::O_EXCL
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_NONBLOCK
+            | OFlag::O_CLOEXEC;
+        match nix::fcntl::open(path, flags, Mode::from_bits_truncate(0o644)) {
+            // A new file's times are already now.
+            Ok(_) => return Ok(()),
+            Err(Errno::EEXIST) => {}
+            Err(errno) => return Err(TouchError::Failed(errno)),
+        }
     }
-    let fd = nix::fcntl::open(path, flags, Mode::from_bits_truncate(0o644))?;
-    if nix::sys::stat::fstat(&fd)?.st_mode & libc_mode::S_IFMT != libc_mode::S_IFREG {
-        return Err(Errno::EINVAL);
+    Err(TouchError::Failed(Errno::EEXIST))
+}
+
+/// Sets the times of the regular file that `fd` (an `O_PATH` descriptor) pins.
+fn touch_pinned(fd: &OwnedFd) -> Result<(), TouchError> {
+    let mode = nix::sys::stat::fstat(fd)?.st_mode;
+    match mode & libc_mode::S_IFMT {
+        libc_mode::S_IFREG => {}
+        libc_mode::S_IFLNK => return Err(TouchError::Symlink),
+        _ => return Err(TouchError::NotRegular(kind_of(mode))),
     }
+    // futimens refuses O_PATH descriptors (EBADF); the /proc link reaches the same inode.
+    let mut proc_path: heapless::String<32> = heapless::String::new();
+    write!(proc_path, "/proc/self/fd/{}", fd.as_raw_fd()).map_err(|_| Errno::ENAMETOOLONG)?;
     let now = nix::sys::time::TimeSpec::UTIME_NOW;
-    nix::sys::stat::futimens(&fd, &now, &now)
+    nix::sys::stat::utimensat(
+        AT_FDCWD,
+        proc_path.as_str(),
+        &now,
+        &now,
+        nix::sys::stat::UtimensatFlags::FollowSymlink,
+    )?;
+    Ok(())
 }
 
 /// One entry of the hearts directory, as a scan sees it.
 pub enum Entry<'a> {
-    Heart { name: &'a str, stamp: Stamp },
-    Refused { name: &'a [u8], why: Refusal },
+    /// A valid heart name; [`Reader::stamp`] says whether it is a heart file. Looking is
+    /// left to the caller so that entries beyond capacity cost no system call.
+    Named(&'a str),
+    Refused {
+        name: &'a [u8],
+        why: Refusal,
+    },
 }
 
 /// Bytes of directory entries read per `getdents64` call.
 const DIRENT_BUFFER: usize = 8192;
 
-/// The hearts directory, kept open from startup and rewound for each scan. Entries are
-/// read with `getdents64` into a buffer allocated at startup (rustix's `RawDir`), because
-/// `readdir` wrappers allocate a name per entry.
+/// Why the hearts directory cannot be scanned now; retried every pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DirTrouble {
+    /// It is gone and could not be created again.
+    Missing(Errno),
+    Symlink,
+    NotDirectory,
+    Unreadable(Errno),
+}
+
+impl fmt::Display for DirTrouble {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DirTrouble::Missing(errno) => {
+                write!(f, "is missing and cannot be created: {}", errno.desc())
+            }
+            DirTrouble::Symlink => f.write_str("is a symbolic link (never followed)"),
+            DirTrouble::NotDirectory => f.write_str("is not a directory"),
+            DirTrouble::Unreadable(errno) => write!(f, "cannot be read: {}", errno.desc()),
+        }
+    }
+}
+
+/// What a [`HeartsDir::check`] found at the directory's path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DirState {
+    /// The directory held since the previous check.
+    Same,
+    /// Another directory than the one held (renamed over, deleted and recreated, or
+    /// usable again after trouble): that one is scanned from now on.
+    Replaced,
+    /// It was gone, and the agent created it again.
+    Recreated,
+}
+
+/// The result of a successful [`HeartsDir::check`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Checked {
+    pub state: DirState,
+    /// Entries were added, removed or renamed since the previous check, so that refusals
+    /// are reported once, not on every pass.
+    pub changed: bool,
+}
+
+/// The hearts directory, kept open and rewound for each scan. Entries are read with
+/// `getdents64` into a buffer allocated at startup (rustix's `RawDir`), because `readdir`
+/// wrappers allocate a name per entry.
+///
+/// Invariant: `fd`, when held, is the directory that the path names now, checked at every
+/// pass by (device, inode) and link count, so a directory deleted, renamed or replaced by
+/// a symlink is never scanned through a stale descriptor.
 pub struct HeartsDir {
     path: PathBuf,
-    fd: OwnedFd,
+    fd: Option<OwnedFd>,
+    held_before: bool,
     buffer: Box<[MaybeUninit<u8>]>,
     last_dir_stamp: Option<Stamp>,
 }
@@ -185,36 +339,116 @@ impl fmt::Display for BadContent {
 }
 
 impl HeartsDir {
-    /// Opens (creating it if needed) the hearts directory.
-    pub fn open(path: &Path) -> Result<HeartsDir, Errno> {
-        std::fs::create_dir_all(path)
-            .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?;
-        let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-        let fd = nix::fcntl::open(path, flags, Mode::empty())?;
-        let buffer = vec![MaybeUninit::uninit(); DIRENT_BUFFER].into_boxed_slice();
-        Ok(HeartsDir {
+    /// The hearts directory at `path`, created (with its parents) if missing. A directory
+    /// that cannot be opened is not an error here: [`HeartsDir::check`] reports it and
+    /// tries again at every pass.
+    pub fn open(path: &Path) -> HeartsDir {
+        // Failures surface at the first check, which names them.
+        let _ = std::fs::create_dir_all(path);
+        let mut dir = HeartsDir {
             path: path.to_owned(),
-            fd,
-            buffer,
+            fd: None,
+            held_before: false,
+            buffer: vec![MaybeUninit::uninit(); DIRENT_BUFFER].into_boxed_slice(),
             last_dir_stamp: None,
-        })
+        };
+        if let Ok((fd, _)) = dir.reopen() {
+            dir.fd = Some(fd);
+            dir.held_before = true;
+        }
+        dir
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// Visits every entry, with a [`Reader`] for heart contents.
-    pub fn scan(&mut self, mut visit: impl FnMut(&Reader<'_>, Entry<'_>)) -> Result<(), Errno> {
-        let dir_stamp = stamp_of(&nix::sys::stat::fstat(&self.fd)?);
-        let reader = Reader {
-            fd: &self.fd,
-            path: &self.path,
-            dir_changed: Some(dir_stamp) != self.last_dir_stamp,
+    /// Makes sure the directory held is the one the path names (reopening or recreating
+    /// it when not), and says whether its entries changed. Two or three system calls
+    /// when nothing happened.
+    pub fn check(&mut self) -> Result<Checked, DirTrouble> {
+        let mut state = DirState::Same;
+        if let Some(fd) = &self.fd {
+            match nix::sys::stat::fstat(fd) {
+                Ok(held) if held.st_nlink > 0 && self.still_named(&held) => {
+                    let stamp = stamp_of(&held);
+                    let changed = Some(stamp) != self.last_dir_stamp;
+                    self.last_dir_stamp = Some(stamp);
+                    return Ok(Checked { state, changed });
+                }
+                _ => {
+                    self.fd = None;
+                    state = DirState::Replaced;
+                }
+            }
+        }
+        let (fd, created) = self.reopen()?;
+        if created {
+            state = DirState::Recreated;
+        } else if self.held_before {
+            state = DirState::Replaced;
+        }
+        self.held_before = true;
+        self.last_dir_stamp = nix::sys::stat::fstat(&fd).ok().map(|st| stamp_of(&st));
+        self.fd = Some(fd);
+        Ok(Checked {
+            state,
+            changed: true,
+        })
+    }
+
+    /// The path still names the directory `held` describes.
+    fn still_named(&self, held: &FileStat) -> bool {
+        fstatat(AT_FDCWD, &self.path, AtFlags::AT_SYMLINK_NOFOLLOW)
+            .is_ok_and(|now| now.st_dev == held.st_dev && now.st_ino == held.st_ino)
+    }
+
+    /// Opens the directory at the path, creating it if it is missing (but never through
+    /// a symlink, and never opening anything else: a FIFO there would block an open).
+    /// Returns whether it was created.
+    fn reopen(&self) -> Result<(OwnedFd, bool), DirTrouble> {
+        let mut created = false;
+        match fstatat(AT_FDCWD, &self.path, AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => match st.st_mode & libc_mode::S_IFMT {
+                file_type::S_IFDIR => {}
+                libc_mode::S_IFLNK => return Err(DirTrouble::Symlink),
+                _ => return Err(DirTrouble::NotDirectory),
+            },
+            Err(Errno::ENOENT) => {
+                match nix::unistd::mkdir(&self.path, Mode::from_bits_truncate(0o777)) {
+                    Ok(()) => created = true,
+                    // Someone else made it meanwhile: the open below checks what it is.
+                    Err(Errno::EEXIST) => {}
+                    Err(errno) => return Err(DirTrouble::Missing(errno)),
+                }
+            }
+            Err(errno) => return Err(DirTrouble::Unreadable(errno)),
+        }
+        let flags = OFlag::O_RDONLY
+            | OFlag::O_DIRECTORY
+            | OFlag::O_NOFOLLOW
+            | OFlag::O_NONBLOCK
+            | OFlag::O_CLOEXEC;
+        match nix::fcntl::open(&self.path, flags, Mode::empty()) {
+            Ok(fd) => Ok((fd, created)),
+            Err(Errno::ELOOP) => Err(DirTrouble::Symlink),
+            Err(Errno::ENOTDIR) => Err(DirTrouble::NotDirectory),
+            Err(errno) => Err(DirTrouble::Unreadable(errno)),
+        }
+    }
+
+    /// Visits the entries of the directory held (see [`HeartsDir::check`]), at most
+    /// [`MAX_HEARTS_DIR_ENTRIES`] of them, with a [`Reader`] to look at hearts. Returns
+    /// whether every entry was visited. Entries created or removed meanwhile may or may
+    /// not be visited; each visited one is looked at by name, never trusted from the listing.
+    pub fn scan(&mut self, mut visit: impl FnMut(&Reader<'_>, Entry<'_>)) -> Result<bool, Errno> {
+        let Some(fd) = &self.fd else {
+            return Err(Errno::EBADF);
         };
-        self.last_dir_stamp = Some(dir_stamp);
-        nix::unistd::lseek(&self.fd, 0, nix::unistd::Whence::SeekSet)?;
-        let mut entries = RawDir::new(&self.fd, &mut self.buffer);
+        let reader = Reader { fd };
+        nix::unistd::lseek(fd, 0, nix::unistd::Whence::SeekSet)?;
+        let mut entries = RawDir::new(fd, &mut self.buffer);
+        let mut listed = 0usize;
         while let Some(entry) = entries.next() {
             let entry = entry.map_err(|e| Errno::from_raw(e.raw_os_error()))?;
             let raw: &CStr = entry.file_name();
@@ -222,55 +456,37 @@ impl HeartsDir {
             if bytes == b"." || bytes == b".." {
                 continue;
             }
-            let name = match check_name(bytes) {
-                Ok(()) => core::str::from_utf8(bytes).unwrap_or_default(),
-                Err(why) => {
-                    visit(
-                        &reader,
-                        Entry::Refused {
-                            name: bytes,
-                            why: Refusal::BadName(why),
-                        },
-                    );
-                    continue;
-                }
-            };
-            match classify(fstatat(reader.fd, raw, AtFlags::AT_SYMLINK_NOFOLLOW)) {
-                Ok(Some(stamp)) => visit(&reader, Entry::Heart { name, stamp }),
-                Ok(None) => {}
-                Err(why) => visit(&reader, Entry::Refused { name: bytes, why }),
+            if listed == MAX_HEARTS_DIR_ENTRIES {
+                return Ok(false);
+            }
+            listed += 1;
+            match check_name(bytes) {
+                Ok(()) => visit(
+                    &reader,
+                    Entry::Named(core::str::from_utf8(bytes).unwrap_or_default()),
+                ),
+                Err(why) => visit(
+                    &reader,
+                    Entry::Refused {
+                        name: bytes,
+                        why: Refusal::BadName(why),
+                    },
+                ),
             }
         }
-        Ok(())
-    }
-
-    /// Reads a heart's timeout (see [`Reader::timeout`]).
-    pub fn timeout(&self, name: &str) -> Result<Duration, BadContent> {
-        Reader {
-            fd: &self.fd,
-            path: &self.path,
-            dir_changed: false,
-        }
-        .timeout(name)
+        Ok(true)
     }
 }
 
-/// Reads heart contents during a scan.
+/// Looks at hearts during a scan.
 pub struct Reader<'a> {
     fd: &'a OwnedFd,
-    path: &'a Path,
-    dir_changed: bool,
 }
 
 impl Reader<'_> {
-    /// True when entries were added, removed or renamed since the previous scan, so that
-    /// refusals are reported once, not on every pass.
-    pub fn dir_changed(&self) -> bool {
-        self.dir_changed
-    }
-
-    pub fn path(&self) -> &Path {
-        self.path
+    /// The heart file's stamp; `Ok(None)` when it is gone.
+    pub fn stamp(&self, name: &str) -> Result<Option<Stamp>, Refusal> {
+        classify(fstatat(self.fd, name, AtFlags::AT_SYMLINK_NOFOLLOW))
     }
 
     /// Reads a heart's timeout from its file, without following a symlink and without
@@ -283,14 +499,159 @@ impl Reader<'_> {
             Err(Errno::EFBIG) => return Err(BadContent::TooLarge),
             Err(errno) => return Err(BadContent::Unreadable(errno)),
         };
-        let text = core::str::from_utf8(&buf[..len])
-            .map_err(|_| BadContent::NotSeconds)?
-            .trim();
-        let secs: u64 = text.parse().map_err(|_| BadContent::NotSeconds)?;
-        if secs == 0 || secs > MAX_DURATION_SECS {
-            return Err(BadContent::OutOfRange);
+        parse_timeout(&buf[..len])
+    }
+}
+
+/// A heart file's content: its timeout in whole seconds, blanks around it allowed.
+pub fn parse_timeout(content: &[u8]) -> Result<Duration, BadContent> {
+    if content.len() > MAX_HEART_CONTENT {
+        return Err(BadContent::TooLarge);
+    }
+    let text = core::str::from_utf8(content)
+        .map_err(|_| BadContent::NotSeconds)?
+        .trim();
+    let secs: u64 = text.parse().map_err(|_| BadContent::NotSeconds)?;
+    if secs == 0 || secs > MAX_DURATION_SECS {
+        return Err(BadContent::OutOfRange);
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+/// Names of hearts shown in a capacity report.
+const OVER_EXAMPLES: usize = 4;
+
+/// Reports of hearts-directory refusals, bounded however hostile the directory is: a
+/// report is made when the directory changed (or the count of entries over capacity did),
+/// at most once per [`REFUSAL_REPORT_INTERVAL_MS`]; it names at most [`MAX_REFUSALS_NAMED`]
+/// refused entries and counts the rest, and entries over capacity make one line with a
+/// count and a few names. A change seen too soon after a report is reported later.
+pub struct Refusals {
+    next_report: Instant,
+    pending: bool,
+    over_reported: usize,
+    truncated_reported: bool,
+    reporting: bool,
+    named: usize,
+    unnamed: usize,
+    over: usize,
+    examples: heapless::Vec<heapless::String<MAX_NAME_LEN>, OVER_EXAMPLES>,
+}
+
+impl Refusals {
+    pub fn new(now: Instant) -> Refusals {
+        Refusals {
+            next_report: now,
+            pending: false,
+            over_reported: 0,
+            truncated_reported: false,
+            reporting: false,
+            named: 0,
+            unnamed: 0,
+            over: 0,
+            examples: heapless::Vec::new(),
         }
-        Ok(Duration::from_secs(secs))
+    }
+
+    /// Starts a pass over the directory; `changed` says its entries changed.
+    pub fn begin(&mut self, now: Instant, changed: bool) {
+        let due = now >= self.next_report;
+        self.reporting = due && (changed || self.pending);
+        self.pending |= changed && !due;
+        self.named = 0;
+        self.unnamed = 0;
+        self.over = 0;
+        self.examples.clear();
+    }
+
+    /// An entry that is not a heart, for `why`.
+    pub fn refused(&mut self, dir: &Path, name: &[u8], why: impl fmt::Display) {
+        if !self.reporting {
+            return;
+        }
+        if self.named < MAX_REFUSALS_NAMED {
+            self.named += 1;
+            log::warn!(
+                "hearts directory {}: refused \"{}\": {why}",
+                dir.display(),
+                Escaped(name)
+            );
+        } else {
+            self.unnamed += 1;
+        }
+    }
+
+    /// A heart left unsupervised (not even looked at): no room for another component.
+    pub fn over_capacity(&mut self, name: &str) {
+        self.over += 1;
+        if let Ok(name) = heapless::String::try_from(name) {
+            let _ = self.examples.push(name);
+        }
+    }
+
+    /// Ends the pass: the counts of what was not named, and capacity. `truncated`: the
+    /// listing stopped at [`MAX_HEARTS_DIR_ENTRIES`] (said once, and when it ends).
+    pub fn end(&mut self, now: Instant, dir: &Path, configured: usize, truncated: bool) {
+        if truncated != self.truncated_reported {
+            self.truncated_reported = truncated;
+            if truncated {
+                log::error!(
+                    "hearts directory {}: more than {MAX_HEARTS_DIR_ENTRIES} entries; only that many are looked at each pass, and hearts beyond them count as silent",
+                    dir.display()
+                );
+            } else {
+                log::warn!(
+                    "hearts directory {}: back under {MAX_HEARTS_DIR_ENTRIES} entries; all are looked at again",
+                    dir.display()
+                );
+            }
+        }
+        if self.unnamed > 0 {
+            log::warn!(
+                "hearts directory {}: {} more entries refused (not named one by one, to keep the log short)",
+                dir.display(),
+                self.unnamed
+            );
+        }
+        let due = now >= self.next_report;
+        let over_changed = self.over != self.over_reported;
+        let summary = due && (self.reporting || over_changed);
+        if summary {
+            if self.over > 0 {
+                log::error!(
+                    "hearts directory {}: {} entries not supervised: at most {MAX_COMPONENTS} components and hearts in all ({configured} configured); for example {}",
+                    dir.display(),
+                    self.over,
+                    Examples(&self.examples)
+                );
+            } else if self.over_reported > 0 {
+                log::warn!(
+                    "hearts directory {}: every heart is supervised again",
+                    dir.display()
+                );
+            }
+            self.over_reported = self.over;
+        }
+        self.pending |= over_changed && !due;
+        if self.reporting || summary {
+            self.pending = false;
+            self.next_report =
+                now.saturating_add(Duration::from_millis(REFUSAL_REPORT_INTERVAL_MS));
+        }
+    }
+}
+
+struct Examples<'a>(&'a [heapless::String<MAX_NAME_LEN>]);
+
+impl fmt::Display for Examples<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, name) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "\"{name}\"")?;
+        }
+        Ok(())
     }
 }
 
@@ -357,16 +718,49 @@ mod tests {
         assert_ne!(stamp(&beat).unwrap().unwrap(), first);
         std::os::unix::fs::symlink(&beat, dir.join("link")).unwrap();
         assert_eq!(stamp(&dir.join("link")), Err(Refusal::Symlink));
-        assert_eq!(touch(&dir.join("link"), true), Err(Errno::ELOOP));
+        assert_eq!(touch(&dir.join("link"), true), Err(TouchError::Symlink));
+        assert_eq!(touch(&dir.join("link"), false), Err(TouchError::Symlink));
+        assert_eq!(
+            touch(&dir, false),
+            Err(TouchError::NotRegular("a directory"))
+        );
+        assert_eq!(
+            touch(Path::new("/dev/null"), false),
+            Err(TouchError::NotRegular("a character device"))
+        );
+        assert_eq!(
+            touch(&dir.join("missing"), true),
+            Err(TouchError::Failed(Errno::ENOENT))
+        );
         assert_eq!(stamp(&dir), Err(Refusal::NotRegular));
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    fn scan_all(hearts: &mut HeartsDir) -> (Vec<String>, Vec<(String, Refusal)>) {
+        let mut seen = Vec::new();
+        let mut refused = Vec::new();
+        hearts
+            .scan(|reader, e| match e {
+                Entry::Named(name) => match reader.stamp(name) {
+                    Ok(Some(_)) => seen.push(name.to_owned()),
+                    Ok(None) => {}
+                    Err(why) => refused.push((name.to_owned(), why)),
+                },
+                Entry::Refused { name, why } => {
+                    refused.push((String::from_utf8_lossy(name).into_owned(), why))
+                }
+            })
+            .unwrap();
+        seen.sort();
+        refused.sort_by(|a, b| a.0.cmp(&b.0));
+        (seen, refused)
     }
 
     #[test]
     fn hearts_directory_refuses_what_it_must_not_follow_or_read() {
         let path = std::env::temp_dir().join(format!("wk-hearts-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
-        let mut hearts = HeartsDir::open(&path).unwrap();
+        let mut hearts = HeartsDir::open(&path);
         std::fs::write(path.join("good"), "30\n").unwrap();
         std::fs::write(path.join("words"), "thirty").unwrap();
         std::fs::write(path.join("huge"), vec![b'9'; 4096]).unwrap();
@@ -375,36 +769,69 @@ mod tests {
             .unwrap();
         nix::unistd::mkfifo(&path.join("fifo"), Mode::from_bits_truncate(0o600)).unwrap();
         std::fs::write(path.join("bad name"), "5").unwrap();
-        let mut hearts_seen = Vec::new();
-        let mut refused = Vec::new();
-        let mut changed = false;
-        hearts
-            .scan(|reader, e| {
-                changed |= reader.dir_changed();
-                match e {
-                    Entry::Heart { name, .. } => hearts_seen.push(name.to_owned()),
-                    Entry::Refused { name, why } => {
-                        refused.push((String::from_utf8_lossy(name).into_owned(), why))
-                    }
-                }
-            })
-            .unwrap();
-        assert!(changed);
-        hearts_seen.sort();
-        assert_eq!(hearts_seen, ["good", "huge", "words"]);
-        refused.sort_by(|a, b| a.0.cmp(&b.0));
+        let checked = hearts.check().unwrap();
+        assert_eq!(checked.state, DirState::Same);
+        assert!(checked.changed);
+        let (seen, refused) = scan_all(&mut hearts);
+        assert_eq!(seen, ["good", "huge", "words"]);
         assert_eq!(refused.len(), 3);
         assert_eq!(refused[1], ("fifo".to_owned(), Refusal::NotRegular));
         assert_eq!(refused[2], ("link".to_owned(), Refusal::Symlink));
         assert!(matches!(refused[0].1, Refusal::BadName(_)));
-        assert_eq!(hearts.timeout("good"), Ok(Duration::from_secs(30)));
-        assert_eq!(hearts.timeout("words"), Err(BadContent::NotSeconds));
-        assert_eq!(hearts.timeout("huge"), Err(BadContent::TooLarge));
-        assert!(hearts.timeout("link").is_err());
-        // Rescanning an unchanged directory says so.
-        hearts
-            .scan(|reader, _| assert!(!reader.dir_changed()))
-            .unwrap();
+        let fd = hearts.fd.as_ref().unwrap();
+        let reader = Reader { fd };
+        assert_eq!(reader.timeout("good"), Ok(Duration::from_secs(30)));
+        assert_eq!(reader.timeout("words"), Err(BadContent::NotSeconds));
+        assert_eq!(reader.timeout("huge"), Err(BadContent::TooLarge));
+        assert!(reader.timeout("link").is_err());
+        // Checking an unchanged directory again says so.
+        assert_eq!(
+            hearts.check(),
+            Ok(Checked {
+                state: DirState::Same,
+                changed: false
+            })
+        );
         std::fs::remove_dir_all(path).unwrap();
+    }
+
+    #[test]
+    fn a_hearts_directory_replaced_or_lost_is_noticed_and_never_followed() {
+        let base = std::env::temp_dir().join(format!("wk-hearts-swap-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        let path = base.join("hearts");
+        let mut hearts = HeartsDir::open(&path);
+        std::fs::write(path.join("old"), "30").unwrap();
+        assert_eq!(hearts.check().unwrap().state, DirState::Same);
+        // Renamed away and another directory put in its place.
+        std::fs::rename(&path, base.join("aside")).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        std::fs::write(path.join("new"), "30").unwrap();
+        assert_eq!(hearts.check().unwrap().state, DirState::Replaced);
+        assert_eq!(scan_all(&mut hearts).0, ["new"]);
+        // Deleted: created again.
+        std::fs::remove_dir_all(&path).unwrap();
+        assert_eq!(hearts.check().unwrap().state, DirState::Recreated);
+        assert!(path.is_dir());
+        assert!(scan_all(&mut hearts).0.is_empty());
+        // A symlink to a directory full of hearts: refused, and nothing scanned.
+        std::fs::remove_dir_all(&path).unwrap();
+        std::os::unix::fs::symlink(base.join("aside"), &path).unwrap();
+        assert_eq!(hearts.check(), Err(DirTrouble::Symlink));
+        assert_eq!(
+            hearts.scan(|_, _| panic!("scanned through a symlink")),
+            Err(Errno::EBADF)
+        );
+        // A FIFO: refused without blocking on an open.
+        std::fs::remove_file(&path).unwrap();
+        nix::unistd::mkfifo(&path, Mode::from_bits_truncate(0o600)).unwrap();
+        assert_eq!(hearts.check(), Err(DirTrouble::NotDirectory));
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        assert_eq!(hearts.check().unwrap().state, DirState::Replaced);
+        // Its parent gone: it cannot be created, and says why.
+        std::fs::remove_dir_all(&base).unwrap();
+        assert_eq!(hearts.check(), Err(DirTrouble::Missing(Errno::ENOENT)));
     }
 }

@@ -30,3 +30,12 @@ pub const MAX_STATUS_LEN: usize = 128 * 1024;
 /// Bytes in a config file, and so in the last good copy kept of one: one limit, enforced
 /// when a config is first accepted, so that a saved copy always fits the read-back.
 pub const MAX_CONFIG_LEN: usize = 1024 * 1024;
+/// Hearts-directory refusals named one by one in a report; the rest are counted.
+pub const MAX_REFUSALS_NAMED: usize = 8;
+/// Least time between two reports of hearts-directory refusals, so that a directory that
+/// changes all the time (or holds 100,000 entries) cannot flood the log.
+pub const REFUSAL_REPORT_INTERVAL_MS: u64 = 2000;
+/// Hearts-directory entries listed per pass: a directory holding more (a flood, a
+/// runaway writer) is looked at only this far, so that a pass stays short however large it
+/// grows. Sixteen times the components that fit leaves room for plenty of junk.
+pub const MAX_HEARTS_DIR_ENTRIES: usize = 16 * MAX_COMPONENTS;

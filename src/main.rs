@@ -151,9 +151,11 @@ fn status_of(config_path: &Path, json: bool) -> String {
     status::render(&config.agent.run_dir, &config.agent.state_dir, json)
 }
 
+/// Touches a heartbeat; nothing but a regular file is ever opened (see
+/// [`heartbeat::touch`]): `beat /dev/watchdog` must not arm a disarmed watchdog.
 fn beat(config_path: &Path, target: &str) -> Result<(), Failure> {
-    let failed = |path: &Path, e: nix::errno::Errno| {
-        Failure::Failed(format!("cannot touch {}: {}", path.display(), e.desc()))
+    let failed = |path: &Path, e: heartbeat::TouchError| {
+        Failure::Failed(format!("cannot touch {}: {e}", path.display()))
     };
     if target.contains('/') {
         let path = Path::new(target);
