@@ -167,8 +167,7 @@ def decode(samples, t0, t1, expect, k=None):
         if lv == 1:
             p = Pulse(start, end, bu[a][1], bu[nxt][1] if closed else float("inf"), blind, closed)
             pulses.append(p)
-            # an imprecise pulse is uncertain as a whole (its length is what is judged)
-            uncertain += end - start if max(p.rise_u, p.fall_u) > PRECISE[expect] else hidden
+            uncertain += hidden  # a pulse whose length cannot be judged is counted by the judge
         else:
             darks.append(Dark(start, end, blind, len(pulses) - 1 if pulses else None, closed))
             uncertain += hidden
@@ -183,29 +182,46 @@ def decode(samples, t0, t1, expect, k=None):
 
 
 def _periodic(r, darks, span, expect, why):
-    """healthy, fault, hold: medians of the precise pulses and of the certain periods."""
-    hide, precise = HIDE[expect], PRECISE[expect]
-    pulses = r.pulses
-    good = [p.blind < hide and max(p.rise_u, p.fall_u) <= precise for p in pulses]
-    dark_ok = {d.after: d.blind < hide for d in darks}  # pulse index -> the dark after it is certain
-    periods = [pulses[i + 1].start - pulses[i].start for i in range(len(pulses) - 1)
-               if good[i] and good[i + 1] and dark_ok.get(i, False)]
-    on = _median([p.length for p, g in zip(pulses, good) if g])
-    per = _median(periods)
-    n_good = sum(good)
+    """healthy, fault, hold: pulses whose length surely is (or surely is not) in the band.
+
+    What the agent meant lies in [length - fall_u, length + rise_u] (sampling and stalls only
+    delay edges): a pulse whose whole interval is in the band is *in*, one whose interval
+    misses the band is *out*, the others cannot be judged and count as uncertain time. Periods
+    are taken between judged pulses with no blind spot between them (median in band)."""
+    hide = HIDE[expect]
     lo, hi = ON_BAND[expect]
     plo, phi = PERIOD_BAND[expect]
     need = MIN_PULSES[expect]
-    r.ok = (n_good >= need and on is not None and lo <= on <= hi
-            and (per is None or plo <= per <= phi))
-    r.text = (f"{expect}: {n_good} pulses measured precisely ({len(pulses)} seen), on {_ms(on)} ms "
-              f"(band {_ms(lo)}-{_ms(hi)}), period {_ms(per)} ms (band {_ms(plo)}-{_ms(phi)}), "
-              f"{r.uncertain_time:.2f} s uncertain")
+    pulses = r.pulses
+    judged = []
+    for p in pulses:
+        meant_lo, meant_hi = p.length - p.fall_u, p.length + p.rise_u
+        if p.blind < hide and lo <= meant_lo and meant_hi <= hi:
+            judged.append("in")
+        elif p.blind < hide and (meant_hi < lo or meant_lo > hi):
+            judged.append("out")
+        else:
+            judged.append(None)
+            r.uncertain_time += p.length
+    ins, outs = judged.count("in"), judged.count("out")
+    dark_ok = {d.after: d.blind < hide for d in darks}  # pulse index -> the dark after it is certain
+    periods = [pulses[i + 1].start - pulses[i].start for i in range(len(pulses) - 1)
+               if judged[i] and judged[i + 1] and dark_ok.get(i, False)]
+    on = _median([p.length for p, j in zip(pulses, judged) if j])
+    per = _median(periods)
+    per_ok = per is None or plo <= per <= phi
+    r.ok = ins >= need and outs * 4 <= ins and per_ok
+    r.text = (f"{expect}: {ins} pulses surely in the on-time band {_ms(lo)}-{_ms(hi)} ms, {outs} surely "
+              f"out, {len(pulses) - ins - outs} not judged; on {_ms(on)} ms, period {_ms(per)} ms "
+              f"(band {_ms(plo)}-{_ms(phi)}), {r.uncertain_time:.2f} s uncertain")
+    # wrong for sure: pulses surely out of the band, or a period surely out of it
+    wrong = (outs >= need and outs * 4 > ins) or (len(periods) >= 3 and not per_ok)
     # too few pulses is the agent's doing only if the part measured well was long enough to
     # show them wherever the uncertain part lay
     could_show = span - r.uncertain_time >= (need + 1) * PERIOD[expect]
-    if r.uncertain_time > MAX_UNCERTAIN_SHARE * span or (not r.ok and n_good < need and not could_show):
-        r.reliable, r.why = False, why
+    if wrong or (r.uncertain_time <= MAX_UNCERTAIN_SHARE * span and (r.ok or could_show)):
+        return r
+    r.reliable, r.why = False, why
     return r
 
 

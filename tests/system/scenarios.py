@@ -200,19 +200,20 @@ def stall(g, t0, t1):
     return sum(x[3] for x in g.led.window(t0, t1) if t0 <= x[1] <= t1) if g.led else 0.0
 
 
-def led_check(ctx, g, what, expect, window, k=None, ok=None, tries=LED_TRIES):
+def led_check(ctx, g, what, expect, window, k=None, ok=None, tries=LED_TRIES, seen_is_enough=False):
     """Checks that the LED showed EXPECT (led_decode.decode), in a window WINDOW(attempt)
     returns as (t0, t1): the first is the one the scenario watched, later ones are fresh.
 
     A reading the sampler's gaps or the guest's stalls on the host make unreliable is
     measured again (up to TRIES windows), said in the log; only a reliable reading decides.
-    OK(reading) replaces the decoder's verdict where a check asks less. With no reliable
-    reading, HostTooBusy: the host, not the agent, is what failed."""
+    OK(reading) replaces the decoder's verdict where a check asks less; SEEN_IS_ENOUGH: OK
+    holding decides even in an unreliable reading (a busy host can hide pulses, never make
+    them up). With no reliable reading, HostTooBusy: the host, not the agent, is what failed."""
     for attempt in range(1, tries + 1):
         t0, t1 = window(attempt)
         r = decode(g.led.window(t0, t1), t0, t1, expect, k)
         good = r.ok if ok is None else ok(r)
-        if r.reliable:
+        if r.reliable or (seen_is_enough and good):
             again = f"; reliable at attempt {attempt}" if attempt > 1 else ""
             ctx.check(what, good, r.text + again)
             return r
@@ -370,7 +371,12 @@ def s_kill_repair(ctx):
                    f"check interval {CHECK_INTERVAL} s + polling")
         t_gone = g.wait_guest(f"! test -e /run/watchkeeper/problems/{name}", 30, interval=0.05,
                               what=f"problem file of {name} removed")
-        s = g.status()
+        # on a busy host the new process may still be starting when the file goes: poll
+        try:
+            _, s = g.wait_status(lambda st: component(st, name)["state"] == "alive" and not st["problems"],
+                                 30, what=f"{name} alive, no problem")
+        except HarnessError:
+            s = g.status()
         new = int(g.sh(f"cat /run/{name}.pid"))
         ctx.check(f"{name}: repaired (new process, alive), problem file gone",
                   component(s, name)["state"] == "alive" and new != old and not s["problems"],
@@ -591,8 +597,10 @@ def s_reboot_loop(ctx):
     g.sh("watchkeeper clear-hold")
     t_reset, desc = reset_instant(g, t_clear, timeout=HW_TIMEOUT + 20)
     lat = t_reset - t_clear
-    ctx.figure("clear-hold -> reset", lat, "s", f"limit hw timeout {HW_TIMEOUT:.0f} + {MARGIN:.0f} s")
-    ctx.check("after clear-hold the withheld reset comes", lat <= HW_TIMEOUT + MARGIN, f"{lat:.2f} s")
+    stalled = stall(g, t_clear, t_reset)
+    ctx.figure("clear-hold -> reset", lat, "s", f"limit hw timeout {HW_TIMEOUT:.0f} + {MARGIN:.0f} s"
+               f" + {stalled:.3f} s the host stalled the guest")
+    ctx.check("after clear-hold the withheld reset comes", lat <= HW_TIMEOUT + MARGIN + stalled, f"{lat:.2f} s")
     _, s = boot(ctx, g, n + 1)
     rec = boots_by_number(s).get(n, {})
     ctx.check(f"history: boot {n} forced, with the hold cleared by an operator",
@@ -862,7 +870,7 @@ def s_bad_input(ctx):
     ctx.check("agent unharmed (same pid, running, no reset)", g.agent_pid() == [pid] and
               not no_reset_since(g, t0), str(g.agent_pid()))
     led_check(ctx, g, "LED still blinks (the agent did not block on the FIFO)", "healthy", fresh_window(3.5),
-              ok=lambda r: len(r.pulses) >= 1)
+              ok=lambda r: len(r.pulses) >= 1, seen_is_enough=True)
 
     # ---- a broken config arrives with an update, and the board reboots
     g.sh("mkdir -p /var/lib/watchkeeper/update && "
@@ -974,6 +982,11 @@ def run_one(entry, images, args, results, print_lock):
     finally:
         if not ok:
             save_guest_logs(ctx)
+            starved = starved_guest(ctx)
+            if starved and not busy:
+                busy = True
+                err = f"HOST TOO BUSY, not an agent defect: {starved}; what failed then: {err}"
+                ctx.log(f"[UNMEASURED] {starved}")
         ctx.close()
     dur = time.monotonic() - ctx.t0
     if ok and not ctx.checks:
@@ -991,6 +1004,27 @@ def run_one(entry, images, args, results, print_lock):
         print("\n".join(ctx.out), flush=True)
         if not ok:
             print(f"  FAILED: {err}\n  logs: {workdir}", flush=True)
+
+
+# A guest kept from running more than this share of the time before a failure was not
+# running as a board would: the failure says nothing about the agent (STARVED_WINDOW seconds).
+STARVED_SHARE = 0.5
+STARVED_WINDOW = 10.0
+
+
+def starved_guest(ctx):
+    """Why a failure just now is the host's, or None: a guest whose vCPU thread waited for
+    a host CPU for more than STARVED_SHARE of the last STARVED_WINDOW seconds."""
+    now = time.monotonic()
+    for g in ctx.guests:
+        if not g.led or g.t_start is None:
+            continue
+        t0 = max(g.t_start, now - STARVED_WINDOW)
+        waited = stall(g, t0, now)
+        if now - t0 > 2.0 and waited > STARVED_SHARE * (now - t0):
+            return (f"{g.name}'s vCPU waited {waited:.1f} s for a host CPU in the last {now - t0:.0f} s "
+                    f"(the guest ran {1 - waited / (now - t0):.0%} of the time)")
+    return None
 
 
 def save_guest_logs(ctx):
