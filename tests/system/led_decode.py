@@ -116,6 +116,12 @@ def uncertainties(samples):
     return out
 
 
+def precise(p, expect):
+    """PULSE measured well enough for its length and start to be checked to the band of
+    EXPECT: both edges within PRECISE, no blind spot a phase could hide in."""
+    return p.whole and p.blind < HIDE[expect] and max(p.rise_u, p.fall_u) <= PRECISE[expect]
+
+
 def _median(xs):
     return statistics.median(xs) if xs else None
 
@@ -186,7 +192,7 @@ def _periodic(r, darks, span, expect, why):
 
     What the agent meant lies in [length - fall_u, length + rise_u] (sampling and stalls only
     delay edges): a pulse whose whole interval is in the band is *in*, one whose interval
-    misses the band is *out*, the others cannot be judged and count as uncertain time. Periods
+    misses the band is *out*, the others are not judged (seen, but of unknown length). Periods
     are taken between judged pulses with no blind spot between them (median in band)."""
     hide = HIDE[expect]
     lo, hi = ON_BAND[expect]
@@ -201,8 +207,7 @@ def _periodic(r, darks, span, expect, why):
         elif p.blind < hide and (meant_hi < lo or meant_lo > hi):
             judged.append("out")
         else:
-            judged.append(None)
-            r.uncertain_time += p.length
+            judged.append(None)  # seen, so nothing else hid there: only its length is unknown
     ins, outs = judged.count("in"), judged.count("out")
     dark_ok = {d.after: d.blind < hide for d in darks}  # pulse index -> the dark after it is certain
     periods = [pulses[i + 1].start - pulses[i].start for i in range(len(pulses) - 1)
@@ -218,10 +223,13 @@ def _periodic(r, darks, span, expect, why):
     wrong = (outs >= need and outs * 4 > ins) or (len(periods) >= 3 and not per_ok)
     # too few pulses is the agent's doing only if the part measured well was long enough to
     # show them wherever the uncertain part lay
-    could_show = span - r.uncertain_time >= (need + 1) * PERIOD[expect]
+    # show them wherever the uncertain part lay, and the pulses seen but not judged would
+    # not have been enough either
+    unjudged = len(pulses) - ins - outs
+    could_show = span - r.uncertain_time >= (need + 1) * PERIOD[expect] and ins + unjudged < need
     if wrong or (r.uncertain_time <= MAX_UNCERTAIN_SHARE * span and (r.ok or could_show)):
         return r
-    r.reliable, r.why = False, why
+    r.reliable, r.why = False, f"{why}; {ins} pulses judged in the band, {need} needed"
     return r
 
 
@@ -301,5 +309,5 @@ def _component(r, pulses, darks, lead, k, why):
     r.text = (f"component code {k}: blink groups {sizes}, in doubt {r.uncertain_groups}, cut by the "
               f"window {sum(g['cut'] and not g['doubt'] for g in groups)}, {blink}")
     if not r.ok and not too_many and k not in sizes and (r.uncertain_groups or (not groups and r.uncertain_time)):
-        r.reliable, r.why = False, why
+        r.reliable, r.why = False, f"{why}; blink groups in doubt: {r.uncertain_groups}"
     return r

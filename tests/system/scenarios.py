@@ -49,7 +49,7 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from appliance import (Appliance, all_alive, build_appliance, build_binary,  # noqa: E402
                        classify_led, component, ms, new_disk)
-from led_decode import GROUP_GAP, decode  # noqa: E402
+from led_decode import GROUP_GAP, HIDE, decode, precise  # noqa: E402
 from qemu_harness import REPO, HarnessError  # noqa: E402
 
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
@@ -327,10 +327,16 @@ def s_healthy_soak(ctx):
     # within led_decode's limit count (a busy host delays samples and the guest, not the agent).
     r = decode(g.led.window(t0, t1), t0, t1, "healthy")
     pulses = [(p.start, p.end) for p in r.pulses]
-    certain = [(p.start, p.end) for p in r.pulses if p.certain]
+    certain = [(p.start, p.end) for p in r.pulses if precise(p, "healthy")]
     c = classify_led(pulses)
     ons = [e - s for s, e in certain]
-    periods = [b.start - a.start for a, b in itertools.pairwise(r.pulses) if a.certain and b.certain]
+    stream = g.led.window(t0, t1)
+
+    def seen_between(a, b):  # no blind spot a blip could hide in between A and B
+        xs = [x for x in stream if a.end <= x[1] <= b.start]
+        return all(y[1] - x[0] < HIDE["healthy"] for x, y in itertools.pairwise(xs))
+    periods = [b.start - a.start for a, b in itertools.pairwise(r.pulses)
+               if precise(a, "healthy") and precise(b, "healthy") and seen_between(a, b)]
     expected = int((t1 - t0) / 3.0)
     ctx.figure("LED healthy blips seen", len(pulses), "", f"{t1 - t0:.0f} s / 3 s = {expected}")
     ctx.figure("LED blips measured within the sampler limit", len(certain), "",
