@@ -14,15 +14,17 @@ Two things can move an edge away from where the agent put it without the agent b
 the sampler not looking (an edge is only known to lie between two reads: blind =
 t_resp[i] - t_req[i-1]) and the guest not running (TCG: a vCPU thread waiting for a host CPU
 wakes the agent late, so its edge comes late by the stall reported just before it).
-Their sum is the uncertainty of what sample i says. A pulse or a dark phase is *certain* when
-every sample that bounds it or lies inside it has an uncertainty within the limit of the
-pattern being checked; only certain parts are used to decide. The limit is a share of the
-margin the classifier allows around the pattern's on-time (LIMIT), so a certain pulse can
-never land in the wrong band, and no phase of the pattern can hide in a blind interval.
+Both only delay edges: what the agent meant for a pulse lies in [length - fall_u,
+length + rise_u], u being a sample's blind interval plus the stall before it. Only what is
+sure decides: a blink code from groups whose every pulse is surely a blink (not a short
+blip) and next to which no blind interval is long enough for a blink to hide in (HIDE); a
+periodic pattern from pulses surely inside (or surely outside) its on-time band, and a
+blind time small enough that another pattern cannot hide in it. A busy host can hide pulses
+and blur lengths, never make a pulse up: what is seen surely wrong fails at once.
 
-decode() returns a Reading: reliable (enough certain evidence to decide, or nothing was
-uncertain), ok (the agent showed what was expected; meaningful only when reliable), why
-(what made it unreliable), text (one human line).
+decode() returns a Reading: reliable (enough sure evidence to decide), ok (the agent showed
+what was expected; meaningful only when reliable), why (what made it unreliable), text (one
+human line).
 """
 import statistics
 from dataclasses import dataclass, field
@@ -170,13 +172,11 @@ def decode(samples, t0, t1, expect, k=None):
         blinds = [x[0] for x in bu[a + 1:nxt + 1]]
         blind = max(blinds, default=0.0)
         hidden = sum(x for x in blinds if x >= hide)  # where a phase may hide
+        uncertain += hidden
         if lv == 1:
-            p = Pulse(start, end, bu[a][1], bu[nxt][1] if closed else float("inf"), blind, closed)
-            pulses.append(p)
-            uncertain += hidden  # a pulse whose length cannot be judged is counted by the judge
+            pulses.append(Pulse(start, end, bu[a][1], bu[nxt][1] if closed else float("inf"), blind, closed))
         else:
             darks.append(Dark(start, end, blind, len(pulses) - 1 if pulses else None, closed))
-            uncertain += hidden
     r = Reading(expect, True, False, "", "", worst, worst_at, [p for p in pulses if p.whole],
                 uncertain_time=uncertain)
     why = (f"sampler gap or guest stall up to {_ms(worst)} ms (limits: {_ms(PRECISE[expect])} ms "
