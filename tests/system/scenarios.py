@@ -224,13 +224,14 @@ def led_check(ctx, g, what, expect, window, k=None, ok=None, tries=LED_TRIES, se
                       f"unreliable; last: {r.why})")
 
 
-def fresh_window(seconds, first=None):
-    """window() for led_check: FIRST (t0, t1) at attempt 1 (if given), then SECONDS watched now."""
+def fresh_window(seconds, first=None, again=None):
+    """window() for led_check: FIRST (t0, t1) at attempt 1 (if given), else SECONDS watched
+    now; the next attempts watch AGAIN seconds (default SECONDS): longer, for more evidence."""
     def window(attempt):
         if attempt == 1 and first:
             return first
         t = time.monotonic()
-        time.sleep(seconds)
+        time.sleep(seconds if attempt == 1 else again or seconds)
         return t, time.monotonic()
     return window
 
@@ -920,7 +921,7 @@ def s_bad_input(ctx):
     ctx.log(f"kill -9 sensord under the fallback: problem file, repair, problem gone in {t_gone - t_ack:.2f} s")
     led_component_check(ctx, g, t_ack, t_gone, 1, "sensord down, under the fallback",
                         again=lambda: kill_until_repaired(g, "sensord"))
-    led_check(ctx, g, "LED back to the fault flicker", "fault", fresh_window(1.5))
+    led_check(ctx, g, "LED back to the fault flicker", "fault", fresh_window(1.5, again=3.0))
     wait = max(0.0, 5 * HW_TIMEOUT - (time.monotonic() - b2.t_boot))
     time.sleep(wait)
     ctx.check(f"no reset in {time.monotonic() - b2.t_boot:.0f} s with the broken config (no reset loop)",
