@@ -63,6 +63,9 @@ class Pulse:
     fall_u: float
     blind: float  # longest blind interval from its rise to its fall (a hidden off phase)
     whole: bool = True  # False: still on at the window's end
+    stall: float = 0.0  # guest stall reported from its rise to its fall: the guest ran that
+    # much less while it meant to keep the LED on, so work it did then (a repair spawned
+    # under TCG) may have pushed the fall that much later
 
     @property
     def length(self):
@@ -121,7 +124,8 @@ def uncertainties(samples):
 def precise(p, expect):
     """PULSE measured well enough for its length and start to be checked to the band of
     EXPECT: both edges within PRECISE, no blind spot a phase could hide in."""
-    return p.whole and p.blind < HIDE[expect] and max(p.rise_u, p.fall_u) <= PRECISE[expect]
+    return (p.whole and p.blind < HIDE[expect] and max(p.rise_u, p.fall_u) <= PRECISE[expect]
+            and p.stall <= PRECISE[expect])
 
 
 def _median(xs):
@@ -174,7 +178,8 @@ def decode(samples, t0, t1, expect, k=None):
         hidden = sum(x for x in blinds if x >= hide)  # where a phase may hide
         uncertain += hidden
         if lv == 1:
-            pulses.append(Pulse(start, end, bu[a][1], bu[nxt][1] if closed else float("inf"), blind, closed))
+            pulses.append(Pulse(start, end, bu[a][1], bu[nxt][1] if closed else float("inf"), blind, closed,
+                                sum(x[3] for x in win[a + 1:nxt + 1])))
         else:
             darks.append(Dark(start, end, blind, len(pulses) - 1 if pulses else None, closed))
     r = Reading(expect, True, False, "", "", worst, worst_at, [p for p in pulses if p.whole],
@@ -201,7 +206,7 @@ def _periodic(r, darks, span, expect, why):
     pulses = r.pulses
     judged = []
     for p in pulses:
-        meant_lo, meant_hi = p.length - p.fall_u, p.length + p.rise_u
+        meant_lo, meant_hi = p.length - p.fall_u - p.stall, p.length + p.rise_u
         if p.blind < hide and lo <= meant_lo and meant_hi <= hi:
             judged.append("in")
         elif p.blind < hide and (meant_hi < lo or meant_lo > hi):
@@ -245,8 +250,8 @@ def _component(r, pulses, darks, lead, k, why):
     a blink may hide next to it or one of its pulses may be either (the host's doing). Only
     groups neither cut nor in doubt are counted; only doubt makes a reading unreliable (a cut
     is the window's, not the host's). The blinks' on-time is checked against the band from
-    those measured within PRECISE."""
-    hide, precise = HIDE["component"], PRECISE["component"]
+    those measured within PRECISE (edges, and the guest's stall while it was on)."""
+    hide = HIDE["component"]
     lead_level, lead_len, lead_certain = lead
     groups = []  # {"n", "cut", "doubt", "ons"}
     cur = None
@@ -275,7 +280,7 @@ def _component(r, pulses, darks, lead, k, why):
                 cur["cut"] = True
             elif not sure:
                 cur["doubt"] = True
-            elif max(p.rise_u, p.fall_u) <= precise:
+            elif precise(p, "component"):
                 cur["ons"].append(p.length)
         d = dark_after.get(i)
         if d is None:  # the pulse runs to the window's end
@@ -303,9 +308,9 @@ def _component(r, pulses, darks, lead, k, why):
     too_many = [g["n"] for g in groups if not g["doubt"] and g["n"] > k]
     on_ok = on is None or lo <= on <= hi
     r.ok = k in sizes and not too_many and on_ok
-    blink = (f"blink on {_ms(on)} ms (band {_ms(lo)}-{_ms(hi)}, {len(ons)} measured within "
-             f"{_ms(precise)} ms)" if ons else "no blink measured within "
-             f"{_ms(precise)} ms (its length not judged)")
+    within = _ms(PRECISE["component"])
+    blink = (f"blink on {_ms(on)} ms (band {_ms(lo)}-{_ms(hi)}, {len(ons)} measured within {within} ms)"
+             if ons else f"no blink measured within {within} ms (its length not judged)")
     r.text = (f"component code {k}: blink groups {sizes}, in doubt {r.uncertain_groups}, cut by the "
               f"window {sum(g['cut'] and not g['doubt'] for g in groups)}, {blink}")
     if not r.ok and not too_many and k not in sizes and (r.uncertain_groups or (not groups and r.uncertain_time)):

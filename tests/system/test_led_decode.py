@@ -95,6 +95,19 @@ class ComponentCode(unittest.TestCase):
         self.assertTrue(r.reliable and r.ok, r.text)
         self.assertIn("not judged", r.text)
 
+    def test_guest_stalled_during_a_long_blink_is_read_but_not_timed(self):
+        # the bad-input failure of issue 8: a 280 ms blink while the guest lost 150 ms of its
+        # CPU time in small waits (a repair spawned under TCG then): the code, not the length
+        stalls = [(1.2 + 0.011 * i, 0.006) for i in range(25)]
+        s = stream([(1, 0.28), (0, 1.8)], 4.2, stalls=stalls)
+        r = decode(s, 0.0, 4.2, "component", k=1)
+        self.assertTrue(r.reliable and r.ok, r.text)
+        self.assertIn("not judged", r.text)
+        # the same blink with the guest running freely is the agent's: too long
+        r = decode(stream([(1, 0.28), (0, 1.8)], 4.2), 0.0, 4.2, "component", k=1)
+        self.assertTrue(r.reliable, r.text)
+        self.assertFalse(r.ok, r.text)
+
     def test_gap_making_a_blink_look_like_a_blip_is_unreliable(self):
         # the rise of the blink is seen 100 ms late: 100 ms on, a healthy blip or a blink?
         r = decode(stream(code(1), 4.2, gaps=[(1.19, 0.1)]), 0.0, 4.2, "component", k=1)
