@@ -305,7 +305,11 @@ class Guest:
         while data:  # an unbuffered pipe may take a write in parts
             data = data[os.write(self.proc.stdin.fileno(), data):]
 
-    def run(self, command, timeout=30, check=False):
+    # A console command's answer may take long on a busy 2-core host (TCG runs the guest in
+    # one host thread): the deadline is for a guest that hangs, not for a slow one.
+    COMMAND_TIMEOUT = 90
+
+    def run(self, command, timeout=COMMAND_TIMEOUT, check=False):
         """Runs COMMAND with `sh -c` in the guest; returns (output, exit code).
 
         Output is stdout+stderr as text ('\\n' line ends). check=True raises on a non-zero
@@ -336,7 +340,7 @@ class Guest:
         encoded = base64.b64encode(command.encode()).decode()
         self.send_line(f"WKC {next(self._tokens)}-{secrets.token_hex(4)} {encoded}")
 
-    def sh(self, command, timeout=30):
+    def sh(self, command, timeout=COMMAND_TIMEOUT):
         """run() that must succeed; returns the output stripped."""
         return self.run(command, timeout, check=True)[0].strip()
 

@@ -26,7 +26,9 @@ a time (--jobs).
 
 usage: scenarios.py [--only NAME|NUMBER[,...]] [--jobs N] [--soak SECONDS] [--seed N]
                     [--setup] [--no-build] [--keep] [--verbose]
-Prints "scenarios: N passed, M failed" last; exits 1 on any failure.
+Prints "scenarios: N passed, M failed[, K unmeasured]" last; exits 1 on any failure, 2 if the
+only trouble was a host too busy to measure on (UNMEASURED: run once more alone, then given up;
+not an agent defect, not a pass either).
 """
 import argparse
 import hashlib
@@ -47,6 +49,7 @@ import traceback
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from appliance import (Appliance, all_alive, build_appliance, build_binary,  # noqa: E402
                        classify_led, component, ms, new_disk)
+from led_decode import GROUP_GAP, HIDE, decode, precise  # noqa: E402
 from qemu_harness import REPO, HarnessError  # noqa: E402
 
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
@@ -61,10 +64,17 @@ MARGIN = 1.0  # allowed lateness of a reset (TCG on a loaded 2-core host)
 LOOP_GRACE, LOOP_RESET_AFTER, LOOP_MAX_RESETS = 3.0, 4.0, 2
 
 BOOT_TIMEOUT = {"aarch64": 90, "armv7": 150}
+# LED windows tried before a reading is given up as unmeasurable (led_check)
+LED_TRIES = 5
 
 
 class ScenarioFailed(Exception):
     pass
+
+
+class HostTooBusy(Exception):
+    """The host was too busy for a measurement to mean anything: not an agent defect. The
+    runner runs the scenario again once the others are done, alone."""
 
 
 class Ctx:
@@ -76,6 +86,7 @@ class Ctx:
         self.checks = []
         self.figures = []
         self.guests = []
+        self.unreliable = 0  # LED readings measured again because the host was busy
         self.t0 = time.monotonic()
         self._lock = threading.Lock()
 
@@ -183,29 +194,94 @@ def no_reset_since(g, t):
     return [(e.name, e.data) for e in g.events_since(t) if e.name in ("WATCHDOG", "RESET", "SHUTDOWN")]
 
 
-def led_component_check(ctx, g, t0, t1, position, what):
-    """Checks the LED showed blink code POSITION between T0 and T1 (host times)."""
-    pulses = [p for p in g.led.pulses(t0, t1) if p[1] - p[0] > 0.15]
-    c = classify_led(pulses)
-    groups = c.get("groups") or []
-    ok = c["kind"] == "component" and position in groups and max(groups) == position
-    ctx.check(f"LED showed blink code {position} ({what})", ok, c["text"])
-    return c
+def stall(g, t0, t1):
+    """Seconds QEMU's threads waited for a host CPU between host times T0 and T1 (summed per
+    LED sample, the worst thread each time): how late a busy host made the guest."""
+    return sum(x[3] for x in g.led.window(t0, t1) if t0 <= x[1] <= t1) if g.led else 0.0
 
 
-def reset_window_check(ctx, label, lat_lo, lat_hi, lo, hi):
+def led_check(ctx, g, what, expect, window, k=None, ok=None, tries=LED_TRIES, seen_is_enough=False):
+    """Checks that the LED showed EXPECT (led_decode.decode), in a window WINDOW(attempt)
+    returns as (t0, t1): the first is the one the scenario watched, later ones are fresh.
+
+    A reading the sampler's gaps or the guest's stalls on the host make unreliable is
+    measured again (up to TRIES windows), said in the log; only a reliable reading decides.
+    OK(reading) replaces the decoder's verdict where a check asks less; SEEN_IS_ENOUGH: OK
+    holding decides even in an unreliable reading (a busy host can hide pulses, never make
+    them up). With no reliable reading, HostTooBusy: the host, not the agent, is what failed."""
+    for attempt in range(1, tries + 1):
+        t0, t1 = window(attempt)
+        r = decode(g.led.window(t0, t1), t0, t1, expect, k)
+        good = r.ok if ok is None else ok(r)
+        if r.reliable or (seen_is_enough and good):
+            again = f"; reliable at attempt {attempt}" if attempt > 1 else ""
+            ctx.check(what, good, r.text + again)
+            return r
+        ctx.unreliable += 1
+        more = f"measuring again ({attempt + 1}/{tries})" if attempt < tries else "no window left"
+        ctx.log(f"LED reading unreliable: {r.why}; {more}")
+    raise HostTooBusy(f"{what}: the host was too busy to measure the LED ({tries} windows "
+                      f"unreliable; last: {r.why})")
+
+
+def fresh_window(seconds, first=None, again=None):
+    """window() for led_check: FIRST (t0, t1) at attempt 1 (if given), else SECONDS watched
+    now; the next attempts watch AGAIN seconds (default SECONDS): longer, for more evidence."""
+    def window(attempt):
+        if attempt == 1 and first:
+            return first
+        t = time.monotonic()
+        time.sleep(seconds if attempt == 1 else again or seconds)
+        return t, time.monotonic()
+    return window
+
+
+def led_component_check(ctx, g, t0, t1, position, what, again=None):
+    """Checks the LED showed blink code POSITION between T0 and T1 (host times).
+
+    The window is widened by a group gap on both sides (the pattern before and after bounds
+    the first and last group; waited for if needed). AGAIN(): a fresh (t0, t1) in which the
+    code is shown again (the component killed once more), for a reading the host made
+    unreliable; None: this window only."""
+    def window(attempt):
+        a, b = (t0, t1) if attempt == 1 else again()
+        time.sleep(max(0.0, b + GROUP_GAP + 0.2 - time.monotonic()))
+        return a - GROUP_GAP - 0.2, b + GROUP_GAP + 0.2
+    return led_check(ctx, g, f"LED showed blink code {position} ({what})", "component", window,
+                     k=position, tries=LED_TRIES if again else 1)
+
+
+def kill_until_repaired(g, name):
+    """kill -9 NAME and wait (guest log) until it is alive again: a window (t0, t1) with its
+    LED code in it, for led_component_check."""
+    _, ts_kill, t_send, _ = kill_component(g, name)
+    deadline = time.monotonic() + 60
+    while klog_ts(g, f"component {name} is alive again", ts_kill) is None:
+        if time.monotonic() > deadline:
+            raise HarnessError(f"{g.name}: {name} not alive again within 60 s of a kill -9")
+        time.sleep(0.2)
+    return t_send, time.monotonic()
+
+
+def reset_window_check(ctx, label, lat_lo, lat_hi, lo, hi, stalled=0.0):
+    """A latency in [LAT_LO, LAT_HI] within [LO, HI]; HI grows by STALLED, the time the host
+    kept the guest from running (a guest timer, e.g. softdog's, fires that much later)."""
+    hi_s = hi + stalled
+    more = f" + {stalled:.3f} s the host stalled the guest" if stalled >= 0.001 else ""
     ctx.figure(f"{label}", (lat_lo + lat_hi) / 2, "s",
-               f"between {lat_lo:.3f} and {lat_hi:.3f}; limits [{lo:.1f}, {hi:.1f}] s")
-    ctx.check(f"{label} within [{lo:.1f}, {hi:.1f}] s", lat_hi >= lo and lat_lo <= hi,
+               f"between {lat_lo:.3f} and {lat_hi:.3f}; limits [{lo:.1f}, {hi:.1f}{more}] s")
+    ctx.check(f"{label} within [{lo:.1f}, {hi:.1f}] s{more}", lat_hi >= lo and lat_lo <= hi_s,
               f"{lat_lo:.3f}-{lat_hi:.3f} s")
 
 
 def healthy_led_check(ctx, g, t0, t1, min_blips=2):
-    pulses = g.led.pulses(t0, t1)
-    c = classify_led(pulses)
-    ctx.check("LED shows the healthy blip (100 ms every 3 s)",
-              c["kind"] == "healthy" and len(pulses) >= min_blips, c["text"])
-    return c
+    """The healthy blip in [T0, T1] (MIN_BLIPS of them), or in a fresh 3.5 s window if the
+    host made that reading unreliable."""
+    def window(attempt):
+        window.need = min_blips if attempt == 1 else 1
+        return fresh_window(3.5, (t0, t1))(attempt)
+    return led_check(ctx, g, "LED shows the healthy blip (100 ms every 3 s)", "healthy", window,
+                     ok=lambda r: r.ok and len(r.pulses) >= window.need)
 
 
 # ----------------------------------------------------------------------------- scenarios
@@ -248,20 +324,34 @@ def s_healthy_soak(ctx):
     ctx.figure("agent VmRSS start -> end", f"{rss0} -> {rss1}", "kB")
     ctx.check("agent RSS did not grow by more than 64 kB", rss1 - rss0 <= 64, f"{rss0} -> {rss1} kB")
 
-    pulses = g.led.pulses(t0, t1)
+    # The blip timings below are checked to +-40 ms: only blips whose edges the sampler saw
+    # within led_decode's limit count (a busy host delays samples and the guest, not the agent).
+    r = decode(g.led.window(t0, t1), t0, t1, "healthy")
+    pulses = [(p.start, p.end) for p in r.pulses]
+    certain = [(p.start, p.end) for p in r.pulses if precise(p, "healthy")]
     c = classify_led(pulses)
-    ons = [e - s for s, e in pulses]
-    starts = [s for s, _ in pulses]
-    periods = [b - a for a, b in itertools.pairwise(starts)]
+    ons = [e - s for s, e in certain]
+    stream = g.led.window(t0, t1)
+
+    def seen_between(a, b):  # no blind spot a blip could hide in between A and B
+        xs = [x for x in stream if a.end <= x[1] <= b.start]
+        return all(y[1] - x[0] < HIDE["healthy"] for x, y in itertools.pairwise(xs))
+    periods = [b.start - a.start for a, b in itertools.pairwise(r.pulses)
+               if precise(a, "healthy") and precise(b, "healthy") and seen_between(a, b)]
     expected = int((t1 - t0) / 3.0)
     ctx.figure("LED healthy blips seen", len(pulses), "", f"{t1 - t0:.0f} s / 3 s = {expected}")
+    ctx.figure("LED blips measured within the sampler limit", len(certain), "",
+               f"worst sampler gap or guest stall {ms(r.worst)} ms, limit {ms(r.limit)} ms")
+    if len(certain) < expected / 2 or len(periods) < expected / 3:
+        raise HostTooBusy(f"only {len(certain)} of {len(pulses)} LED blips measured within "
+                          f"{ms(r.limit)} ms ({r.why or 'sampler gaps'}): too few to judge the timing")
     ctx.figure("LED blip on-time", f"mean {ms(statistics.mean(ons))} ms, min {ms(min(ons))}, "
                f"max {ms(max(ons))}", "", "documented 100 ms")
     ctx.figure("LED blip period", f"mean {statistics.mean(periods) * 1000:.1f} ms, "
                f"stdev {statistics.pstdev(periods) * 1000:.1f}, min {ms(min(periods))}, "
                f"max {ms(max(periods))}", "", "documented 3000 ms")
     ctx.figure("LED sampler", f"{g.led.samples} samples, {g.led.errors} errors")
-    ctx.check("LED pattern is the healthy blip", c["kind"] == "healthy", c["text"])
+    ctx.check("LED pattern is the healthy blip", c["kind"] == "healthy" and r.ok, f"{c['text']}; {r.text}")
     ctx.check("no blip missing", len(pulses) >= expected - 1, f"{len(pulses)} vs {expected}")
     ctx.check("every blip on for 100 ms (+-40 ms)", all(0.06 <= o <= 0.14 for o in ons),
               f"{ms(min(ons))}-{ms(max(ons))} ms")
@@ -288,7 +378,12 @@ def s_kill_repair(ctx):
                    f"check interval {CHECK_INTERVAL} s + polling")
         t_gone = g.wait_guest(f"! test -e /run/watchkeeper/problems/{name}", 30, interval=0.05,
                               what=f"problem file of {name} removed")
-        s = g.status()
+        # on a busy host the new process may still be starting when the file goes: poll
+        try:
+            _, s = g.wait_status(lambda st: component(st, name)["state"] == "alive" and not st["problems"],
+                                 30, what=f"{name} alive, no problem")
+        except HarnessError:
+            s = g.status()
         new = int(g.sh(f"cat /run/{name}.pid"))
         ctx.check(f"{name}: repaired (new process, alive), problem file gone",
                   component(s, name)["state"] == "alive" and new != old and not s["problems"],
@@ -299,14 +394,18 @@ def s_kill_repair(ctx):
         ctx.check(f"{name}: log says dead, repairing, alive again",
                   None not in (ts_dead, ts_rep, ts_alive),
                   f"dead {ts_dead}, repairing {ts_rep}, alive {ts_alive}")
+        # the guest clock runs on while the host keeps the guest from running: that much later
+        stalled = stall(g, t_send, t_ack + (ts_dead - ts_kill))
+        more = f" + {stalled:.3f} s the host stalled the guest" if stalled >= 0.001 else ""
         ctx.figure(f"{name}: detection latency (kill -> 'is dead', guest clock)", ts_dead - ts_kill, "s",
-                   f"limit check_interval {CHECK_INTERVAL} s")
-        ctx.check(f"{name}: detected within a check interval (+100 ms)", ts_dead - ts_kill <= CHECK_INTERVAL + 0.1,
-                  f"{ts_dead - ts_kill:.3f} s")
+                   f"limit check_interval {CHECK_INTERVAL} s{more}")
+        ctx.check(f"{name}: detected within a check interval (+100 ms{more})",
+                  ts_dead - ts_kill <= CHECK_INTERVAL + 0.1 + stalled, f"{ts_dead - ts_kill:.3f} s")
         ctx.figure(f"{name}: kill -> repair started", ts_rep - ts_kill, "s")
         ctx.figure(f"{name}: kill -> alive again (includes its startup time)", ts_alive - ts_kill, "s")
         ctx.figure(f"{name}: problem file lifetime (host)", t_gone - t_prob, "s")
-        led_component_check(ctx, g, t_send, t_gone, pos, f"while {name} was down")
+        led_component_check(ctx, g, t_send, t_gone, pos, f"while {name} was down",
+                            again=lambda: kill_until_repaired(g, name))
         time.sleep(1.0)
     ctx.check("no reset", not no_reset_since(g, t_start) and len(g.boots) == 1,
               str(no_reset_since(g, t_start)))
@@ -332,8 +431,9 @@ def dead_until_reset(ctx, g, name="uplink", reset_after=RESET_AFTER, hw=HW_TIMEO
     t_reset, desc = reset_instant(g, t_send, timeout=reset_after + hw + 30)
     ctx.log(f"reset: {desc}")
     lo, hi = reset_after, reset_after + hw + MARGIN
-    reset_window_check(ctx, "kill -> board reset", t_reset - t_ack, t_reset - t_send, lo, hi)
-    led_component_check(ctx, g, t_ack, t_reset - 1.3, pos, f"while {name} was dead")
+    reset_window_check(ctx, "kill -> board reset", t_reset - t_ack, t_reset - t_send, lo, hi,
+                       stall(g, t_send, t_reset))
+    led_component_check(ctx, g, t_ack, t_reset - 1.3 - GROUP_GAP - 0.2, pos, f"while {name} was dead")
     solid = g.led.on_fraction(t_reset - 0.6, t_reset - 0.05)
     ctx.check("LED solid on (reset imminent) before the reset", solid > 0.95, f"on {solid:.0%} of the last 0.55 s")
     return {"ts_kill": ts_kill, "ts_dead": ts_dead, "t_reset": t_reset, "old_pid": old}
@@ -385,7 +485,7 @@ def agent_killed(ctx, g, boot_no, wd_fires_event):
     t_reset, desc = reset_instant(g, t_send, timeout=HW_TIMEOUT + 30)
     ctx.log(f"reset: {desc}")
     reset_window_check(ctx, "agent kill -> board reset", t_reset - t_ack, t_reset - t_send,
-                       HW_TIMEOUT - 0.2, HW_TIMEOUT + MARGIN)
+                       HW_TIMEOUT - 0.2, HW_TIMEOUT + MARGIN, stall(g, t_send, t_reset))
     ctx.check("QMP event sequence", ("WATCHDOG" in desc) == wd_fires_event, desc)
     lines = [l for t, l in g.lines if t_send <= t <= t_reset + 0.5]
     ctx.check("kernel said 'watchdog did not stop!' (closed without the magic 'V')",
@@ -494,10 +594,9 @@ def s_reboot_loop(ctx):
     withheld = next((t for t in log if "withheld: reboot-loop hold" in t), "")
     ctx.check("log: the guard holds resets and names the withheld one", guard and withheld,
               f"{guard} | {withheld}")
-    pulses = g.led.pulses(t_hold, time.monotonic())
-    c = classify_led(pulses)
-    ctx.check("LED shows the hold pattern (1 s on, 1 s off)", c["kind"] == "hold", c["text"])
-    ctx.figure("hold pattern", c["text"])
+    r = led_check(ctx, g, "LED shows the hold pattern (1 s on, 1 s off)", "hold",
+                  fresh_window(4.5, (t_hold, time.monotonic())))
+    ctx.figure("hold pattern", r.text)
     ctx.figure("forced resets", f"{', '.join(f'{x:.1f}' for x in latencies)} s after /init", "",
                f"grace {LOOP_GRACE:.0f} + reset_after {LOOP_RESET_AFTER:.0f} s after the agent starts")
     # An operator lets the agent reset again: uplink has been dead for long, so at once.
@@ -505,8 +604,10 @@ def s_reboot_loop(ctx):
     g.sh("watchkeeper clear-hold")
     t_reset, desc = reset_instant(g, t_clear, timeout=HW_TIMEOUT + 20)
     lat = t_reset - t_clear
-    ctx.figure("clear-hold -> reset", lat, "s", f"limit hw timeout {HW_TIMEOUT:.0f} + {MARGIN:.0f} s")
-    ctx.check("after clear-hold the withheld reset comes", lat <= HW_TIMEOUT + MARGIN, f"{lat:.2f} s")
+    stalled = stall(g, t_clear, t_reset)
+    ctx.figure("clear-hold -> reset", lat, "s", f"limit hw timeout {HW_TIMEOUT:.0f} + {MARGIN:.0f} s"
+               f" + {stalled:.3f} s the host stalled the guest")
+    ctx.check("after clear-hold the withheld reset comes", lat <= HW_TIMEOUT + MARGIN + stalled, f"{lat:.2f} s")
     _, s = boot(ctx, g, n + 1)
     rec = boots_by_number(s).get(n, {})
     ctx.check(f"history: boot {n} forced, with the hold cleared by an operator",
@@ -775,10 +876,8 @@ def s_bad_input(ctx):
               json.dumps(backup))
     ctx.check("agent unharmed (same pid, running, no reset)", g.agent_pid() == [pid] and
               not no_reset_since(g, t0), str(g.agent_pid()))
-    t = time.monotonic()
-    time.sleep(3.5)
-    c = classify_led(g.led.pulses(t, time.monotonic()))
-    ctx.check("LED still blinks (the agent did not block on the FIFO)", c["n"] >= 1, c["text"])
+    led_check(ctx, g, "LED still blinks (the agent did not block on the FIFO)", "healthy", fresh_window(3.5),
+              ok=lambda r: len(r.pulses) >= 1, seen_is_enough=True)
 
     # ---- a broken config arrives with an update, and the board reboots
     g.sh("mkdir -p /var/lib/watchkeeper/update && "
@@ -810,24 +909,19 @@ def s_bad_input(ctx):
         ctx.finding("with log = \"kmsg\", the config error and the fallback notice go to stderr only, "
                     "not to the kernel log (they are logged before the agent switches to /dev/kmsg): "
                     "`dmesg | grep watchkeeper` shows the fault LED but not why")
-    t_watch = time.monotonic()
-    time.sleep(3)
-    c = classify_led(g.led.pulses(t_watch, time.monotonic()))
-    ctx.check("LED shows the fault pattern (fast flicker, 50 ms on, 50 ms off)", c["kind"] == "fault", c["text"])
-    ctx.figure("fault LED", c["text"])
+    r = led_check(ctx, g, "LED shows the fault pattern (fast flicker, 50 ms on, 50 ms off)", "fault",
+                  fresh_window(3))
+    ctx.figure("fault LED", r.text)
     s = wait_alive(ctx, g)
     ctx.check("the last good config supervises (sensord and uplink listed, alive)",
               [x["name"] for x in s["components"]] == ["sensord", "uplink"], json.dumps(s["components"]))
     _, _, _, t_ack = kill_component(g, "sensord")
-    g.wait_guest("test -e /run/watchkeeper/problems/sensord", 10, interval=0.05, what="problem file")
+    g.wait_guest("test -e /run/watchkeeper/problems/sensord", 30, interval=0.05, what="problem file")
     t_gone = g.wait_guest("! test -e /run/watchkeeper/problems/sensord", 30, interval=0.05, what="problem gone")
-    ctx.check("kill -9 sensord under the fallback: problem file, repair, problem gone", True,
-              f"repaired in {t_gone - t_ack:.2f} s")
-    led_component_check(ctx, g, t_ack, t_gone, 1, "sensord down, under the fallback")
-    t = time.monotonic()
-    time.sleep(1.5)
-    c = classify_led(g.led.pulses(t, time.monotonic()))
-    ctx.check("LED back to the fault flicker", c["kind"] == "fault", c["text"])
+    ctx.log(f"kill -9 sensord under the fallback: problem file, repair, problem gone in {t_gone - t_ack:.2f} s")
+    led_component_check(ctx, g, t_ack, t_gone, 1, "sensord down, under the fallback",
+                        again=lambda: kill_until_repaired(g, "sensord"))
+    led_check(ctx, g, "LED back to the fault flicker", "fault", fresh_window(1.5, again=3.0))
     wait = max(0.0, 5 * HW_TIMEOUT - (time.monotonic() - b2.t_boot))
     time.sleep(wait)
     ctx.check(f"no reset in {time.monotonic() - b2.t_boot:.0f} s with the broken config (no reset loop)",
@@ -881,29 +975,75 @@ def run_one(entry, images, args, results, print_lock):
     ctx = Ctx(name, workdir, images, args)
     with print_lock:
         print(f"[start] {number:2d} {name}", flush=True)
-    ok, err = True, ""
+    ok, busy, err = True, False, ""
     try:
         fn(ctx)
     except ScenarioFailed as e:
         ok, err = False, str(e)
+    except HostTooBusy as e:
+        ok, busy, err = False, True, f"HOST TOO BUSY to measure, not an agent defect: {e}"
+        ctx.log(f"[UNMEASURED] {e}")
     except Exception as e:  # noqa: BLE001 - a scenario that cannot run fails
         ok, err = False, f"{type(e).__name__}: {e}"
         ctx.log(traceback.format_exc())
     finally:
+        if not ok:
+            save_guest_logs(ctx)
+            starved = starved_guest(ctx)
+            if starved and not busy:
+                busy = True
+                err = f"HOST TOO BUSY, not an agent defect: {starved}; what failed then: {err}"
+                ctx.log(f"[UNMEASURED] {starved}")
         ctx.close()
     dur = time.monotonic() - ctx.t0
     if ok and not ctx.checks:
         ok, err = False, "no check ran"
+    if ctx.unreliable:
+        ctx.figures.append(f"LED readings measured again (host too busy for a reliable reading): {ctx.unreliable}")
     if ok and not args.keep:
         for f in os.listdir(workdir):
             if f.endswith(".img"):
                 os.remove(os.path.join(workdir, f))
-    results.append((number, name, ok, dur, err, ctx))
+    results.append((number, name, ok, dur, err, ctx, busy))
+    verdict = "PASS" if ok else "UNMEASURED" if busy else "FAIL"
     with print_lock:
-        print(f"\n== {number}. {name}: {'PASS' if ok else 'FAIL'} ({dur:.0f} s)", flush=True)
+        print(f"\n== {number}. {name}: {verdict} ({dur:.0f} s)", flush=True)
         print("\n".join(ctx.out), flush=True)
         if not ok:
             print(f"  FAILED: {err}\n  logs: {workdir}", flush=True)
+
+
+# A guest kept from running more than this share of the time before a failure was not
+# running as a board would: the failure says nothing about the agent (STARVED_WINDOW seconds).
+STARVED_SHARE = 0.5
+STARVED_WINDOW = 10.0
+
+
+def starved_guest(ctx):
+    """Why a failure just now is the host's, or None: a guest whose vCPU thread waited for
+    a host CPU for more than STARVED_SHARE of the last STARVED_WINDOW seconds."""
+    now = time.monotonic()
+    for g in ctx.guests:
+        if not g.led or g.t_start is None:
+            continue
+        t0 = max(g.t_start, now - STARVED_WINDOW)
+        waited = stall(g, t0, now)
+        if now - t0 > 2.0 and waited > STARVED_SHARE * (now - t0):
+            return (f"{g.name}'s vCPU waited {waited:.1f} s for a host CPU in the last {now - t0:.0f} s "
+                    f"(the guest ran {1 - waited / (now - t0):.0%} of the time)")
+    return None
+
+
+def save_guest_logs(ctx):
+    """The kernel log of each guest still running, next to its console log (post-mortem)."""
+    for g in ctx.guests:
+        try:
+            if g._alive():
+                out, _ = g.run("dmesg", timeout=20, raw=True)
+                with open(os.path.join(ctx.workdir, f"{g.name}-dmesg.txt"), "w") as f:
+                    f.write(out + "\n")
+        except Exception:  # noqa: BLE001 - best effort, the failure is reported anyway
+            pass
 
 
 def select(only):
@@ -977,19 +1117,30 @@ def main():
         t.start()
     for t in threads:
         t.join()
+    # Retry later: a scenario the host was too busy to measure runs once more, alone.
+    busy = [r for r in results if r[6]]
+    for r in busy:
+        print(f"\n[retry] {r[0]:2d} {r[1]}: the host was too busy to measure it; running it again alone",
+              flush=True)
+        results.remove(r)
+        run_one(next(s for s in SCENARIOS if s[0] == r[0]), images, args, results, print_lock)
     total = time.monotonic() - t0
 
     print("\n== summary (measured figures per scenario)")
-    for number, name, ok, dur, err, ctx in sorted(results, key=lambda r: r[0]):
-        print(f"  {number:2d} {name:14} {'PASS' if ok else 'FAIL'} {dur:5.0f} s"
-              + (f"  {err}" if not ok else ""))
+    for number, name, ok, dur, err, ctx, busy in sorted(results, key=lambda r: r[0]):
+        verdict = "PASS" if ok else "UNMEASURED" if busy else "FAIL"
+        print(f"  {number:2d} {name:14} {verdict:10} {dur:5.0f} s" + (f"  {err}" if not ok else ""))
         for f in ctx.figures:
             print(f"        {f}")
     passed = sum(1 for r in results if r[2])
-    failed = len(results) - passed
+    unmeasured = sum(1 for r in results if r[6])
+    failed = len(results) - passed - unmeasured
     print(f"\ntotal: {total:.0f} s ({total / 60:.1f} min), seed {args.seed}")
-    print(f"scenarios: {passed} passed, {failed} failed")
-    return 1 if failed else 0
+    if unmeasured:
+        print(f"{unmeasured} scenario(s) UNMEASURED: the host was too busy for the LED to be read reliably, "
+              f"twice; this says nothing about the agent: run them again on a quieter host (--only)")
+    print(f"scenarios: {passed} passed, {failed} failed" + (f", {unmeasured} unmeasured" if unmeasured else ""))
+    return 1 if failed else 2 if unmeasured else 0
 
 
 if __name__ == "__main__":
