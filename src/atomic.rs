@@ -170,17 +170,23 @@ pub fn open_dir_at(
     })
 }
 
+/// The (device, inode) identity of a stat result.
+// The stat field types differ between targets (32-bit on armv7 glibc).
+#[allow(clippy::useless_conversion)]
+fn identity_of(st: &nix::sys::stat::FileStat) -> (u64, u64) {
+    (u64::from(st.st_dev), u64::from(st.st_ino))
+}
+
 /// The (device, inode) identity of an open file, to tell whether a path still names it.
 pub fn identity(fd: impl AsFd) -> Result<(u64, u64), Errno> {
-    let st = nix::sys::stat::fstat(fd)?;
-    Ok((st.st_dev, st.st_ino))
+    nix::sys::stat::fstat(fd).map(|st| identity_of(&st))
 }
 
 /// True if `path` (not followed if a symlink) still names the file whose identity is
 /// `id`. One fstatat(2), no allocation: the agent asks this on every pass.
 pub fn still_at(dir: impl AsFd, path: &(impl NixPath + ?Sized), id: (u64, u64)) -> bool {
     nix::sys::stat::fstatat(dir, path, AtFlags::AT_SYMLINK_NOFOLLOW)
-        .is_ok_and(|st| (st.st_dev, st.st_ino) == id)
+        .is_ok_and(|st| identity_of(&st) == id)
 }
 
 #[cfg(test)]

@@ -33,6 +33,11 @@ use crate::state::{BootId, State, StateError, current_boot_id};
 
 /// Bytes of a problem file shown; the rest is marked as cut.
 const PROBLEM_SHOWN: usize = 512;
+/// Clock ticks by which the start time the agent recorded of itself may differ from the
+/// one the kernel shows others: under qemu-user (how the ARM builds are tested) the agent's
+/// own `/proc/self/stat` is the emulator's, a few ticks off. A reused pid cannot start that
+/// close to the agent: the kernel would have to go through its whole pid space meanwhile.
+const START_TIME_SLACK_TICKS: u64 = 25;
 
 /// The running agent's identity, for its snapshot (read once, at startup).
 pub fn agent_identity() -> Identity<BootId> {
@@ -230,7 +235,9 @@ fn liveness(id: &Identity<snapshot::Text>, this_boot: Option<&BootId>) -> Livene
     };
     match heartbeat::start_time(pid) {
         None => return Liveness::Gone,
-        Some(started) if started != id.start_time => return Liveness::Reused,
+        Some(started) if started.abs_diff(id.start_time) > START_TIME_SLACK_TICKS => {
+            return Liveness::Reused;
+        }
         Some(_) => {}
     }
     // The same program as this one (by file, or by name when the agent's binary has
@@ -844,7 +851,11 @@ mod tests {
         );
         assert_eq!(
             liveness(
-                &id(me.pid, me.start_time + 1, me.boot_id.as_bytes()),
+                &id(
+                    me.pid,
+                    me.start_time + START_TIME_SLACK_TICKS + 1,
+                    me.boot_id.as_bytes()
+                ),
                 boot.as_ref()
             ),
             Liveness::Reused

@@ -22,6 +22,16 @@ impl Drop for Started {
     }
 }
 
+/// `check` refused (exit status 1) and its stderr says each of `words`; `what` tells
+/// which case failed.
+fn assert_check_refused(check: &std::process::Output, words: &[&str], what: &str) {
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(1), "{what}: {stderr}");
+    for word in words {
+        assert!(stderr.contains(word), "{what}: must say {word:?}: {stderr}");
+    }
+}
+
 /// Default directories this test made, removed when it ends, failing or not.
 struct RemovedAtEnd(Vec<&'static Path>);
 
@@ -102,7 +112,7 @@ fn assert_falls_back_and_feeds(sb: &Sandbox, expected: &[&str]) {
 /// Paths that are not regular files, each with what the refusal calls it.
 fn not_regular_files(sb: &Sandbox) -> Vec<(PathBuf, &'static str)> {
     let fifo = sb.path("fifo.toml");
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    mkfifo(&fifo);
     let dir = sb.path("dir.toml");
     fs::create_dir(&dir).unwrap();
     let zero = sb.path("zero.toml");
@@ -143,16 +153,10 @@ fn check_and_status_answer_at_once_on_a_config_that_is_not_a_regular_file() {
     fs::write(&big, &text).unwrap();
     cases.push((big, "at most 1048576 bytes"));
     for (config, why) in &cases {
-        let check = run_on(config, &["check"]);
-        let stderr = String::from_utf8_lossy(&check.stderr);
-        assert_eq!(
-            check.status.code(),
-            Some(1),
-            "check on {config:?}: {stderr}"
-        );
-        assert!(
-            stderr.contains(&config.display().to_string()) && stderr.contains(why),
-            "check on {config:?} must name the file and say {why:?}: {stderr}"
+        assert_check_refused(
+            &run_on(config, &["check"]),
+            &[&config.display().to_string(), why],
+            &format!("check on {config:?} must name the file"),
         );
         let status = run_on(config, &["status"]);
         let stderr = String::from_utf8_lossy(&status.stderr);
@@ -200,19 +204,14 @@ fn run_never_blocks_on_a_config_that_is_not_a_regular_file() {
     let _cleanup = RemovedAtEnd(defaults.into_iter().filter(|d| !d.exists()).collect());
     for (config, why) in not_regular_files(&sb) {
         let _ = fs::remove_file(sb.path("agent.log"));
-        let log = fs::File::create(sb.path("agent.log")).unwrap();
-        let mut agent = Started(
+        let mut agent = Started(spawn_logged(
+            &sb,
             std::process::Command::new(BIN)
                 .arg("--config")
                 .arg(&config)
                 .arg("run")
-                .env("WATCHKEEPER_LOG", "info")
-                .stdin(std::process::Stdio::null())
-                .stdout(std::process::Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
+                .env("WATCHKEEPER_LOG", "info"),
+        ));
         sb.wait_for("the refusal of the config", Duration::from_secs(10), || {
             sb.log().contains(why)
         });
@@ -343,16 +342,10 @@ fn a_config_that_breaks_a_rule_of_check_is_refused_and_the_last_good_one_runs() 
     ];
     for (text, rule) in &cases {
         let config = sb.config_text(text);
-        let check = sb.run(&["check"]);
-        let stderr = String::from_utf8_lossy(&check.stderr);
-        assert_eq!(
-            check.status.code(),
-            Some(1),
-            "check must refuse:\n{text}\n{stderr}"
-        );
-        assert!(
-            stderr.contains(rule) && stderr.contains(&format!("{}:", config.display())),
-            "check must say {rule:?} at a place:\n{text}\n{stderr}"
+        assert_check_refused(
+            &sb.run(&["check"]),
+            &[rule, &format!("{}:", config.display())],
+            &format!("check must refuse at a place:\n{text}\n"),
         );
         assert_falls_back_and_feeds(&sb, &[rule]);
     }

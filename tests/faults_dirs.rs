@@ -15,7 +15,7 @@ mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use support::*;
@@ -102,20 +102,19 @@ fn dirs(sb: &Sandbox) -> (PathBuf, PathBuf) {
 /// Starts the agent with trace logging, so each feed of the `none` device is a log line:
 /// that shows feeding even when the run directory (and its `fed` file) is unusable.
 fn start(sb: &Sandbox) -> Agent {
-    let log = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(sb.path("agent.log"))
-        .unwrap();
-    let child = sb
-        .command(&["run"])
-        .env("WATCHKEEPER_LOG", "trace")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    Agent(child)
+    Agent(spawn_logged(
+        sb,
+        sb.command(&["run"]).env("WATCHKEEPER_LOG", "trace"),
+    ))
+}
+
+/// Writes [`config`] with these directories, starts the agent and waits for `first` in
+/// its log.
+fn start_and_see(sb: &Sandbox, run: &Path, state: &Path, first: &str) -> Agent {
+    config(sb, run, state);
+    let mut agent = start(sb);
+    wait_log(sb, &mut agent, first);
+    agent
 }
 
 fn assert_running(sb: &Sandbox, agent: &mut Agent) {
@@ -127,17 +126,34 @@ fn assert_running(sb: &Sandbox, agent: &mut Agent) {
     }
 }
 
-fn wait_log(sb: &Sandbox, agent: &mut Agent, text: &str) {
-    sb.wait_for(&format!("\"{text}\" in the log"), WAIT, || {
+/// Waits until `cond` holds, failing at once if the agent exits meanwhile.
+fn wait_while_running(
+    sb: &Sandbox,
+    agent: &mut Agent,
+    what: &str,
+    timeout: Duration,
+    mut cond: impl FnMut() -> bool,
+) {
+    sb.wait_for(what, timeout, || {
         assert_running(sb, agent);
+        cond()
+    });
+}
+
+fn wait_log(sb: &Sandbox, agent: &mut Agent, text: &str) {
+    wait_while_running(sb, agent, &format!("\"{text}\" in the log"), WAIT, || {
         sb.log().contains(text)
     });
 }
 
+/// The agent fed once: the run directory and its `fed` file exist.
+fn wait_first_feed(sb: &Sandbox, run: &Path) {
+    sb.wait_for("a first feed", WAIT, || run.join("fed").exists());
+}
+
 /// The agent has written a status snapshot that `status` reads as running, LED healthy.
 fn wait_running(sb: &Sandbox, agent: &mut Agent) {
-    sb.wait_for("status to see the agent running", WAIT, || {
-        assert_running(sb, agent);
+    wait_while_running(sb, agent, "status to see the agent running", WAIT, || {
         let status = sb.status_json();
         status["agent"]["running"] == true && status["agent"]["led"] == "healthy"
     });
@@ -146,8 +162,7 @@ fn wait_running(sb: &Sandbox, agent: &mut Agent) {
 /// Feeds go on: new "keepalive" lines appear (works without a usable run directory).
 fn assert_feeding_by_log(sb: &Sandbox, agent: &mut Agent) {
     let before = sb.log().matches(FEED_LINE).count();
-    sb.wait_for("two more feeds", WAIT, || {
-        assert_running(sb, agent);
+    wait_while_running(sb, agent, "two more feeds", WAIT, || {
         sb.log().matches(FEED_LINE).count() >= before + 2
     });
 }
@@ -182,8 +197,8 @@ fn assert_degraded_without_run_dir(sb: &Sandbox, agent: &mut Agent) -> serde_jso
 /// file), `status` says running, and its LED is `led` once `svc` is alive again.
 fn assert_degraded_with_run_dir(sb: &Sandbox, agent: &mut Agent, run_dir: &Path, led: &str) {
     assert_supervising(sb, agent);
-    sb.wait_for(&format!("status to show the LED {led}"), WAIT, || {
-        assert_running(sb, agent);
+    let what = format!("status to show the LED {led}");
+    wait_while_running(sb, agent, &what, WAIT, || {
         sb.status_json()["agent"]["led"] == led
     });
     let status = sb.assert_alive_and_feeding(&mut agent.0, run_dir);
@@ -234,11 +249,10 @@ fn run_dir_a_symlink_to_a_directory_is_refused_not_followed() {
     let (run, state) = dirs(&sb);
     fs::create_dir(sb.path("elsewhere")).unwrap();
     std::os::unix::fs::symlink(sb.path("elsewhere"), &run).unwrap();
-    config(&sb, &run, &state);
-    let mut agent = start(&sb);
-    wait_log(
+    let mut agent = start_and_see(
         &sb,
-        &mut agent,
+        &run,
+        &state,
         "is a symbolic link, which is never followed",
     );
     assert_degraded_without_run_dir(&sb, &mut agent);
@@ -254,9 +268,7 @@ fn run_dir_a_symlink_to_dev_null_is_refused() {
     let sb = Sandbox::new("dirs-run-devnull");
     let (run, state) = dirs(&sb);
     std::os::unix::fs::symlink("/dev/null", &run).unwrap();
-    config(&sb, &run, &state);
-    let mut agent = start(&sb);
-    wait_log(&sb, &mut agent, "is a symbolic link");
+    let mut agent = start_and_see(&sb, &run, &state, "is a symbolic link");
     assert_degraded_without_run_dir(&sb, &mut agent);
 }
 
@@ -265,11 +277,10 @@ fn run_dir_a_regular_file() {
     let sb = Sandbox::new("dirs-run-file");
     let (run, state) = dirs(&sb);
     fs::write(&run, b"not a directory").unwrap();
-    config(&sb, &run, &state);
-    let mut agent = start(&sb);
-    wait_log(
+    let mut agent = start_and_see(
         &sb,
-        &mut agent,
+        &run,
+        &state,
         "run: the run directory is a regular file, not a directory",
     );
     assert_degraded_without_run_dir(&sb, &mut agent);
@@ -282,11 +293,10 @@ fn run_dir_below_a_regular_file() {
     let (_, state) = dirs(&sb);
     fs::write(sb.path("blocker"), b"").unwrap();
     let run = sb.path("blocker/run");
-    config(&sb, &run, &state);
-    let mut agent = start(&sb);
-    wait_log(
+    let mut agent = start_and_see(
         &sb,
-        &mut agent,
+        &run,
+        &state,
         "or a directory above it, is not a directory",
     );
     assert_degraded_without_run_dir(&sb, &mut agent);
@@ -299,11 +309,10 @@ fn run_dir_on_a_read_only_filesystem() {
     fs::create_dir_all(run.join("problems")).unwrap();
     fs::write(run.join("fed"), b"").unwrap();
     let _ro = Mount::read_only(&run);
-    config(&sb, &run, &state);
-    let mut agent = start(&sb);
-    wait_log(
+    let mut agent = start_and_see(
         &sb,
-        &mut agent,
+        &run,
+        &state,
         "the run directory is on a read-only filesystem",
     );
     assert_degraded_without_run_dir(&sb, &mut agent);
@@ -316,11 +325,10 @@ fn run_dir_missing_below_a_read_only_filesystem() {
     fs::create_dir(sb.path("ro")).unwrap();
     let _ro = Mount::read_only(&sb.path("ro"));
     let run = sb.path("ro/run");
-    config(&sb, &run, &state);
-    let mut agent = start(&sb);
-    wait_log(
+    let mut agent = start_and_see(
         &sb,
-        &mut agent,
+        &run,
+        &state,
         "the run directory is on a read-only filesystem",
     );
     assert_degraded_without_run_dir(&sb, &mut agent);
@@ -332,11 +340,10 @@ fn problems_not_a_directory(tag: &str, make: impl FnOnce(&Path), found: &str) {
     let (run, state) = dirs(&sb);
     fs::create_dir(&run).unwrap();
     make(&run.join("problems"));
-    config(&sb, &run, &state);
-    let mut agent = start(&sb);
-    wait_log(
+    let mut agent = start_and_see(
         &sb,
-        &mut agent,
+        &run,
+        &state,
         &format!("/problems: its problems directory is {found}"),
     );
     wait_log(&sb, &mut agent, "component svc: cannot mark the problem");
@@ -354,14 +361,7 @@ fn problems_a_regular_file() {
 
 #[test]
 fn problems_a_fifo() {
-    problems_not_a_directory(
-        "dirs-problems-fifo",
-        |p| {
-            let out = Command::new("mkfifo").arg(p).output().unwrap();
-            assert!(out.status.success());
-        },
-        "a FIFO, not a directory",
-    );
+    problems_not_a_directory("dirs-problems-fifo", mkfifo, "a FIFO, not a directory");
 }
 
 #[test]
@@ -377,37 +377,13 @@ fn problems_a_symlink_to_a_directory() {
     );
 }
 
-#[test]
-fn fed_a_directory_still_feeds() {
-    let sb = Sandbox::new("dirs-fed-dir");
-    let (run, state) = dirs(&sb);
-    fs::create_dir_all(run.join("fed")).unwrap();
-    config(&sb, &run, &state);
-    let mut agent = start(&sb);
-    wait_log(
-        &sb,
-        &mut agent,
-        "/fed: its fed file is a directory, not a regular file",
-    );
-    wait_log(&sb, &mut agent, "component svc is dead");
-    assert_problem_file(&run);
-    assert_supervising(&sb, &mut agent);
-    assert_feeding_by_log(&sb, &mut agent);
-    sb.wait_for("status to show the fault", WAIT, || {
-        let status = sb.status_json();
-        status["agent"]["running"] == true && status["agent"]["led"] == "fault"
-    });
-}
-
 /// `fed` of the wrong type: problem files and the snapshot are still written.
 fn fed_not_a_file(tag: &str, make: impl FnOnce(&Path), found: &str) {
     let sb = Sandbox::new(tag);
     let (run, state) = dirs(&sb);
     fs::create_dir(&run).unwrap();
     make(&run.join("fed"));
-    config(&sb, &run, &state);
-    let mut agent = start(&sb);
-    wait_log(&sb, &mut agent, &format!("/fed: its fed file {found}"));
+    let mut agent = start_and_see(&sb, &run, &state, &format!("/fed: its fed file {found}"));
     wait_log(&sb, &mut agent, "component svc is dead");
     assert_problem_file(&run);
     assert_supervising(&sb, &mut agent);
@@ -419,15 +395,17 @@ fn fed_not_a_file(tag: &str, make: impl FnOnce(&Path), found: &str) {
 }
 
 #[test]
-fn fed_a_fifo_does_not_block() {
+fn fed_a_directory_still_feeds() {
     fed_not_a_file(
-        "dirs-fed-fifo",
-        |p| {
-            let out = Command::new("mkfifo").arg(p).output().unwrap();
-            assert!(out.status.success());
-        },
-        "is a FIFO, not a regular file",
+        "dirs-fed-dir",
+        |p| fs::create_dir(p).unwrap(),
+        "is a directory, not a regular file",
     );
+}
+
+#[test]
+fn fed_a_fifo_does_not_block() {
+    fed_not_a_file("dirs-fed-fifo", mkfifo, "is a FIFO, not a regular file");
 }
 
 #[test]
@@ -445,9 +423,7 @@ fn fed_a_symlink_is_refused() {
 fn run_dir_deleted_while_running_is_recreated_with_its_problem_files() {
     let sb = Sandbox::new("dirs-run-deleted");
     let (run, state) = dirs(&sb);
-    config(&sb, &run, &state);
-    let mut agent = start(&sb);
-    wait_log(&sb, &mut agent, "component svc is dead");
+    let mut agent = start_and_see(&sb, &run, &state, "component svc is dead");
     assert_problem_file(&run);
     remove_tree(&run);
     wait_log(&sb, &mut agent, "was removed or replaced: recreating it");
@@ -472,9 +448,7 @@ fn run_dir_deleted_while_running_is_recreated_with_its_problem_files() {
 fn problems_deleted_while_running_is_recreated() {
     let sb = Sandbox::new("dirs-problems-deleted");
     let (run, state) = dirs(&sb);
-    config(&sb, &run, &state);
-    let mut agent = start(&sb);
-    wait_log(&sb, &mut agent, "component svc is dead");
+    let mut agent = start_and_see(&sb, &run, &state, "component svc is dead");
     remove_tree(&run.join("problems"));
     wait_log(&sb, &mut agent, "is usable again");
     sb.wait_for("the problem file to be rewritten", WAIT, || {
@@ -490,7 +464,7 @@ fn fed_deleted_while_running_is_recreated() {
     let (run, state) = dirs(&sb);
     config(&sb, &run, &state);
     let mut agent = start(&sb);
-    sb.wait_for("a first feed", WAIT, || run.join("fed").exists());
+    wait_first_feed(&sb, &run);
     fs::remove_file(run.join("fed")).unwrap();
     wait_log(&sb, &mut agent, "is usable again");
     assert_supervising(&sb, &mut agent);
@@ -503,7 +477,7 @@ fn run_dir_replaced_by_a_symlink_while_running_is_refused_then_recreated() {
     let (run, state) = dirs(&sb);
     config(&sb, &run, &state);
     let mut agent = start(&sb);
-    sb.wait_for("a first feed", WAIT, || run.join("fed").exists());
+    wait_first_feed(&sb, &run);
     fs::create_dir(sb.path("decoy")).unwrap();
     std::os::unix::fs::symlink(sb.path("decoy"), sb.path("link")).unwrap();
     swap(&run, &sb.path("link"));
@@ -534,7 +508,7 @@ fn run_dir_replaced_by_a_file_while_running() {
     let (run, state) = dirs(&sb);
     config(&sb, &run, &state);
     let mut agent = start(&sb);
-    sb.wait_for("a first feed", WAIT, || run.join("fed").exists());
+    wait_first_feed(&sb, &run);
     fs::write(sb.path("in-the-way"), b"in the way").unwrap();
     swap(&run, &sb.path("in-the-way"));
     wait_log(
@@ -574,9 +548,7 @@ fn state_dir_a_regular_file() {
     let sb = Sandbox::new("dirs-state-file");
     let (run, state) = dirs(&sb);
     fs::write(&state, b"x").unwrap();
-    config(&sb, &run, &state);
-    let mut agent = start(&sb);
-    wait_log(&sb, &mut agent, "creating the state directory");
+    let mut agent = start_and_see(&sb, &run, &state, "creating the state directory");
     wait_log(
         &sb,
         &mut agent,
@@ -591,9 +563,7 @@ fn state_dir_a_symlink() {
     let (run, state) = dirs(&sb);
     fs::create_dir(sb.path("elsewhere")).unwrap();
     std::os::unix::fs::symlink(sb.path("elsewhere"), &state).unwrap();
-    config(&sb, &run, &state);
-    let mut agent = start(&sb);
-    wait_log(&sb, &mut agent, "opening the state directory");
+    let mut agent = start_and_see(&sb, &run, &state, "opening the state directory");
     assert_state_fault(&sb, &mut agent);
     assert_eq!(fs::read_dir(sb.path("elsewhere")).unwrap().count(), 0);
 }
@@ -604,11 +574,10 @@ fn state_dir_read_only_at_startup() {
     let (run, state) = dirs(&sb);
     fs::create_dir(&state).unwrap();
     let _ro = Mount::read_only(&state);
-    config(&sb, &run, &state);
-    let mut agent = start(&sb);
-    wait_log(
+    let mut agent = start_and_see(
         &sb,
-        &mut agent,
+        &run,
+        &state,
         "could not record the start of this boot (boot id ",
     );
     assert_state_fault(&sb, &mut agent);
@@ -642,11 +611,10 @@ fn state_disk_full_still_says_how_the_previous_boot_ended_and_shows_a_fault() {
     let _tmpfs = Mount::tmpfs(&state, "64k");
     previous_boot(&state);
     fill(&state);
-    config(&sb, &run, &state);
-    let mut agent = start(&sb);
-    wait_log(
+    let mut agent = start_and_see(
         &sb,
-        &mut agent,
+        &run,
+        &state,
         "previous boot 1: reset not requested by watchkeeper",
     );
     wait_log(
@@ -658,11 +626,16 @@ fn state_disk_full_still_says_how_the_previous_boot_ended_and_shows_a_fault() {
     assert_state_fault(&sb, &mut agent);
     // Space again: the next retry (every 30 s) writes the record, the fault goes away.
     fs::remove_file(state.join("filler")).unwrap();
-    sb.wait_for("the history written again", Duration::from_secs(60), || {
-        assert_running(&sb, &mut agent);
-        sb.log()
-            .contains("works again: the reset history is written")
-    });
+    wait_while_running(
+        &sb,
+        &mut agent,
+        "the history written again",
+        Duration::from_secs(60),
+        || {
+            sb.log()
+                .contains("works again: the reset history is written")
+        },
+    );
     sb.wait_for(
         "status to show the LED healthy",
         Duration::from_secs(60),
@@ -678,11 +651,10 @@ fn state_dir_remounted_read_only_while_running() {
     let sb = Sandbox::new("dirs-state-remount");
     let (run, state) = dirs(&sb);
     let tmpfs = Mount::tmpfs(&state, "1m");
-    config(&sb, &run, &state);
-    let mut agent = start(&sb);
-    wait_log(
+    let mut agent = start_and_see(
         &sb,
-        &mut agent,
+        &run,
+        &state,
         "previous boot: unknown: the previous boot left no record",
     );
     wait_running(&sb, &mut agent);
@@ -697,9 +669,7 @@ fn state_dir_deleted_while_running_is_recreated_with_the_history() {
     let (run, state) = dirs(&sb);
     fs::create_dir(&state).unwrap();
     previous_boot(&state);
-    config(&sb, &run, &state);
-    let mut agent = start(&sb);
-    wait_log(&sb, &mut agent, "previous boot 1: reset not requested");
+    let mut agent = start_and_see(&sb, &run, &state, "previous boot 1: reset not requested");
     // Startup is over (nothing else writes there until a reset).
     wait_running(&sb, &mut agent);
     remove_tree(&state);
@@ -739,9 +709,7 @@ fn unusable_history(tag: &str, make: impl FnOnce(&Path), words: &str) {
     let (run, state) = dirs(&sb);
     fs::create_dir(&state).unwrap();
     make(&state.join("history"));
-    config(&sb, &run, &state);
-    let mut agent = start(&sb);
-    wait_log(&sb, &mut agent, &format!("is unusable: {words}"));
+    let mut agent = start_and_see(&sb, &run, &state, &format!("is unusable: {words}"));
     wait_log(&sb, &mut agent, "history.corrupt, starting a new one");
     wait_log(
         &sb,
@@ -781,14 +749,7 @@ fn history_a_symlink() {
 
 #[test]
 fn history_a_fifo_does_not_block() {
-    unusable_history(
-        "dirs-history-fifo",
-        |p| {
-            let out = Command::new("mkfifo").arg(p).output().unwrap();
-            assert!(out.status.success());
-        },
-        "it is a FIFO",
-    );
+    unusable_history("dirs-history-fifo", mkfifo, "it is a FIFO");
 }
 
 #[test]
@@ -831,11 +792,10 @@ fn history_empty() {
 fn first_boot_says_there_is_no_record() {
     let sb = Sandbox::new("dirs-first-boot");
     let (run, state) = dirs(&sb);
-    config(&sb, &run, &state);
-    let mut agent = start(&sb);
-    wait_log(
+    let mut agent = start_and_see(
         &sb,
-        &mut agent,
+        &run,
+        &state,
         "previous boot: unknown: the previous boot left no record (first boot on record in",
     );
     assert_degraded_with_run_dir(&sb, &mut agent, &run, "healthy");
@@ -873,8 +833,7 @@ fn forced_reset_with_a_full_state_disk_says_what_was_not_recorded() {
         "no watchdog device: a real one would now be set",
     );
     assert!(sb.log().contains("No space left on device"), "{}", sb.log());
-    sb.wait_for("status to show the reset", WAIT, || {
-        assert_running(&sb, &mut agent);
+    wait_while_running(&sb, &mut agent, "status to show the reset", WAIT, || {
         let status = sb.status_json();
         status["agent"]["running"] == true && status["agent"]["led"] == "reset imminent"
     });
@@ -892,16 +851,18 @@ fn run_dir_deleted_while_running_gets_the_problem_file_of_a_bad_heart_back() {
         sb.path("hearts").display()
     ));
     let mut agent = start(&sb);
-    sb.wait_for("the heart's problem file", WAIT, || {
-        assert_running(&sb, &mut agent);
+    wait_while_running(&sb, &mut agent, "the heart's problem file", WAIT, || {
         run.join("problems/backup").is_file()
     });
     remove_tree(&run);
     wait_log(&sb, &mut agent, "is usable again");
-    sb.wait_for("the heart's problem file to be rewritten", WAIT, || {
-        assert_running(&sb, &mut agent);
-        run.join("problems/backup").is_file()
-    });
+    wait_while_running(
+        &sb,
+        &mut agent,
+        "the heart's problem file to be rewritten",
+        WAIT,
+        || run.join("problems/backup").is_file(),
+    );
     let text = fs::read_to_string(run.join("problems/backup")).unwrap();
     assert!(text.starts_with("watchkeeper: "), "{text:?}");
     sb.assert_alive_and_feeding(&mut agent.0, &run);
@@ -913,18 +874,13 @@ const NOBODY: u32 = 65534;
 /// Starts the agent as `nobody` (see [`start`]).
 fn start_as_nobody(sb: &Sandbox) -> Agent {
     use std::os::unix::process::CommandExt;
-    let log = fs::File::create(sb.path("agent.log")).unwrap();
-    let child = sb
-        .command(&["run"])
-        .env("WATCHKEEPER_LOG", "trace")
-        .uid(NOBODY)
-        .gid(NOBODY)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    Agent(child)
+    Agent(spawn_logged(
+        sb,
+        sb.command(&["run"])
+            .env("WATCHKEEPER_LOG", "trace")
+            .uid(NOBODY)
+            .gid(NOBODY),
+    ))
 }
 
 /// Waits for the fresh history that records this boot as boot 1 (it is written just after

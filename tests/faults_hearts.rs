@@ -174,12 +174,13 @@ fn a_hearts_directory_deleted_and_created_again_is_supervised_anew() {
 /// Swaps two paths atomically (renameat2 RENAME_EXCHANGE), so that the agent never sees
 /// the directory missing (and creates it) in between.
 fn exchange(a: &Path, b: &Path) {
-    nix::fcntl::renameat2(
-        nix::fcntl::AT_FDCWD,
+    // rustix's, not nix's: nix has renameat2 on glibc only, and the aarch64 build is musl.
+    rustix::fs::renameat_with(
+        rustix::fs::CWD,
         a,
-        nix::fcntl::AT_FDCWD,
+        rustix::fs::CWD,
         b,
-        nix::fcntl::RenameFlags::RENAME_EXCHANGE,
+        rustix::fs::RenameFlags::EXCHANGE,
     )
     .unwrap();
 }
@@ -235,7 +236,7 @@ fn a_hearts_path_that_is_a_fifo_or_a_file_does_not_stop_the_agent() {
     let sb = Sandbox::new("hearts-fifo");
     hearts_config(&sb, "");
     let hearts = sb.path("hearts");
-    nix::unistd::mkfifo(&hearts, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    mkfifo(&hearts);
     let mut agent = sb.start();
     sb.wait_for("the FIFO refused", Duration::from_secs(10), || {
         sb.log().contains("hearts directory") && sb.log().contains("is not a directory")
@@ -422,7 +423,7 @@ fn beat_refuses_what_is_not_a_regular_file_without_opening_it() {
     let sb = Sandbox::new("beat-refuse");
     hearts_config(&sb, "");
     let fifo = sb.path("fifo");
-    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    mkfifo(&fifo);
     // A reader holds the FIFO open: a writer's open would succeed (and, once it closes,
     // leave the reader a hang-up to see).
     let reader = fs::OpenOptions::new()

@@ -12,7 +12,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::signal::{SigHandler, SigSet, Signal, kill, signal};
 use nix::unistd::{Pid, pipe2};
+use watchkeeper::signals::HELD;
 
 const FILLER: &[u8] = b"filler\n";
 const DROPPED: &str = "dropped: the log was not writable without waiting";
@@ -72,6 +73,17 @@ fn wait_alive(sb: &Sandbox) {
     });
 }
 
+/// Supervision goes on: `component`, once seen alive, is killed, its death gets its
+/// problem file, and the agent still runs and feeds.
+fn assert_death_seen(sb: &Sandbox, component: &mut Child, agent: &mut Child) {
+    wait_alive(sb);
+    kill9(component);
+    sb.wait_for("the death's problem file", Duration::from_secs(20), || {
+        sb.path("run/problems/svc").exists()
+    });
+    sb.assert_alive_and_feeding(agent, &sb.path("run"));
+}
+
 fn start_agent(sb: &Sandbox, stderr: Stdio) -> Reaped {
     Reaped(
         sb.command(&["run"])
@@ -83,28 +95,16 @@ fn start_agent(sb: &Sandbox, stderr: Stdio) -> Reaped {
     )
 }
 
-fn log_file(sb: &Sandbox) -> File {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(sb.path("agent.log"))
-        .unwrap()
-}
-
 /// Starts the agent with its log in `agent.log`, after `prepare` ran in the child just
 /// before exec (to give it an inheritance a careless parent could give).
 fn start_prepared(sb: &Sandbox, prepare: fn() -> nix::Result<()>) -> Reaped {
     let mut command = sb.command(&["run"]);
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log_file(sb));
     // SAFETY: `prepare` only calls sigaction or pthread_sigmask, both async-signal-safe
     // (signal-safety(7)), as a pre_exec closure must be.
     unsafe {
         command.pre_exec(move || prepare().map_err(std::io::Error::from));
     }
-    Reaped(command.spawn().unwrap())
+    Reaped(spawn_logged(sb, &mut command))
 }
 
 fn set_nonblocking(fd: &impl std::os::fd::AsFd, on: bool) {
@@ -184,12 +184,7 @@ fn full_log_scenario(tag: &str, write_end: OwnedFd, read_end: OwnedFd) {
     sb.wait_for("a first feed", Duration::from_secs(20), || {
         sb.last_feed().is_some()
     });
-    wait_alive(&sb);
-    kill9(&mut component);
-    sb.wait_for("the death's problem file", Duration::from_secs(20), || {
-        sb.path("run/problems/svc").exists()
-    });
-    sb.assert_alive_and_feeding(&mut agent, &sb.path("run"));
+    assert_death_seen(&sb, &mut component, &mut agent);
 
     let mut reader = File::from(read_end);
     set_nonblocking(&reader, true);
@@ -233,13 +228,7 @@ fn a_full_stderr_socket_stops_neither_supervision_nor_the_count() {
 
 /// Bit `signal` of a `Sig...` mask line in /proc/PID/status.
 fn in_mask(pid: u32, field: &str, signal: Signal) -> bool {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let hex = status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
-    let mask = u64::from_str_radix(hex.trim(), 16).unwrap();
-    mask & (1 << (signal as u32 - 1)) != 0
+    proc_status_mask(pid, field) & (1 << (signal as u32 - 1)) != 0
 }
 
 #[test]
@@ -260,34 +249,10 @@ fn a_stderr_whose_reader_is_gone_is_not_fatal() {
             in_mask(agent.id(), "SigIgn:", Signal::SIGPIPE),
             "SIGPIPE must be ignored, or the first log line kills the agent"
         );
-        wait_alive(&sb);
-        kill9(&mut component);
-        sb.wait_for("the death's problem file", Duration::from_secs(20), || {
-            sb.path("run/problems/svc").exists()
-        });
-        sb.assert_alive_and_feeding(&mut agent, &sb.path("run"));
+        assert_death_seen(&sb, &mut component, &mut agent);
         kill9(&mut agent);
     }
 }
-
-/// Every signal whose default action would end or stop the agent and that someone other
-/// than an operator stopping it may send: each is held and logged, never fatal.
-const HELD: [Signal; 14] = [
-    Signal::SIGHUP,
-    Signal::SIGUSR1,
-    Signal::SIGUSR2,
-    Signal::SIGALRM,
-    Signal::SIGVTALRM,
-    Signal::SIGPROF,
-    Signal::SIGIO,
-    Signal::SIGPWR,
-    Signal::SIGSTKFLT,
-    Signal::SIGXCPU,
-    Signal::SIGXFSZ,
-    Signal::SIGTSTP,
-    Signal::SIGTTIN,
-    Signal::SIGTTOU,
-];
 
 fn wait_started(sb: &Sandbox) {
     sb.wait_for("startup", Duration::from_secs(20), || {
@@ -295,13 +260,35 @@ fn wait_started(sb: &Sandbox) {
     });
 }
 
+/// `svc` and the agent supervising it, past startup: (component, agent).
+fn start_supervising(sb: &Sandbox) -> (Reaped, Reaped) {
+    config_with_component(sb);
+    let component = start_component(sb);
+    let agent = Reaped(sb.start());
+    wait_started(sb);
+    (component, agent)
+}
+
+/// The signals an operator or a stray process sends most (a reload habit, a user signal,
+/// an alarm): the agent's own list must hold at least these, whatever else it holds.
+const MUST_HOLD: [Signal; 4] = [
+    Signal::SIGHUP,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGALRM,
+];
+
+#[test]
+fn the_held_list_has_the_common_stray_signals() {
+    for signal in MUST_HOLD {
+        assert!(HELD.contains(&signal), "{signal} must be held: {HELD:?}");
+    }
+}
+
 #[test]
 fn each_held_signal_is_logged_and_survived() {
     let sb = Sandbox::new("held");
-    config_with_component(&sb);
-    let mut component = start_component(&sb);
-    let mut agent = Reaped(sb.start());
-    wait_started(&sb);
+    let (mut component, mut agent) = start_supervising(&sb);
     let pid = Pid::from_raw(agent.id() as i32);
     for signal in HELD {
         assert!(
@@ -319,22 +306,14 @@ fn each_held_signal_is_logged_and_survived() {
     }
     let log = sb.log();
     assert!(log.contains("restart it to load a new config"), "{log}");
-    wait_alive(&sb);
-    kill9(&mut component);
-    sb.wait_for("the death's problem file", Duration::from_secs(20), || {
-        sb.path("run/problems/svc").exists()
-    });
-    sb.assert_alive_and_feeding(&mut agent, &sb.path("run"));
+    assert_death_seen(&sb, &mut component, &mut agent);
     kill9(&mut agent);
 }
 
 #[test]
 fn a_signal_flood_neither_stops_the_loop_nor_floods_the_log() {
     let sb = Sandbox::new("flood");
-    config_with_component(&sb);
-    let mut component = start_component(&sb);
-    let mut agent = Reaped(sb.start());
-    wait_started(&sb);
+    let (mut component, mut agent) = start_supervising(&sb);
     let pid = Pid::from_raw(agent.id() as i32);
     let stop = Arc::new(AtomicBool::new(false));
     let flooding = Arc::clone(&stop);
@@ -350,12 +329,7 @@ fn a_signal_flood_neither_stops_the_loop_nor_floods_the_log() {
         }
         sent
     });
-    wait_alive(&sb);
-    kill9(&mut component);
-    sb.wait_for("the death's problem file", Duration::from_secs(20), || {
-        sb.path("run/problems/svc").exists()
-    });
-    sb.assert_alive_and_feeding(&mut agent, &sb.path("run"));
+    assert_death_seen(&sb, &mut component, &mut agent);
     stop.store(true, Ordering::Relaxed);
     let sent = flood.join().unwrap();
     assert!(sent >= 20_000, "the agent went away after {sent} signals");
@@ -378,19 +352,11 @@ fn a_signal_flood_neither_stops_the_loop_nor_floods_the_log() {
 
 /// Starts the agent through `sh` with `prelude` run first (a `trap` the agent inherits).
 fn start_through_sh(sb: &Sandbox, prelude: &str) -> Reaped {
-    let log = log_file(sb);
-    let child = Command::new("sh")
-        .arg("-c")
-        .arg(format!("{prelude}; exec \"$0\" --config \"$1\" run"))
-        .arg(BIN)
-        .arg(sb.path("wk.toml"))
-        .env("WATCHKEEPER_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    Reaped(child)
+    let script = format!("{prelude}; exec \"$0\" --config \"$1\" run");
+    Reaped(spawn_logged(
+        sb,
+        sh_command(sb, &script).env("WATCHKEEPER_LOG", "info"),
+    ))
 }
 
 /// Sends `signal` and expects the agent to end of it, without delay worth a reset.
@@ -475,11 +441,7 @@ fn the_agent_runs_with_its_standard_streams_closed() {
     let sb = Sandbox::new("closed");
     config_with_component(&sb);
     let mut agent = Reaped(
-        Command::new("sh")
-            .arg("-c")
-            .arg("exec \"$0\" --config \"$1\" run <&- >&- 2>&-")
-            .arg(BIN)
-            .arg(sb.path("wk.toml"))
+        sh_command(&sb, "exec \"$0\" --config \"$1\" run <&- >&- 2>&-")
             .spawn()
             .unwrap(),
     );

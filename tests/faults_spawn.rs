@@ -10,9 +10,7 @@ use std::time::Duration;
 
 /// The process's state letter from /proc/PID/stat, or None once it is gone.
 fn state(pid: i32) -> Option<char> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name is in parentheses and may hold spaces: the state follows the last ')'.
-    stat.rsplit_once(')')?.1.trim_start().chars().next()
+    proc_stat_fields(pid)?.first()?.chars().next()
 }
 
 fn gone(pid: i32) -> bool {
@@ -104,21 +102,18 @@ fn a_repair_starts_with_dev_null_clean_signals_and_its_own_group() {
         || fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c == "sleep\n"),
     );
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let field = |name: &str| {
-        let hex = status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .unwrap_or_else(|| panic!("no {name} in {status}"));
-        u64::from_str_radix(hex.trim(), 16).unwrap()
-    };
-    assert_eq!(field("SigBlk:"), 0, "{status}");
+    assert_eq!(proc_status_mask(pid, "SigBlk:"), 0, "{status}");
     // Signals 1 to 31: glibc's posix_spawn leaves its two internal ones (32, 33) ignored.
-    assert_eq!(field("SigIgn:") & 0x7fff_ffff, 0, "{status}");
+    assert_eq!(
+        proc_status_mask(pid, "SigIgn:") & 0x7fff_ffff,
+        0,
+        "{status}"
+    );
     let stdin = fs::read_link(format!("/proc/{pid}/fd/0")).unwrap();
     assert_eq!(stdin, std::path::Path::new("/dev/null"));
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let group = stat.rsplit_once(')').unwrap().1.split_whitespace().nth(2);
-    assert_eq!(group, Some(pid.to_string().as_str()), "{stat}");
+    let stat = proc_stat_fields(pid).unwrap();
+    // Field 5 of proc(5): the process group.
+    assert_eq!(stat.get(5 - 3), Some(&pid.to_string()), "{stat:?}");
     let environ = fs::read(format!("/proc/{pid}/environ")).unwrap();
     let environ = String::from_utf8_lossy(&environ);
     assert!(

@@ -27,10 +27,8 @@ fn this_boot() -> String {
 
 /// Field 22 of `/proc/PID/stat`: when the process started.
 fn start_time(pid: u32) -> u64 {
-    let stat = fs::read(format!("/proc/{pid}/stat")).unwrap();
-    let close = stat.iter().rposition(|b| *b == b')').unwrap();
-    let rest = String::from_utf8_lossy(&stat[close + 1..]).into_owned();
-    rest.split_whitespace().nth(19).unwrap().parse().unwrap()
+    let fields = proc_stat_fields(pid).unwrap_or_else(|| panic!("no /proc/{pid}/stat"));
+    fields[22 - 3].parse().unwrap()
 }
 
 /// A snapshot as the agent would write it, naming `pid`.
@@ -103,14 +101,7 @@ fn a_snapshot_that_is_not_a_regular_file_is_refused_at_once() {
     let sb = idle("snap-kinds");
     let status = sb.path("run/status");
     let cases: Vec<(&str, Maker, &str)> = vec![
-        (
-            "a FIFO",
-            Box::new(|| {
-                nix::unistd::mkfifo(&status, nix::sys::stat::Mode::from_bits_truncate(0o600))
-                    .unwrap()
-            }),
-            "not a regular file",
-        ),
+        ("a FIFO", Box::new(|| mkfifo(&status)), "not a regular file"),
         (
             "a symlink to /dev/zero",
             Box::new(|| symlink("/dev/zero", &status).unwrap()),
@@ -239,12 +230,12 @@ fn a_snapshot_naming_another_process_is_not_a_running_agent() {
         // A reused pid: the process started at another time.
         (
             "a reused pid",
-            forged(me, start_time(me) + 1, &boot),
+            forged(me, start_time(me) + 1000, &boot),
             "pid_reused",
         ),
         (
             "pid 1, started later",
-            forged(1, start_time(1) + 1, &boot),
+            forged(1, start_time(1) + 1000, &boot),
             "pid_reused",
         ),
         ("a dead pid", forged(dead_pid, 5, &boot), "gone"),
@@ -278,13 +269,7 @@ fn a_snapshot_naming_another_process_is_not_a_running_agent() {
 #[test]
 fn an_agent_that_died_is_not_running_and_a_new_one_is() {
     let sb = Sandbox::new("snap-died");
-    let script = component_script(&sb, "svc");
-    sb.config(&format!(
-        "[[component]]\nname = \"svc\"\nheartbeat = \"{d}/svc.beat\"\ntimeout = \"2s\"\n",
-        d = sb.dir.display()
-    ));
-    let mut component = spawn_component(&script);
-    let mut agent = sb.start();
+    let (mut component, mut agent) = start_with_svc(&sb, "timeout = \"2s\"\n");
     sb.wait_for("the agent's snapshot", Duration::from_secs(10), || {
         sb.status_json()["agent"]["running"] == true
     });
@@ -304,22 +289,12 @@ fn an_agent_that_died_is_not_running_and_a_new_one_is() {
 #[test]
 fn hostile_problem_files_are_shown_escaped_and_never_followed() {
     let sb = Sandbox::new("problems");
-    let script = component_script(&sb, "svc");
-    sb.config(&format!(
-        "[[component]]\nname = \"svc\"\nheartbeat = \"{d}/svc.beat\"\ntimeout = \"2s\"\n",
-        d = sb.dir.display()
-    ));
-    let mut component = spawn_component(&script);
-    let mut agent = sb.start();
+    let (mut component, mut agent) = start_with_svc(&sb, "timeout = \"2s\"\n");
     let problems = sb.path("run/problems");
     sb.wait_for("the problems directory", Duration::from_secs(10), || {
         problems.is_dir()
     });
-    nix::unistd::mkfifo(
-        &problems.join("fifo"),
-        nix::sys::stat::Mode::from_bits_truncate(0o600),
-    )
-    .unwrap();
+    mkfifo(&problems.join("fifo"));
     symlink("/dev/zero", problems.join("zero")).unwrap();
     symlink("/etc/hostname", problems.join("hostname")).unwrap();
     fs::create_dir(problems.join("subdir")).unwrap();
@@ -568,17 +543,14 @@ fn odd_characters_in_paths_keep_every_component_in_status() {
     fs::create_dir_all(&tabbed).unwrap();
     let config_path = tabbed.join("wk.toml");
     fs::write(&config_path, &config_text).unwrap();
-    let log = fs::File::create(sb.path("agent.log")).unwrap();
-    let mut agent = Command::new(BIN)
-        .arg("--config")
-        .arg(&config_path)
-        .arg("run")
-        .env("WATCHKEEPER_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut agent = spawn_logged(
+        &sb,
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&config_path)
+            .arg("run")
+            .env("WATCHKEEPER_LOG", "info"),
+    );
     fs::write(&beat, b"").unwrap();
     fs::write(sb.path("after.beat"), b"").unwrap();
     // "odd" stops beating: its reason names its heartbeat's path.

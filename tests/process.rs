@@ -151,13 +151,7 @@ fn a_component_that_stays_dead_forces_a_recorded_reset() {
 #[test]
 fn a_healthy_agent_feeds_and_status_says_when() {
     let sb = Sandbox::new("feeds");
-    let script = component_script(&sb, "svc");
-    sb.config(&format!(
-        "[[component]]\nname = \"svc\"\nheartbeat = \"{}/svc.beat\"\n",
-        sb.dir.display()
-    ));
-    let mut component = spawn_component(&script);
-    let mut agent = sb.start();
+    let (mut component, mut agent) = start_with_svc(&sb, "");
     let json = sb.assert_alive_and_feeding(&mut agent, &sb.path("run"));
     let age = json["agent"]["fed_age_ms"].as_u64().unwrap();
     assert!(age < 10_000, "{json}");
@@ -196,13 +190,8 @@ fn sigterm_ends_the_agent_at_once() {
 #[test]
 fn a_broken_config_falls_back_to_the_last_good_one() {
     let sb = Sandbox::new("fallback");
-    let script = component_script(&sb, "svc");
-    let good = sb.config(&format!(
-        "[[component]]\nname = \"svc\"\nheartbeat = \"{}/svc.beat\"\ntimeout = \"1s\"\n",
-        sb.dir.display()
-    ));
-    let mut component = spawn_component(&script);
-    let mut agent = sb.start();
+    let (mut component, mut agent) = start_with_svc(&sb, "timeout = \"1s\"\n");
+    let good = sb.path("wk.toml");
     sb.wait_for("the component to be alive", Duration::from_secs(10), || {
         sb.status().contains(" alive ")
     });
@@ -273,10 +262,7 @@ fn hearts_are_supervised_and_hostile_entries_refused() {
     fs::create_dir_all(&hearts).unwrap();
     fs::write(sb.path("secret"), "do not read").unwrap();
     std::os::unix::fs::symlink(sb.path("secret"), hearts.join("link")).unwrap();
-    Command::new("mkfifo")
-        .arg(hearts.join("fifo"))
-        .status()
-        .unwrap();
+    mkfifo(&hearts.join("fifo"));
     fs::write(hearts.join("huge"), vec![b'1'; 1 << 20]).unwrap();
     fs::write(hearts.join("ok"), "1\n").unwrap();
     let mut agent = sb.start();

@@ -68,17 +68,7 @@ impl Sandbox {
 
     /// Starts the agent with its stderr in `agent.log`.
     pub fn start(&self) -> Child {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.path("agent.log"))
-            .unwrap();
-        self.command(&["run"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap()
+        spawn_logged(self, &mut self.command(&["run"]))
     }
 
     pub fn log(&self) -> String {
@@ -250,4 +240,78 @@ pub fn pid_of(sb: &Sandbox, name: &str) -> Option<i32> {
 
 pub fn kill_pid(pid: i32) {
     let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
+}
+
+/// Makes a FIFO at `path` (mode 0600), or fails the test naming the path.
+pub fn mkfifo(path: &Path) {
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .unwrap_or_else(|e| panic!("mkfifo {}: {e}", path.display()));
+}
+
+/// The sandbox's `agent.log`, opened for appending (created if missing), to be an agent's
+/// stderr.
+pub fn agent_log(sb: &Sandbox) -> fs::File {
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(sb.path("agent.log"))
+        .unwrap()
+}
+
+/// Spawns `command` (an agent, however it was built) with stdin and stdout on /dev/null
+/// and stderr appended to `agent.log`.
+pub fn spawn_logged(sb: &Sandbox, command: &mut Command) -> Child {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(agent_log(sb))
+        .spawn()
+        .unwrap()
+}
+
+/// `sh -c script` with the binary as `$0` and the sandbox's config as `$1`, so that
+/// `script` can set up what the agent inherits before it runs
+/// `exec "$0" --config "$1" run`.
+pub fn sh_command(sb: &Sandbox, script: &str) -> Command {
+    let mut command = Command::new("sh");
+    command
+        .arg("-c")
+        .arg(script)
+        .arg(BIN)
+        .arg(sb.path("wk.toml"));
+    command
+}
+
+/// The fields of `/proc/PID/stat` after the command name, or None once the process is
+/// gone. The name is in parentheses and may hold spaces and `)`: the fields follow the last
+/// `)`. Index 0 is the state (field 3 in proc(5)), so field N of proc(5) is index N - 3.
+pub fn proc_stat_fields(pid: impl std::fmt::Display) -> Option<Vec<String>> {
+    let stat = fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let close = stat.iter().rposition(|b| *b == b')')?;
+    let rest = String::from_utf8_lossy(&stat[close + 1..]);
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+/// The hexadecimal mask of a `Sig...:` line (`field`, colon included) of
+/// `/proc/PID/status`; fails the test if the process or the line is missing.
+pub fn proc_status_mask(pid: impl std::fmt::Display, field: &str) -> u64 {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status:\n{status}"));
+    u64::from_str_radix(hex.trim(), 16).unwrap()
+}
+
+/// Writes a config with one component, `svc`, beating `svc.beat` in the sandbox (the
+/// table's other keys are `rest`), then starts [`component_script`]'s loop as `svc` and
+/// the agent. Returns (component, agent).
+pub fn start_with_svc(sb: &Sandbox, rest: &str) -> (Child, Child) {
+    let script = component_script(sb, "svc");
+    sb.config(&format!(
+        "[[component]]\nname = \"svc\"\nheartbeat = \"{d}/svc.beat\"\n{rest}",
+        d = sb.dir.display()
+    ));
+    let component = spawn_component(&script);
+    (component, sb.start())
 }
