@@ -231,14 +231,18 @@ fn swap(path: &Path, with: &Path) {
     .unwrap();
 }
 
+/// The problem file of `svc` appears, whole (the death is logged just before it is written).
 fn assert_problem_file(run_dir: &Path) {
     let problem = run_dir.join("problems/svc");
-    let text = fs::read_to_string(&problem).unwrap_or_default();
-    assert!(
-        text.starts_with("watchkeeper: "),
-        "{}: {text:?}",
-        problem.display()
-    );
+    let start = std::time::Instant::now();
+    loop {
+        let text = fs::read_to_string(&problem).unwrap_or_default();
+        if text.starts_with("watchkeeper: ") {
+            return;
+        }
+        assert!(start.elapsed() < WAIT, "{}: {text:?}", problem.display());
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 // ---- the run directory, broken at startup ----
