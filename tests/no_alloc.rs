@@ -1,11 +1,3 @@
-//! Proof that the real agent loop allocates nothing after startup.
-//!
-//! A counting global allocator wraps the system one. The real `Agent` runs on real
-//! heartbeat files, a real hearts directory, real state and run directories and real repair
-//! processes, with a fake watchdog and LED and a simulated clock, through the healthy,
-//! failing, repairing, held, escalating and resetting states for more than 10,000 loop
-//! iterations. After warm-up, not one allocation may happen inside the loop.
-
 //! Proof that the real agent loop allocates nothing after startup, in Rust or in libc.
 //!
 //! Two counters, both per thread and on only around the agent's step:
