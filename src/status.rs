@@ -33,11 +33,13 @@ use crate::state::{BootId, State, StateError, current_boot_id};
 
 /// Bytes of a problem file shown; the rest is marked as cut.
 const PROBLEM_SHOWN: usize = 512;
-/// Clock ticks by which the start time the agent recorded of itself may differ from the
-/// one the kernel shows others: under qemu-user (how the ARM builds are tested) the agent's
-/// own `/proc/self/stat` is the emulator's, a few ticks off. A reused pid cannot start that
-/// close to the agent: the kernel would have to go through its whole pid space meanwhile.
-const START_TIME_SLACK_TICKS: u64 = 25;
+/// Clock ticks (5 s at USER_HZ 100) by which the start time the agent recorded of itself may
+/// differ from the one the kernel shows others: under qemu-user (how the ARM builds are
+/// tested) the agent's own `/proc/self/stat` is the emulator's, which dates the start when
+/// the emulator had loaded the program, later on a loaded host. A reused pid cannot start
+/// that close to the agent it replaces: the kernel would have to go through its whole pid
+/// space meanwhile, and the process must also be a watchkeeper to pass the next check.
+const START_TIME_SLACK_TICKS: u64 = 500;
 
 /// The running agent's identity, for its snapshot (read once, at startup).
 pub fn agent_identity() -> Identity<BootId> {

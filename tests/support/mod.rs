@@ -286,7 +286,15 @@ pub fn sh_command(sb: &Sandbox, script: &str) -> Command {
 /// gone. The name is in parentheses and may hold spaces and `)`: the fields follow the last
 /// `)`. Index 0 is the state (field 3 in proc(5)), so field N of proc(5) is index N - 3.
 pub fn proc_stat_fields(pid: impl std::fmt::Display) -> Option<Vec<String>> {
-    let stat = fs::read(format!("/proc/{pid}/stat")).ok()?;
+    // Read by a host `cat`, not by this process: under qemu-user (the ARM test runs) a
+    // process's reads of its own /proc/PID/stat are the emulator's stand-in, whose start
+    // time differs from the kernel's.
+    let out = Command::new("cat")
+        .arg(format!("/proc/{pid}/stat"))
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let stat = Some(out.stdout).filter(|_| out.status.success())?;
     let close = stat.iter().rposition(|b| *b == b')')?;
     let rest = String::from_utf8_lossy(&stat[close + 1..]);
     Some(rest.split_whitespace().map(str::to_owned).collect())
