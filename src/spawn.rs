@@ -398,6 +398,13 @@ mod tests {
     }
 
     #[test]
+    // glibc reports the exec error through the memory a CLONE_VM|CLONE_VFORK child shares;
+    // qemu-user (how the armv7 build is tested) runs that child as a fork, so the error
+    // never comes back there. On a real armv7 board it does.
+    #[cfg_attr(
+        all(target_arch = "arm", target_env = "gnu"),
+        ignore = "qemu-user does not share memory with a vfork child"
+    )]
     fn a_missing_program_is_an_error_not_a_child() {
         let program = prepared(&["/nonexistent/program"]);
         assert_eq!(program.spawn(b""), Err(Errno::ENOENT));

@@ -872,6 +872,15 @@ mod tests {
             .arg("30")
             .spawn()
             .unwrap();
+        // Until it has exec'd, the child is still this program (under qemu-user, whose
+        // vfork does not wait for the exec, that can be seen).
+        let comm = format!("/proc/{}/comm", sleep.id());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::fs::read_to_string(&comm).map_or(true, |c| c.trim() != "sleep")
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let started = heartbeat::start_time(sleep.id() as i32).unwrap();
         assert_eq!(
             liveness(
