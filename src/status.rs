@@ -13,7 +13,6 @@
 //! terminal ([`Shown`]) or a JSON string.
 
 use core::fmt::{self, Write as _};
-use std::ffi::CString;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::Path;
@@ -273,14 +272,19 @@ fn problems(run: &Result<OwnedFd, Refusal>) -> Result<(Vec<Problem>, usize), Str
         Err(Refusal::Unreadable(Errno::ENOENT)) => return Ok((Vec::new(), 0)),
         Err(why) => return Err(dir_refusal(why)),
     };
-    let listing = nix::unistd::dup(&dir).map_err(|e| e.desc().to_owned())?;
-    let mut listing = nix::dir::Dir::from_fd(listing).map_err(|e| e.desc().to_owned())?;
-    let mut names: Vec<CString> = listing
-        .iter()
-        .filter_map(Result::ok)
-        .map(|e| e.file_name().to_owned())
-        .filter(|name| !name.to_bytes().starts_with(b"."))
-        .collect();
+    // rustix's getdents64 rather than libc's readdir: on 32-bit glibc that is the non-LFS
+    // one, which fails with EOVERFLOW where a filesystem's directory offsets are 64-bit.
+    let listing = rustix::fs::Dir::read_from(&dir).map_err(|e| listing_failed(e.raw_os_error()))?;
+    let mut names = Vec::new();
+    for entry in listing {
+        let name = entry
+            .map_err(|e| listing_failed(e.raw_os_error()))?
+            .file_name()
+            .to_owned();
+        if !name.to_bytes().starts_with(b".") {
+            names.push(name);
+        }
+    }
     names.sort();
     let more = names.len().saturating_sub(MAX_COMPONENTS);
     names.truncate(MAX_COMPONENTS);
@@ -301,6 +305,10 @@ fn problems(run: &Result<OwnedFd, Refusal>) -> Result<(Vec<Problem>, usize), Str
         })
         .collect();
     Ok((list, more))
+}
+
+fn listing_failed(raw_errno: i32) -> String {
+    format!("could not be listed: {}", Errno::from_raw(raw_errno).desc())
 }
 
 fn trim(bytes: &[u8]) -> &[u8] {

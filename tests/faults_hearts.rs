@@ -109,10 +109,6 @@ fn more_hearts_than_components_are_reported_in_a_bounded_number_of_lines() {
 }
 
 #[test]
-#[cfg_attr(
-    target_arch = "arm",
-    ignore = "fails on armv7 under qemu-user, not yet diagnosed: open in issue 8"
-)]
 fn a_hearts_directory_deleted_and_created_again_is_supervised_anew() {
     let sb = Sandbox::new("hearts-rmrf");
     hearts_config(&sb, "");

@@ -301,10 +301,6 @@ fn an_agent_that_died_is_not_running_and_a_new_one_is() {
 }
 
 #[test]
-#[cfg_attr(
-    target_arch = "arm",
-    ignore = "fails on armv7 under qemu-user, not yet diagnosed: open in issue 8"
-)]
 fn hostile_problem_files_are_shown_escaped_and_never_followed() {
     let sb = Sandbox::new("problems");
     let (mut component, mut agent) = start_with_svc(&sb, "timeout = \"2s\"\n");
@@ -450,10 +446,6 @@ fn crowded(tag: &str) -> Sandbox {
 }
 
 #[test]
-#[cfg_attr(
-    target_arch = "arm",
-    ignore = "fails on armv7 under qemu-user, not yet diagnosed: open in issue 8"
-)]
 fn a_reader_that_goes_away_ends_status_and_check_quietly() {
     let sb = crowded("pipe");
     for args in [&["status"][..], &["status", "--json"], &["check"]] {
