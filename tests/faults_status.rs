@@ -76,6 +76,17 @@ fn no_panic(what: &str, stderr: &[u8]) {
     );
 }
 
+/// The command ended with `code`, without a panic.
+fn ended_with(what: &str, code: i32, status: ExitStatus, stderr: &[u8]) {
+    no_panic(what, stderr);
+    assert_eq!(
+        status.code(),
+        Some(code),
+        "{what}: {status}: {}",
+        String::from_utf8_lossy(stderr)
+    );
+}
+
 /// `status` (text) and `status --json` (parsed); both must succeed without a panic and
 /// without a raw control byte in the text.
 fn both(sb: &Sandbox) -> (String, Value) {
@@ -454,13 +465,7 @@ fn a_reader_that_goes_away_ends_status_and_check_quietly() {
         let (read, write) = nix::unistd::pipe().unwrap();
         drop(read);
         let (status, stderr) = run_to_end(sb.command(args).stdout(Stdio::from(write)), &what);
-        no_panic(&what, &stderr);
-        assert_eq!(
-            status.code(),
-            Some(0),
-            "{what}: {}",
-            String::from_utf8_lossy(&stderr)
-        );
+        ended_with(&what, 0, status, &stderr);
         // `| head -c1`: the reader takes one byte and leaves.
         let mut child = sb
             .command(args)
@@ -479,13 +484,7 @@ fn a_reader_that_goes_away_ends_status_and_check_quietly() {
             .read_to_end(&mut stderr)
             .unwrap();
         let status = child.wait().unwrap();
-        no_panic(&what, &stderr);
-        assert_eq!(
-            status.code(),
-            Some(0),
-            "{what}: {}",
-            String::from_utf8_lossy(&stderr)
-        );
+        ended_with(&what, 0, status, &stderr);
     }
     let json = sb.status_json();
     assert_eq!(json["problems"].as_array().unwrap().len(), 600);
@@ -501,9 +500,8 @@ fn a_closed_or_full_stdout_ends_status_and_check_without_a_panic() {
             sb.path("wk.toml").display()
         );
         let (status, stderr) = run_to_end(Command::new("sh").arg("-c").arg(&line), &line);
-        no_panic(args, &stderr);
         // The runtime gives a closed stdout /dev/null: nothing to report, success.
-        assert_eq!(status.code(), Some(0), "{args}: {status}");
+        ended_with(args, 0, status, &stderr);
         let full = fs::OpenOptions::new()
             .write(true)
             .open("/dev/full")
@@ -513,8 +511,7 @@ fn a_closed_or_full_stdout_ends_status_and_check_without_a_panic() {
                 .stdout(full),
             args,
         );
-        no_panic(args, &stderr);
-        assert_eq!(status.code(), Some(1), "{args}: {status}");
+        ended_with(args, 1, status, &stderr);
         assert!(
             String::from_utf8_lossy(&stderr).contains("watchkeeper: cannot write the output"),
             "{args}: {}",
