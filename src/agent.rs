@@ -18,22 +18,22 @@ use std::path::PathBuf;
 use embedded_hal::digital::OutputPin;
 use heapless::index_map::FnvIndexMap;
 
-use crate::clock::Clock;
+use crate::cli::status;
 use crate::config::{Config, HeartsConfig};
-use crate::heartbeat::{self, DirState, DirTrouble, Entry, HeartsDir, Refusals};
-use crate::led::{FaultLed, PinError};
-use crate::limits::{MAX_COMPONENTS, MAX_NAME_LEN, MAX_REASON_LEN, MAX_STATUS_LEN};
-use crate::pattern::Pattern;
-use crate::repair::{self, Repairs};
-use crate::rundir::{Checked, RunDir};
-use crate::snapshot;
-use crate::state::State;
-use crate::status;
-use crate::supervisor::{
+use crate::core::pattern::Pattern;
+use crate::core::supervisor::{
     Action, Cause, FALLBACK_TIMEOUTS, Observation, Policy, Process, Settings, Supervisor, Withheld,
 };
-use crate::time::Instant;
-use crate::watchdog::Watchdog;
+use crate::core::time::Instant;
+use crate::limits::{MAX_COMPONENTS, MAX_NAME_LEN, MAX_REASON_LEN, MAX_STATUS_LEN};
+use crate::os::clock::Clock;
+use crate::os::heartbeat::{self, DirState, DirTrouble, Entry, HeartsDir, Refusals};
+use crate::os::led::{FaultLed, PinError};
+use crate::os::repair::{self, Repairs};
+use crate::os::rundir::{Checked, RunDir};
+use crate::os::state::State;
+use crate::os::watchdog::Watchdog;
+use crate::snapshot;
 
 /// Most actions one tick can produce: a few per component plus the global ones.
 const MAX_ACTIONS: usize = 3 * MAX_COMPONENTS + 4;
@@ -113,7 +113,7 @@ pub struct Agent<P: OutputPin, C: Clock> {
     config_path: PathBuf,
     hardware_timeout: Duration,
     /// Written into the snapshot so that `status` can tell this process from a later one.
-    identity: snapshot::Identity<crate::state::BootId>,
+    identity: snapshot::Identity<crate::os::state::BootId>,
 }
 
 fn hearts_policy(config: &HeartsConfig, timeout: Duration) -> Policy {
@@ -262,7 +262,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
     }
 
     fn pass(&mut self, now: Instant) {
-        crate::signals::consume(now);
+        crate::os::signals::consume(now);
         self.check_dirs(now);
         if self.parts.run.take_clear_hold_request() {
             if self.sup.in_hold() {

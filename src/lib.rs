@@ -1,29 +1,23 @@
 //! watchkeeper: a minimal, crash-only watchdog agent for ARM Linux appliances.
 //!
-//! The crate is a pure supervision core ([`supervisor`], [`pattern`], [`history`]) wrapped
-//! in a thin Linux shell with one module per OS resource. See the README for the design.
+//! The folders are the architecture:
+//! - [`core`]: the pure supervision core (deadlines, blink patterns, the reset history).
+//!   Time is passed in and decisions come out; no I/O, no clock, no allocation, and no
+//!   import from anywhere else in the crate but [`limits`] (`tests/layout.rs` checks it).
+//! - [`os`]: the thin Linux shell, one module per OS resource.
+//! - [`config`]: the configuration: read once at startup, validated at the boundary.
+//! - [`agent`]: the loop that joins them: observe, tick the core, act.
+//! - [`cli`]: the command line's work (startup, `status`, the build's version).
+//! - [`limits`] (every capacity) and [`snapshot`] (the status file's format) are the
+//!   contracts the others share.
+//!
+//! See the README for the design.
 #![deny(unsafe_code)]
 
 pub mod agent;
-pub mod atomic;
-pub mod clock;
+pub mod cli;
 pub mod config;
-pub mod harden;
-pub mod heartbeat;
-pub mod history;
-pub mod led;
+pub mod core;
 pub mod limits;
-pub mod logging;
-pub mod pattern;
-pub mod repair;
-pub mod rundir;
-pub mod signals;
+pub mod os;
 pub mod snapshot;
-pub mod spawn;
-pub mod startup;
-pub mod state;
-pub mod status;
-pub mod supervisor;
-pub mod time;
-pub mod version;
-pub mod watchdog;

@@ -7,8 +7,9 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use watchkeeper::cli::{startup, status, version};
 use watchkeeper::config::{self, DEFAULT_PATH};
-use watchkeeper::{heartbeat, logging, repair, rundir, startup, status, version};
+use watchkeeper::os::{heartbeat, logging, repair, rundir};
 
 const USAGE: &str = "\
 usage: watchkeeper [--config FILE] COMMAND

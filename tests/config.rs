@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use watchkeeper::config::{self, LogTarget};
-use watchkeeper::led::LedSpec;
+use watchkeeper::os::led::LedSpec;
 
 fn parse(text: &str) -> Result<config::Config, String> {
     config::parse(Path::new("/etc/wk.toml"), text).map_err(|e| e.to_string())

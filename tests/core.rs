@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use watchkeeper::pattern::Pattern;
-use watchkeeper::supervisor::{
+use watchkeeper::core::pattern::Pattern;
+use watchkeeper::core::supervisor::{
     Action, Cause, FALLBACK_TIMEOUTS, Observation, Policy, Process, REPAIR_KILL_GRACE,
     RepairPolicy, Settings, Stamp, Supervisor, Withheld,
 };
-use watchkeeper::time::Instant;
+use watchkeeper::core::time::Instant;
 
 const SEC: Duration = Duration::from_secs(1);
 

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::sys::signal::{SigHandler, SigSet, Signal, kill, signal};
 use nix::unistd::{Pid, pipe2};
-use watchkeeper::signals::HELD;
+use watchkeeper::os::signals::HELD;
 
 const FILLER: &[u8] = b"filler\n";
 const DROPPED: &str = "dropped: the log was not writable without waiting";

@@ -16,8 +16,8 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use watchkeeper::os::state::State;
 use watchkeeper::snapshot::{AgentRecord, ComponentRecord, Identity, Writer};
-use watchkeeper::state::State;
 
 const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 

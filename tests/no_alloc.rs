@@ -30,15 +30,15 @@ use std::time::Duration;
 
 use embedded_hal::digital::{ErrorType, OutputPin};
 use watchkeeper::agent::{Agent, Parts};
-use watchkeeper::clock::Clock;
 use watchkeeper::config;
-use watchkeeper::led::{FaultLed, PinError};
-use watchkeeper::pattern::Pattern;
-use watchkeeper::repair::{self, Repairs};
-use watchkeeper::rundir::RunDir;
-use watchkeeper::state::State;
-use watchkeeper::time::Instant;
-use watchkeeper::watchdog::{Watchdog, WatchdogError};
+use watchkeeper::core::pattern::Pattern;
+use watchkeeper::core::time::Instant;
+use watchkeeper::os::clock::Clock;
+use watchkeeper::os::led::{FaultLed, PinError};
+use watchkeeper::os::repair::{self, Repairs};
+use watchkeeper::os::rundir::RunDir;
+use watchkeeper::os::state::State;
+use watchkeeper::os::watchdog::{Watchdog, WatchdogError};
 
 static ABORT: AtomicBool = AtomicBool::new(false);
 
@@ -307,7 +307,7 @@ impl OutputPin for FakePin {
 }
 
 fn touch(path: &Path) {
-    watchkeeper::heartbeat::touch(path, false).unwrap();
+    watchkeeper::os::heartbeat::touch(path, false).unwrap();
 }
 
 /// A fresh directory for one test (tests run in parallel).
@@ -327,11 +327,11 @@ fn the_agent_loop_allocates_nothing_after_startup() {
         "the counting allocator must see an allocation, once"
     );
 
-    watchkeeper::logging::init();
+    watchkeeper::os::logging::init();
     let dir = temp_dir("loop");
     // The kernel log target opens its device for every line; a plain file stands in.
     std::fs::write(dir.join("kmsg"), b"").unwrap();
-    watchkeeper::logging::use_kmsg(&dir.join("kmsg")).unwrap();
+    watchkeeper::os::logging::use_kmsg(&dir.join("kmsg")).unwrap();
     let text = format!(
         r#"
 [watchdog]
@@ -581,7 +581,7 @@ fn starting_and_reaping_repairs_allocates_nothing() {
         total.libc += counts.libc;
         let ((), counts) = counted(|| {
             while let Some((_, exit)) = repairs.reap() {
-                assert_eq!(exit, watchkeeper::spawn::Exit::Code(0));
+                assert_eq!(exit, watchkeeper::os::spawn::Exit::Code(0));
                 reaped += 1;
             }
         });
@@ -597,7 +597,7 @@ fn starting_and_reaping_repairs_allocates_nothing() {
         total.libc += counts.libc;
         match exit {
             Some((_, exit)) => {
-                assert_eq!(exit, watchkeeper::spawn::Exit::Code(0));
+                assert_eq!(exit, watchkeeper::os::spawn::Exit::Code(0));
                 reaped += 1;
             }
             None => std::thread::sleep(Duration::from_millis(10)),
@@ -610,7 +610,7 @@ fn starting_and_reaping_repairs_allocates_nothing() {
 
 #[test]
 fn broken_and_recreated_directories_allocate_nothing() {
-    watchkeeper::logging::init();
+    watchkeeper::os::logging::init();
     let dir = std::env::temp_dir().join(format!("wk-noalloc-dirs-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();

@@ -15,13 +15,13 @@ use std::time::{Duration, Instant as WallInstant};
 
 use embedded_hal::digital::{ErrorType, OutputPin};
 use watchkeeper::agent::{Agent, Parts};
-use watchkeeper::clock::Clock;
 use watchkeeper::config;
-use watchkeeper::led::{FaultLed, PinError};
-use watchkeeper::rundir::RunDir;
-use watchkeeper::state::State;
-use watchkeeper::time::Instant;
-use watchkeeper::watchdog::NoDevice;
+use watchkeeper::core::time::Instant;
+use watchkeeper::os::clock::Clock;
+use watchkeeper::os::led::{FaultLed, PinError};
+use watchkeeper::os::rundir::RunDir;
+use watchkeeper::os::state::State;
+use watchkeeper::os::watchdog::NoDevice;
 
 struct Counting;
 static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);

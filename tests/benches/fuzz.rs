@@ -21,13 +21,13 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use watchkeeper::cli::status;
 use watchkeeper::config;
-use watchkeeper::heartbeat::{self, BadContent, Entry, HeartsDir};
-use watchkeeper::history::History;
+use watchkeeper::core::history::History;
+use watchkeeper::core::supervisor::Process;
 use watchkeeper::limits::MAX_DURATION_SECS;
-use watchkeeper::state::State;
-use watchkeeper::status;
-use watchkeeper::supervisor::Process;
+use watchkeeper::os::heartbeat::{self, BadContent, Entry, HeartsDir};
+use watchkeeper::os::state::State;
 
 /// No input may take longer than this (the best of five timings, so a busy host does not
 /// fail the run).

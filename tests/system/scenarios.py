@@ -870,7 +870,7 @@ def s_bad_input(ctx):
               f"{rchar1 - rchar0} bytes")
     ctx.figure("huge file atime", "unchanged" if huge_atime0 == huge_atime1 else
                "changed: its first bytes were read (bounded: MAX_HEART_CONTENT = 32 bytes + a 1-byte probe, "
-               "src/atomic.rs read()), then refused as too large")
+               "src/os/atomic.rs read()), then refused as too large")
     # (not grep -r over the hearts dir: it would block on the FIFO and read the huge file)
     leak = g.run("grep -l topsecret-4711 /run/watchkeeper/status /run/watchkeeper/problems/* "
                  "/var/lib/watchkeeper/history /var/lib/watchkeeper/last-good.toml 2>/dev/null; "

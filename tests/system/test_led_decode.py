@@ -10,7 +10,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from led_decode import decode  # noqa: E402
 
-# The agent's patterns as on/off phases (seconds), as src/pattern.rs renders them.
+# The agent's patterns as on/off phases (seconds), as src/core/pattern.rs renders them.
 HEALTHY = [(1, 0.1), (0, 2.9)]
 FAULT = [(1, 0.05), (0, 0.05)]
 HOLD = [(1, 1.0), (0, 1.0)]

@@ -11,14 +11,15 @@
 use std::path::{Path, PathBuf};
 
 use crate::agent::{Agent, Parts};
-use crate::clock::{Clock, SystemClock};
+use crate::cli::version;
 use crate::config::{self, Config};
-use crate::history::End;
-use crate::led::{self, LedSpec};
-use crate::rundir::RunDir;
-use crate::state::{self, Aside, Finding, Started, State};
-use crate::watchdog::{self, BootStatus, Device, NoDevice, WDIOF_CARDRESET, Watchdog};
-use crate::{harden, logging, version};
+use crate::core::history::End;
+use crate::os::clock::{Clock, SystemClock};
+use crate::os::led::{self, LedSpec};
+use crate::os::rundir::RunDir;
+use crate::os::state::{self, Aside, Finding, Started, State};
+use crate::os::watchdog::{self, BootStatus, Device, NoDevice, WDIOF_CARDRESET, Watchdog};
+use crate::os::{harden, logging};
 
 const KMSG: &str = "/dev/kmsg";
 
@@ -107,7 +108,7 @@ fn open_watchdog(config: &Config) -> (Option<Box<dyn Watchdog>>, Option<u32>) {
 
 /// Runs the agent; returns only with a message when the agent cannot start at all.
 pub fn run(config_path: &Path, agent_binary: &Path) -> String {
-    crate::signals::install();
+    crate::os::signals::install();
     let clock = SystemClock;
     let (config, config_errors) = load_config(config_path);
     if config.agent.log == config::LogTarget::Kmsg

@@ -231,7 +231,7 @@ mod tests {
 
     #[test]
     fn readme_carries_the_same_table() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         assert!(
             readme.contains(markdown_table().as_str()),
             "README.md must contain the LED table exactly as pattern::markdown_table renders it:\n{}",

@@ -28,14 +28,14 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
 use toml::Spanned;
 
-use crate::led::LedSpec;
+use crate::os::led::LedSpec;
 use nix::fcntl::OFlag;
 
+use crate::core::supervisor::{Policy, RepairPolicy};
 use crate::limits::{
     HISTORY_LEN, MAX_COMPONENTS, MAX_CONFIG_LEN, MAX_DURATION_SECS, MAX_NAME_LEN, MAX_PATH_LEN,
     MAX_REPAIR_ARGS, MAX_REPAIR_ATTEMPTS,
 };
-use crate::supervisor::{Policy, RepairPolicy};
 
 /// Where the agent reads its config unless told otherwise.
 pub const DEFAULT_PATH: &str = "/etc/watchkeeper.toml";

@@ -19,9 +19,9 @@
 use core::fmt;
 use core::time::Duration;
 
+use crate::core::pattern::Pattern;
+use crate::core::time::Instant;
 use crate::limits::MAX_COMPONENTS;
-use crate::pattern::Pattern;
-use crate::time::Instant;
 
 /// Time given to a repair between SIGTERM and SIGKILL.
 pub const REPAIR_KILL_GRACE: Duration = Duration::from_secs(2);
@@ -529,7 +529,7 @@ fn backoff(policy: RepairPolicy, attempt: u32, random: u64) -> Duration {
         .backoff_initial
         .saturating_mul(1 << doublings)
         .min(policy.backoff_max);
-    let base_nanos = crate::time::duration_nanos(base);
+    let base_nanos = crate::core::time::duration_nanos(base);
     let half = base_nanos / 2;
     let jitter = if half == 0 { 0 } else { random % (half + 1) };
     Duration::from_nanos(half + jitter)

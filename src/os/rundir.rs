@@ -27,8 +27,8 @@ use nix::sys::statvfs::FsFlags;
 use nix::sys::time::TimeSpec;
 use nix::unistd::UnlinkatFlags;
 
-use crate::atomic::{self, libc_mode};
 use crate::limits::MAX_REASON_LEN;
+use crate::os::atomic::{self, libc_mode};
 
 pub const PROBLEMS: &str = "problems";
 pub const STATUS: &str = "status";

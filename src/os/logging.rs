@@ -39,7 +39,7 @@
 //! (what was lost is then said by the count). Losing a line's tail is the least bad
 //! choice: waiting for room blocks, and a later write of the tail could land after other
 //! writers' lines. EPIPE (the reader is gone) drops the line like any other failure:
-//! SIGPIPE is ignored (see [`crate::signals`]).
+//! SIGPIPE is ignored (see [`crate::os::signals`]).
 //!
 //! Invariants:
 //! - Logging a record allocates nothing: lines longer than [`MAX_LOG_LINE`] are cut and end

@@ -22,9 +22,9 @@ use nix::fcntl::{AT_FDCWD, AtFlags};
 use nix::sys::statvfs::FsFlags;
 use nix::unistd::UnlinkatFlags;
 
-use crate::atomic::{self, libc_mode};
-use crate::history::{Boot, BootStart, History, TEXT_MAX};
-use crate::time::Instant;
+use crate::core::history::{Boot, BootStart, History, TEXT_MAX};
+use crate::core::time::Instant;
+use crate::os::atomic::{self, libc_mode};
 
 const HISTORY: &str = "history";
 const HISTORY_CORRUPT: &str = "history.corrupt";

@@ -11,7 +11,7 @@ use core::time::Duration;
 use nix::sys::time::TimeSpec;
 use nix::time::{ClockId, ClockNanosleepFlags, clock_gettime, clock_nanosleep};
 
-use crate::time::Instant;
+use crate::core::time::Instant;
 
 pub trait Clock {
     /// Now, on the monotonic clock.

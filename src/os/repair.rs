@@ -1,7 +1,7 @@
 //! Repair processes: started without blocking the loop or allocating, killed when they
 //! overstay, always reaped.
 //!
-//! Every repair runs through a launcher prepared at startup ([`crate::spawn`]): the agent's
+//! Every repair runs through a launcher prepared at startup ([`crate::os::spawn`]): the agent's
 //! own binary as `watchkeeper repair-exec RUN_DIR NAME -- PROGRAM ARGS...`, where NAME is
 //! the prepared argv slot, rewritten with the component's name before each spawn. So one
 //! launcher serves every component, hearts discovered at run time included, and starting
@@ -32,8 +32,8 @@ use nix::unistd::Pid;
 
 use crate::config::check_name;
 use crate::limits::MAX_COMPONENTS;
-use crate::rundir::PROBLEMS;
-use crate::spawn::{self, Arg, Exit, PrepareError, Prepared};
+use crate::os::rundir::PROBLEMS;
+use crate::os::spawn::{self, Arg, Exit, PrepareError, Prepared};
 
 /// The hidden subcommand the launcher runs as.
 pub const LAUNCHER_COMMAND: &str = "repair-exec";
@@ -127,7 +127,7 @@ pub fn exec_repair(args: &[OsString]) -> String {
     if let Err(why) = check_name(name.as_bytes()) {
         return format!("repair-exec: bad component name {name:?}: {why}");
     }
-    if let Err(errno) = crate::harden::undo_for_child() {
+    if let Err(errno) = crate::os::harden::undo_for_child() {
         eprintln!(
             "repair-exec: cannot drop the agent's OOM protection and real-time priority: {errno}"
         );

@@ -18,14 +18,14 @@ use nix::fcntl::{AT_FDCWD, AtFlags, OFlag};
 use nix::sys::stat::{FileStat, Mode, fstatat};
 use rustix::fs::RawDir;
 
-use crate::atomic::{self, libc_mode};
 use crate::config::check_name;
+use crate::core::supervisor::{Process, Stamp};
+use crate::core::time::Instant;
 use crate::limits::{
     MAX_COMPONENTS, MAX_DURATION_SECS, MAX_HEART_CONTENT, MAX_HEARTS_DIR_ENTRIES, MAX_NAME_LEN,
     MAX_REFUSALS_NAMED, REFUSAL_REPORT_INTERVAL_MS,
 };
-use crate::supervisor::{Process, Stamp};
-use crate::time::Instant;
+use crate::os::atomic::{self, libc_mode};
 
 /// Why a heartbeat or heart file could not be used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

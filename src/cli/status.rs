@@ -21,14 +21,14 @@ use nix::errno::Errno;
 use nix::fcntl::{AT_FDCWD, AtFlags, OFlag};
 use nix::sys::stat::{FileStat, Mode};
 
-use crate::atomic::libc_mode;
-use crate::clock::{Clock, SystemClock};
-use crate::heartbeat::{self, Refusal};
-use crate::history::{Boot, End, History};
+use crate::core::history::{Boot, End, History};
 use crate::limits::{MAX_COMPONENTS, MAX_STATUS_LEN};
-use crate::rundir::{FED, PROBLEMS, STATUS};
+use crate::os::atomic::libc_mode;
+use crate::os::clock::{Clock, SystemClock};
+use crate::os::heartbeat::{self, Refusal};
+use crate::os::rundir::{FED, PROBLEMS, STATUS};
+use crate::os::state::{BootId, State, StateError, current_boot_id};
 use crate::snapshot::{self, Identity, ParseError, Snapshot};
-use crate::state::{BootId, State, StateError, current_boot_id};
 
 /// Bytes of a problem file shown; the rest is marked as cut.
 const PROBLEM_SHOWN: usize = 512;
@@ -209,8 +209,8 @@ enum Liveness {
 
 fn comm(pid: &str) -> Option<Vec<u8>> {
     let mut buf = [0u8; 64];
-    let len =
-        crate::atomic::read(AT_FDCWD, format!("/proc/{pid}/comm").as_str(), &mut buf).ok()??;
+    let len = crate::os::atomic::read(AT_FDCWD, format!("/proc/{pid}/comm").as_str(), &mut buf)
+        .ok()??;
     Some(
         buf[..len]
             .strip_suffix(b"\n")

@@ -20,7 +20,7 @@
 //! - SIGCHLD is reset to SIG_DFL: an inherited SIG_IGN makes the kernel reap repairs itself,
 //!   and `waitpid` would then never see one end.
 //! - [`IGNORED`] (SIGPIPE, as the Rust runtime sets it): a log reader that went away is an
-//!   EPIPE from write(2), which [`crate::logging`] counts as dropped lines.
+//!   EPIPE from write(2), which [`crate::os::logging`] counts as dropped lines.
 //! - Everything else keeps its default: the fault signals (SIGSEGV, SIGBUS, SIGILL, SIGFPE,
 //!   SIGABRT, SIGTRAP, SIGSYS) mean the agent is broken, and a crash is what it should do;
 //!   SIGKILL and SIGSTOP cannot be caught (SIGSTOP stops the feeds: the board resets).
@@ -37,7 +37,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use crate::time::Instant;
+use crate::core::time::Instant;
 
 /// Blocked at startup, read and logged at every pass; never fatal.
 pub const HELD: [Signal; 14] = [
