@@ -1,14 +1,17 @@
 //! The agent loop: the thin shell that carries the core's decisions out.
 //!
-//! Each pass reaps finished repairs, stats every heartbeat (and pidfile, and the hearts
-//! directory), hands the observations to the [`Supervisor`], and carries out its actions:
-//! problem files, repairs, logging, feeding, the reset path. Between passes the loop sleeps
-//! until the core's next deadline or the LED's next edge, whichever comes first.
+//! Each pass reaps finished repairs, stats every heartbeat (and pidfile), brings the hearts
+//! directory's components in step ([`hearts`]), hands the observations to the
+//! [`Supervisor`], and carries out its actions: problem files, repairs, logging, feeding,
+//! the reset path. Between passes the loop sleeps until the core's next deadline or the
+//! LED's next edge, whichever comes first.
 //!
 //! Invariants: nothing here allocates after [`Agent::new`] returns (every buffer and table
 //! is sized at startup); the watchdog is fed only through the core's `Feed`, which follows a
 //! complete pass; on the reset path the reason is persisted before feeding stops, and the
 //! device is kept open without the magic 'V'.
+
+mod hearts;
 
 use core::fmt::Write as _;
 use core::time::Duration;
@@ -16,24 +19,24 @@ use std::os::unix::ffi::OsStrExt as _;
 use std::path::PathBuf;
 
 use embedded_hal::digital::OutputPin;
-use heapless::index_map::FnvIndexMap;
 
 use crate::cli::status;
-use crate::config::{Config, HeartsConfig};
+use crate::config::Config;
 use crate::core::pattern::Pattern;
 use crate::core::supervisor::{
-    Action, Cause, FALLBACK_TIMEOUTS, Observation, Policy, Process, Settings, Supervisor, Withheld,
+    Action, Cause, FALLBACK_TIMEOUTS, Observation, Process, Settings, Supervisor, Withheld,
 };
 use crate::core::time::Instant;
 use crate::limits::{MAX_COMPONENTS, MAX_NAME_LEN, MAX_REASON_LEN, MAX_STATUS_LEN};
 use crate::os::clock::Clock;
-use crate::os::heartbeat::{self, DirState, DirTrouble, Entry, HeartsDir, Refusals};
+use crate::os::heartbeat;
 use crate::os::led::{FaultLed, PinError};
 use crate::os::repair::{self, Repairs};
 use crate::os::rundir::{Checked, RunDir};
 use crate::os::state::State;
 use crate::os::watchdog::Watchdog;
 use crate::snapshot;
+use hearts::Hearts;
 
 /// Most actions one tick can produce: a few per component plus the global ones.
 const MAX_ACTIONS: usize = 3 * MAX_COMPONENTS + 4;
@@ -68,34 +71,6 @@ struct Watched {
     refused: bool,
 }
 
-/// A file in the hearts directory.
-#[derive(Clone, Copy)]
-enum Heart {
-    Supervised {
-        index: u16,
-        size: i64,
-        inode: u64,
-        seen: bool,
-        /// Not seen since its directory was lost or replaced: kept, and silent, until its
-        /// file is back (a removed directory is an accident; a removed file is a choice).
-        orphan: bool,
-    },
-    /// Its content is not a timeout; re-read when the file is replaced.
-    Bad { size: i64, inode: u64, seen: bool },
-}
-
-struct Hearts {
-    dir: HeartsDir,
-    config: HeartsConfig,
-    launcher: Option<repair::Launcher>,
-    by_name: Box<FnvIndexMap<Name, Heart, MAX_COMPONENTS>>,
-    /// Heart name of each supervisor index (empty for configured components).
-    names: Box<heapless::Vec<Name, MAX_COMPONENTS>>,
-    /// What is wrong with the directory, as last logged (logged once, not per pass).
-    trouble: Option<DirTrouble>,
-    refusals: Refusals,
-}
-
 pub struct Agent<P: OutputPin, C: Clock> {
     sup: Box<Supervisor>,
     watched: Vec<Watched>,
@@ -114,16 +89,6 @@ pub struct Agent<P: OutputPin, C: Clock> {
     hardware_timeout: Duration,
     /// Written into the snapshot so that `status` can tell this process from a later one.
     identity: snapshot::Identity<crate::os::state::BootId>,
-}
-
-fn hearts_policy(config: &HeartsConfig, timeout: Duration) -> Policy {
-    Policy {
-        timeout,
-        grace: config.grace.max(timeout),
-        reset_after: config.reset_after,
-        critical: config.critical,
-        repair: config.repair.as_ref().map(|r| r.policy),
-    }
 }
 
 impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
@@ -149,6 +114,9 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
         };
         let mut sup = Box::new(Supervisor::new(settings, now, parts.hold_until, parts.seed));
         sup.set_fault(parts.fault || parts.run.broken().is_some() || parts.state.fault());
+        let launcher = |argv: &[std::ffi::OsString]| {
+            repair::launcher(&parts.agent_binary, parts.run.path(), argv)
+        };
         let mut watched = Vec::with_capacity(config.components.len());
         let mut names = Vec::with_capacity(config.components.len());
         for c in &config.components {
@@ -167,38 +135,22 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
                 launcher: c
                     .repair
                     .as_ref()
-                    .map(|r| repair::launcher(&parts.agent_binary, parts.run.path(), &r.argv))
+                    .map(|r| launcher(&r.argv))
                     .transpose()
                     .map_err(|e| format!("component {}: cannot prepare its repair: {e}", c.name))?,
                 refused: false,
             });
-            names.push(
-                heapless::String::try_from(c.name.as_str())
-                    .map_err(|_| "name too long".to_owned())?,
-            );
+            names.push(Name::try_from(c.name.as_str()).map_err(|_| "name too long".to_owned())?);
         }
         let hearts = match &config.hearts {
             Some(h) => {
-                let mut heart_names = Box::new(heapless::Vec::new());
-                heart_names
-                    .resize(MAX_COMPONENTS, Name::new())
-                    .map_err(|_| "capacity".to_owned())?;
-                Some(Hearts {
-                    // Trouble with the directory is reported by the first pass, and
-                    // retried at every pass: it never stops the agent.
-                    dir: HeartsDir::open(&h.dir),
-                    config: h.clone(),
-                    launcher: h
-                        .repair
-                        .as_ref()
-                        .map(|r| repair::launcher(&parts.agent_binary, parts.run.path(), &r.argv))
-                        .transpose()
-                        .map_err(|e| format!("[hearts]: cannot prepare the repair: {e}"))?,
-                    by_name: Box::default(),
-                    names: heart_names,
-                    trouble: None,
-                    refusals: Refusals::new(now),
-                })
+                let repair = h
+                    .repair
+                    .as_ref()
+                    .map(|r| launcher(&r.argv))
+                    .transpose()
+                    .map_err(|e| format!("[hearts]: cannot prepare the repair: {e}"))?;
+                Some(Hearts::new(h, repair, now))
             }
             None => None,
         };
@@ -256,31 +208,75 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             None => self
                 .hearts
                 .as_ref()
-                .and_then(|h| h.names.get(index))
-                .map_or("?", |n| n.as_str()),
+                .and_then(|h| h.name(index))
+                .unwrap_or("?"),
         }
     }
 
+    /// One pass: the directories and requests, then reap, observe, hearts, tick, act.
     fn pass(&mut self, now: Instant) {
         crate::os::signals::consume(now);
         self.check_dirs(now);
-        if self.parts.run.take_clear_hold_request() {
-            if self.sup.in_hold() {
-                self.sup.clear_hold();
-                if let Err(e) = self.parts.state.record_hold_cleared() {
-                    log::error!("hold cleared, but not recorded: {e}");
+        self.clear_hold_if_requested();
+        self.reap(now);
+        self.observe();
+        self.scan_hearts(now);
+        self.tick(now);
+        self.act_all(now);
+    }
+
+    /// Notices the run or state directory broken, replaced or repaired; shows the fault
+    /// pattern while either is unusable. After the run directory comes back, its problem
+    /// files and status snapshot are written again.
+    fn check_dirs(&mut self, now: Instant) {
+        if self.parts.run.check() == Checked::Restored {
+            for index in self.sup.indices() {
+                let Some(cause) = self.sup.view(index).and_then(|v| v.cause) else {
+                    continue;
+                };
+                let reason = self.reason(index, cause);
+                let name = self.name(index);
+                if let Err(e) = self.parts.run.mark_problem(name, &reason) {
+                    log::error!("component {name}: cannot mark the problem: {}", e.desc());
                 }
-                log::warn!(
-                    "reboot-loop hold cleared by an operator: forced resets are allowed again"
-                );
-            } else {
-                log::info!("clear-hold requested, but there is no hold");
             }
+            if let Some(hearts) = self.hearts.as_mut() {
+                hearts.reread_refused();
+            }
+            self.written_generation = None;
         }
+        self.parts.state.check(now);
+        self.sup.set_fault(
+            self.parts.fault || self.parts.run.broken().is_some() || self.parts.state.fault(),
+        );
+    }
+
+    /// Carries out an operator's `clear-hold` request, if one is waiting.
+    fn clear_hold_if_requested(&mut self) {
+        if !self.parts.run.take_clear_hold_request() {
+            return;
+        }
+        if self.sup.in_hold() {
+            self.sup.clear_hold();
+            if let Err(e) = self.parts.state.record_hold_cleared() {
+                log::error!("hold cleared, but not recorded: {e}");
+            }
+            log::warn!("reboot-loop hold cleared by an operator: forced resets are allowed again");
+        } else {
+            log::info!("clear-hold requested, but there is no hold");
+        }
+    }
+
+    /// Tells the supervisor of the repairs that exited.
+    fn reap(&mut self, now: Instant) {
         while let Some((index, exit)) = self.repairs.reap() {
             self.sup.repair_exited(index, now);
             log::info!("repair of {} exited ({exit})", self.name(index));
         }
+    }
+
+    /// Stats the heartbeat (and pidfile) of every configured component.
+    fn observe(&mut self) {
         for (index, w) in self.watched.iter_mut().enumerate() {
             let heartbeat = match heartbeat::stamp(&w.heartbeat) {
                 Ok(stamp) => {
@@ -305,263 +301,29 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
                 .map_or(Process::Unknown, heartbeat::process);
             self.sup.observe(index, Observation { heartbeat, process });
         }
-        if self.hearts.is_some() {
-            self.scan_hearts(now);
+    }
+
+    fn scan_hearts(&mut self, now: Instant) {
+        if let Some(hearts) = self.hearts.as_mut() {
+            hearts.scan(now, &mut self.sup, &self.parts.run, &self.names);
         }
+    }
+
+    /// Lets the supervisor decide, into `actions`.
+    fn tick(&mut self, now: Instant) {
         let actions = &mut self.actions;
         actions.clear();
         self.sup.tick(now, |action| {
             // Cannot overflow: MAX_ACTIONS covers the most one tick can decide.
             let _ = actions.push(action);
         });
+    }
+
+    fn act_all(&mut self, now: Instant) {
         for i in 0..self.actions.len() {
             let action = self.actions[i];
             self.act(now, action);
         }
-    }
-
-    /// Notices the run or state directory broken, replaced or repaired; shows the fault
-    /// pattern while either is unusable. After the run directory comes back, its problem
-    /// files and status snapshot are written again.
-    fn check_dirs(&mut self, now: Instant) {
-        if self.parts.run.check() == Checked::Restored {
-            for index in self.sup.indices() {
-                let Some(cause) = self.sup.view(index).and_then(|v| v.cause) else {
-                    continue;
-                };
-                let reason = self.reason(index, cause);
-                let name = self.name(index);
-                if let Err(e) = self.parts.run.mark_problem(name, &reason) {
-                    log::error!("component {name}: cannot mark the problem: {}", e.desc());
-                }
-            }
-            // A heart whose content is not a timeout has a problem file too: re-reading it
-            // on the next scan writes that file again.
-            if let Some(hearts) = self.hearts.as_mut() {
-                for heart in hearts.by_name.values_mut() {
-                    if let Heart::Bad { size, .. } = heart {
-                        *size = -1;
-                    }
-                }
-            }
-            self.written_generation = None;
-        }
-        self.parts.state.check(now);
-        self.sup.set_fault(
-            self.parts.fault || self.parts.run.broken().is_some() || self.parts.state.fault(),
-        );
-    }
-
-    fn scan_hearts(&mut self, now: Instant) {
-        let Some(hearts) = self.hearts.as_mut() else {
-            return;
-        };
-        let Hearts {
-            dir,
-            config,
-            by_name,
-            names,
-            trouble,
-            refusals,
-            ..
-        } = hearts;
-        let sup = &mut self.sup;
-        let run = &self.parts.run;
-        let configured = &self.names;
-        let path = config.dir.as_path();
-        let checked = dir.check();
-        refusals.begin(now, checked.is_ok_and(|c| c.changed));
-        // Components a new heart may still take: supervisor slots not used.
-        let mut room = MAX_COMPONENTS
-            .saturating_sub(configured.len())
-            .saturating_sub(
-                by_name
-                    .values()
-                    .filter(|h| matches!(h, Heart::Supervised { .. }))
-                    .count(),
-            );
-        let scanned = checked.and_then(|c| {
-            dir.scan(|reader, entry| {
-                let name = match entry {
-                    Entry::Named(name) => name,
-                    Entry::Refused { name, why } => return refusals.refused(path, name, why),
-                };
-                let known = by_name.get(name).copied();
-                if known.is_none() {
-                    // Over capacity: not even looked at, so that 100,000 entries cost
-                    // no more than listing them.
-                    if room == 0 || by_name.len() == by_name.capacity() {
-                        return refusals.over_capacity(name);
-                    }
-                    if configured.iter().any(|n| n == name) {
-                        return refusals.refused(
-                            path,
-                            name.as_bytes(),
-                            "a configured component has that name",
-                        );
-                    }
-                }
-                let stamp = match reader.stamp(name) {
-                    Ok(Some(stamp)) => stamp,
-                    // Removed since it was listed.
-                    Ok(None) => return,
-                    Err(why) => return refusals.refused(path, name.as_bytes(), why),
-                };
-                let replaced = match known {
-                    Some(Heart::Supervised { size, inode, .. })
-                    | Some(Heart::Bad { size, inode, .. }) => {
-                        size != stamp.size || inode != stamp.inode
-                    }
-                    None => true,
-                };
-                let mut heart = known;
-                if replaced {
-                    heart = match (reader.timeout(name), known) {
-                        (Ok(timeout), Some(Heart::Supervised { index, .. })) => {
-                            sup.set_policy(usize::from(index), hearts_policy(config, timeout));
-                            log::info!("heart {name}: timeout now {timeout:?}");
-                            Some(Heart::Supervised {
-                                index,
-                                size: stamp.size,
-                                inode: stamp.inode,
-                                seen: true,
-                                orphan: false,
-                            })
-                        }
-                        (Ok(timeout), _) => match sup.add(hearts_policy(config, timeout), now) {
-                            Ok(index) => {
-                                room = room.saturating_sub(1);
-                                names[index].clear();
-                                let _ = names[index].push_str(name);
-                                let _ = run.clear_problem(name);
-                                log::info!(
-                                    "heart {name} found (timeout {timeout:?}, LED code {})",
-                                    index + 1
-                                );
-                                Some(Heart::Supervised {
-                                    index: index as u16,
-                                    size: stamp.size,
-                                    inode: stamp.inode,
-                                    seen: true,
-                                    orphan: false,
-                                })
-                            }
-                            Err(_) => return refusals.over_capacity(name),
-                        },
-                        (Err(bad), previous) => {
-                            if let Some(Heart::Supervised { index, .. }) = previous {
-                                sup.remove(usize::from(index));
-                                names[usize::from(index)].clear();
-                                room += 1;
-                            }
-                            log::error!("heart {name}: {bad}");
-                            let mut reason = Reason::new();
-                            let _ = write!(reason, "{bad}");
-                            if let Err(e) = run.mark_problem(name, &reason) {
-                                log::error!("heart {name}: cannot mark the problem: {}", e.desc());
-                            }
-                            Some(Heart::Bad {
-                                size: stamp.size,
-                                inode: stamp.inode,
-                                seen: true,
-                            })
-                        }
-                    };
-                }
-                // Cannot fail: the scan checked the name's length.
-                let Ok(key) = Name::try_from(name) else {
-                    return;
-                };
-                let heart = match heart {
-                    Some(Heart::Supervised {
-                        index, size, inode, ..
-                    }) => {
-                        sup.observe(
-                            usize::from(index),
-                            Observation {
-                                heartbeat: Some(stamp),
-                                process: Process::Unknown,
-                            },
-                        );
-                        Heart::Supervised {
-                            index,
-                            size,
-                            inode,
-                            seen: true,
-                            orphan: false,
-                        }
-                    }
-                    Some(Heart::Bad { size, inode, .. }) => Heart::Bad {
-                        size,
-                        inode,
-                        seen: true,
-                    },
-                    None => return,
-                };
-                // Cannot fail: a new key was admitted only with room in the table.
-                let _ = by_name.insert(key, heart);
-            })
-            .map_err(DirTrouble::Unreadable)
-            .map(|whole| (c.state, whole))
-        });
-        // Lost or replaced: hearts not (yet) in the directory scanned are kept, silent.
-        let lost = !matches!(scanned, Ok((DirState::Same, _)));
-        // Listed only in part: a heart not seen may still be there; keep it (silent).
-        let truncated = matches!(scanned, Ok((_, false)));
-        let scanned = scanned.map(|(state, _)| state);
-        let mut orphans = 0usize;
-        by_name.retain(|name, heart| match heart {
-            Heart::Supervised { seen, .. } | Heart::Bad { seen, .. } if *seen => {
-                *seen = false;
-                true
-            }
-            Heart::Supervised { .. } | Heart::Bad { .. } if truncated => true,
-            Heart::Supervised { orphan, index, .. } => {
-                if lost || *orphan {
-                    *orphan = true;
-                    orphans += 1;
-                    return true;
-                }
-                sup.remove(usize::from(*index));
-                names[usize::from(*index)].clear();
-                let _ = run.clear_problem(name);
-                log::info!("heart {name} removed: no longer supervised");
-                false
-            }
-            Heart::Bad { .. } => {
-                // Its file is gone with the directory: so is its problem.
-                let _ = run.clear_problem(name);
-                if !lost {
-                    log::info!("heart {name} removed: no longer supervised");
-                }
-                false
-            }
-        });
-        match scanned {
-            Err(t) if *trouble != Some(t) => {
-                *trouble = Some(t);
-                log::error!(
-                    "hearts directory {}: {t}; looked at again every pass, its {orphans} hearts count as silent meanwhile",
-                    path.display()
-                );
-            }
-            Err(_) => {}
-            Ok(state) => {
-                let how = match (trouble.take(), state) {
-                    (Some(_), _) => "is usable again",
-                    (None, DirState::Replaced) => "was replaced by another directory",
-                    (None, DirState::Recreated) => "was removed and has been created again",
-                    (None, DirState::Same) => "",
-                };
-                if !how.is_empty() {
-                    log::warn!(
-                        "hearts directory {} {how}: supervising the hearts it holds now; {orphans} hearts not back in it count as silent until their files are",
-                        path.display()
-                    );
-                }
-            }
-        }
-        refusals.end(now, path, configured.len(), truncated);
     }
 
     fn reason(&self, index: usize, cause: Cause) -> Reason {
@@ -693,7 +455,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
         let _ = name.push_str(self.name(component));
         let launcher = match self.watched.get(component) {
             Some(w) => w.launcher.as_ref(),
-            None => self.hearts.as_ref().and_then(|h| h.launcher.as_ref()),
+            None => self.hearts.as_ref().and_then(|h| h.launcher()),
         };
         let Some(launcher) = launcher else { return };
         match self.repairs.start(component, &name, launcher) {
