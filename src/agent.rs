@@ -34,7 +34,7 @@ use crate::os::led::{FaultLed, PinError};
 use crate::os::repair::{self, Repairs};
 use crate::os::rundir::{Checked, RunDir};
 use crate::os::state::State;
-use crate::os::watchdog::Watchdog;
+use crate::os::watchdog::{self, Watchdog};
 use crate::snapshot;
 use hearts::Hearts;
 
@@ -414,8 +414,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
                     "the board did not reset within {FALLBACK_TIMEOUTS} hardware timeouts: calling reboot(2)"
                 );
                 if self.parts.may_reboot {
-                    nix::unistd::sync();
-                    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
+                    watchdog::fallback_reboot();
                 } else {
                     log::warn!("watchdog device \"none\": not rebooting this host");
                 }

@@ -10,6 +10,9 @@
 //! - [`Watchdog::keepalive`] neither allocates nor blocks: it is one ioctl, or one write(2)
 //!   for drivers without the keepalive ioctl.
 //! - The raw ioctls in `sys` are the only `unsafe` code of the crate.
+//!
+//! [`fallback_reboot`] lives here too: it is what stands in for the device when the board
+//! does not reset.
 
 use core::ffi::c_int;
 use core::fmt;
@@ -327,6 +330,15 @@ pub fn disarm(path: &Path) -> Result<Disarmed, WatchdogError> {
     // The close right after the 'V' is what disarms.
     drop(fd);
     Ok(Disarmed { magic_close })
+}
+
+/// The last resort when the board did not reset although feeding stopped (a driver that
+/// ignores its timeout, or no device open): flushes the file systems with `sync(2)` and
+/// asks the kernel to restart with `reboot(2)` (`RB_AUTOBOOT`). Returns only if the kernel
+/// refused (without `CAP_SYS_BOOT`).
+pub fn fallback_reboot() {
+    nix::unistd::sync();
+    let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_AUTOBOOT);
 }
 
 /// A stand-in for development hosts without a watchdog (`device = "none"`).
