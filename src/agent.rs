@@ -13,7 +13,7 @@
 
 mod hearts;
 
-use core::fmt::Write as _;
+use core::fmt::{self, Write as _};
 use core::time::Duration;
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::PathBuf;
@@ -33,6 +33,7 @@ use crate::os::heartbeat;
 use crate::os::led::{FaultLed, PinError};
 use crate::os::repair::{self, Repairs};
 use crate::os::rundir::{Checked, RunDir};
+use crate::os::spawn::PrepareError;
 use crate::os::state::State;
 use crate::os::watchdog::{self, Watchdog};
 use crate::snapshot;
@@ -61,6 +62,40 @@ pub struct Parts<P: OutputPin, C: Clock> {
     pub hold_until: Option<Instant>,
     /// Seed for the backoff jitter.
     pub seed: u64,
+}
+
+/// Why the agent could not be built from its config (a startup error).
+#[derive(Debug)]
+pub enum StartError {
+    /// More components than the supervisor holds.
+    TooManyComponents,
+    /// A component name longer than the agent keeps.
+    NameTooLong,
+    /// A component's repair command cannot be prepared for launching.
+    ComponentRepair {
+        component: String,
+        error: PrepareError,
+    },
+    /// The `[hearts]` repair command cannot be prepared for launching.
+    HeartsRepair(PrepareError),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::TooManyComponents => f.write_str("too many components"),
+            StartError::NameTooLong => f.write_str("name too long"),
+            StartError::ComponentRepair { component, error } => {
+                write!(
+                    f,
+                    "component {component}: cannot prepare its repair: {error}"
+                )
+            }
+            StartError::HeartsRepair(error) => {
+                write!(f, "[hearts]: cannot prepare the repair: {error}")
+            }
+        }
+    }
 }
 
 /// A configured component: where to look.
@@ -93,7 +128,7 @@ pub struct Agent<P: OutputPin, C: Clock> {
 
 impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
     /// Builds the agent for `config` (all allocation happens here).
-    pub fn new(config: &Config, parts: Parts<P, C>) -> Result<Self, String> {
+    pub fn new(config: &Config, parts: Parts<P, C>) -> Result<Self, StartError> {
         let now = parts.clock.now();
         let hardware_timeout = parts
             .watchdog
@@ -121,7 +156,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
         let mut names = Vec::with_capacity(config.components.len());
         for c in &config.components {
             sup.add(c.policy, now)
-                .map_err(|_| "too many components".to_owned())?;
+                .map_err(|_| StartError::TooManyComponents)?;
             if c.heartbeat.parent().is_some_and(|p| !p.is_dir()) {
                 log::warn!(
                     "component {}: the directory of its heartbeat {} does not exist (yet); until it does the component counts as silent",
@@ -137,10 +172,13 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
                     .as_ref()
                     .map(|r| launcher(&r.argv))
                     .transpose()
-                    .map_err(|e| format!("component {}: cannot prepare its repair: {e}", c.name))?,
+                    .map_err(|error| StartError::ComponentRepair {
+                        component: c.name.clone(),
+                        error,
+                    })?,
                 refused: false,
             });
-            names.push(Name::try_from(c.name.as_str()).map_err(|_| "name too long".to_owned())?);
+            names.push(Name::try_from(c.name.as_str()).map_err(|_| StartError::NameTooLong)?);
         }
         let hearts = match &config.hearts {
             Some(h) => {
@@ -149,7 +187,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
                     .as_ref()
                     .map(|r| launcher(&r.argv))
                     .transpose()
-                    .map_err(|e| format!("[hearts]: cannot prepare the repair: {e}"))?;
+                    .map_err(StartError::HeartsRepair)?;
                 Some(Hearts::new(h, repair, now))
             }
             None => None,

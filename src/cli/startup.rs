@@ -257,7 +257,7 @@ pub fn run(config_path: &Path, agent_binary: &Path) -> String {
     };
     let agent = match Agent::new(&config, parts) {
         Ok(agent) => agent,
-        Err(e) => return e,
+        Err(e) => return e.to_string(),
     };
     log::info!(
         "supervising {} components{}; check every {:?}",
