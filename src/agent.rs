@@ -578,7 +578,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
                 start_time: self.identity.start_time,
                 boot_id: &self.identity.boot_id,
             },
-            written_ms: now.as_nanos() / 1_000_000,
+            written_ms: snapshot::millis(now),
             led: self.sup.led_pattern(),
             hold: self.sup.in_hold(),
             resetting: self.sup.resetting(),
@@ -593,7 +593,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
                 name: self.name(index),
                 position: index + 1,
                 state: view.state,
-                since_ms: view.since.as_nanos() / 1_000_000,
+                since_ms: snapshot::millis(view.since),
                 repairs: view.repair_attempts,
                 reason: view.cause.map(|cause| self.reason(index, cause)),
             });

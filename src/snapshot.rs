@@ -26,6 +26,7 @@
 
 use core::fmt::{self, Display, Write as _};
 
+use crate::core::time::Instant;
 use crate::limits::{MAX_COMPONENTS, MAX_STATUS_LEN};
 
 /// First word of the header line.
@@ -34,6 +35,11 @@ pub const MAGIC: &str = "watchkeeper-status";
 pub const VERSION: u32 = 2;
 /// Room kept for the `end` record while components are written.
 const END_RESERVE: usize = 64;
+
+/// A time as the snapshot records it: milliseconds of the agent's monotonic clock.
+pub fn millis(at: Instant) -> u64 {
+    at.as_nanos() / 1_000_000
+}
 
 /// Who wrote a snapshot: enough to tell the agent from a later process with its pid.
 #[derive(Clone, Debug, PartialEq, Eq)]
