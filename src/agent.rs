@@ -39,7 +39,9 @@ use crate::os::watchdog::{self, Watchdog};
 use crate::snapshot;
 use hearts::Hearts;
 
-/// Most actions one tick can produce: a few per component plus the global ones.
+/// Most actions one tick can produce: per component at most three (a change of health, a
+/// repair step, a withheld escalation), plus the global ones (a hold ended, then a reset or
+/// a feed; the fallback reboot comes alone), with room to spare.
 const MAX_ACTIONS: usize = 3 * MAX_COMPONENTS + 4;
 type Name = heapless::String<MAX_NAME_LEN>;
 type Reason = heapless::String<MAX_REASON_LEN>;
