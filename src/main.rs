@@ -3,13 +3,17 @@
 //! Exit codes: 0 success, 1 the command failed (the message says why), 2 bad usage.
 
 use std::ffi::OsString;
-use std::io::Write as _;
+use std::fmt;
+use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use nix::errno::Errno;
+use watchkeeper::cli::startup::{DisarmError, RunError};
 use watchkeeper::cli::{startup, status, version};
-use watchkeeper::config::{self, DEFAULT_PATH};
-use watchkeeper::os::{heartbeat, logging, repair, rundir};
+use watchkeeper::config::{self, ConfigError, DEFAULT_PATH};
+use watchkeeper::os::heartbeat::{self, TouchError};
+use watchkeeper::os::{logging, repair, rundir};
 
 const USAGE: &str = "\
 usage: watchkeeper [--config FILE] COMMAND
@@ -29,9 +33,65 @@ options:
 
 logging: WATCHKEEPER_LOG=debug (or warn, error...; RUST_LOG syntax), default info";
 
+/// Bad usage: said with the usage text, exit code 2.
+enum Usage {
+    NotUtf8(OsString),
+    /// The option (`-c` or `--config`) given last, without its file.
+    NeedsFile(String),
+    NoCommand,
+    UnknownCommand(String),
+}
+
+impl fmt::Display for Usage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Usage::NotUtf8(arg) => write!(f, "argument {arg:?} is not valid UTF-8"),
+            Usage::NeedsFile(option) => write!(f, "{option} needs a file"),
+            Usage::NoCommand => f.write_str("no command given"),
+            Usage::UnknownCommand(words) => write!(f, "unknown command: {words}"),
+        }
+    }
+}
+
+/// Why a command did not do its job: bad usage (exit code 2) or a failure (exit code 1).
 enum Failure {
-    Usage(String),
-    Failed(String),
+    Usage(Usage),
+    Config(ConfigError),
+    /// `run` could not find its own binary, which launches repairs.
+    NoBinary(io::Error),
+    Run(RunError),
+    /// `clear-hold` could not leave its request in the run directory.
+    ClearHold(Errno),
+    Disarm(DisarmError),
+    /// The command's output could not be written (other than to a reader gone away).
+    Output(io::Error),
+    /// `beat` could not touch this heartbeat.
+    Touch(PathBuf, TouchError),
+    /// `beat NAME` names neither a component nor a heart of this config.
+    NoSuchName {
+        name: String,
+        config_path: PathBuf,
+    },
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Usage(usage) => usage.fmt(f),
+            Failure::Config(e) => e.fmt(f),
+            Failure::NoBinary(e) => write!(f, "cannot find the watchkeeper binary: {e}"),
+            Failure::Run(e) => e.fmt(f),
+            Failure::ClearHold(errno) => write!(f, "cannot ask the agent: {}", errno.desc()),
+            Failure::Disarm(e) => e.fmt(f),
+            Failure::Output(e) => write!(f, "cannot write the output: {e}"),
+            Failure::Touch(path, e) => write!(f, "cannot touch {}: {e}", path.display()),
+            Failure::NoSuchName { name, config_path } => write!(
+                f,
+                "no component or heart named {name:?} in {}",
+                config_path.display()
+            ),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -44,12 +104,12 @@ fn main() -> ExitCode {
     logging::init();
     match dispatch(&args) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Usage(message)) => {
-            say(&format!("watchkeeper: {message}\n\n{USAGE}"));
+        Err(Failure::Usage(usage)) => {
+            say(&format!("watchkeeper: {usage}\n\n{USAGE}"));
             ExitCode::from(2)
         }
-        Err(Failure::Failed(message)) => {
-            say(&format!("watchkeeper: {message}"));
+        Err(failure) => {
+            say(&format!("watchkeeper: {failure}"));
             ExitCode::from(1)
         }
     }
@@ -62,7 +122,7 @@ fn dispatch(args: &[OsString]) -> Result<(), Failure> {
     while let Some(arg) = iter.next() {
         let text = arg
             .to_str()
-            .ok_or_else(|| Failure::Usage(format!("argument {arg:?} is not valid UTF-8")))?;
+            .ok_or_else(|| Failure::Usage(Usage::NotUtf8(arg.clone())))?;
         match text {
             "-h" | "--help" => {
                 return emit(&format!("{USAGE}\n"));
@@ -73,7 +133,7 @@ fn dispatch(args: &[OsString]) -> Result<(), Failure> {
             "-c" | "--config" => {
                 let value = iter
                     .next()
-                    .ok_or_else(|| Failure::Usage(format!("{text} needs a file")))?;
+                    .ok_or_else(|| Failure::Usage(Usage::NeedsFile(text.to_owned())))?;
                 config_path = PathBuf::from(value);
             }
             _ => words.push(text.to_owned()),
@@ -82,36 +142,32 @@ fn dispatch(args: &[OsString]) -> Result<(), Failure> {
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
     match words.as_slice() {
         ["run"] => {
-            let binary = std::env::current_exe()
-                .map_err(|e| Failure::Failed(format!("cannot find the watchkeeper binary: {e}")))?;
-            Err(Failure::Failed(startup::run(&config_path, &binary)))
+            let binary = std::env::current_exe().map_err(Failure::NoBinary)?;
+            Err(Failure::Run(startup::run(&config_path, &binary)))
         }
         ["check"] => {
-            let config = config::load(&config_path).map_err(|e| Failure::Failed(e.to_string()))?;
+            let config = config::load(&config_path).map_err(Failure::Config)?;
             emit(&config.to_string())
         }
         ["status"] => emit(&status_of(&config_path, false)),
         ["status", "--json"] => emit(&status_of(&config_path, true)),
         ["beat", target] => beat(&config_path, target),
         ["clear-hold"] => {
-            let config = config::load(&config_path).map_err(|e| Failure::Failed(e.to_string()))?;
-            let path = rundir::request_clear_hold(&config.agent.run_dir)
-                .map_err(|e| Failure::Failed(format!("cannot ask the agent: {}", e.desc())))?;
+            let config = config::load(&config_path).map_err(Failure::Config)?;
+            let path =
+                rundir::request_clear_hold(&config.agent.run_dir).map_err(Failure::ClearHold)?;
             emit(&format!(
                 "asked the agent to clear the reboot-loop hold ({}); see `watchkeeper status`\n",
                 path.display()
             ))
         }
         ["disarm"] => {
-            let message = startup::disarm(&config_path).map_err(Failure::Failed)?;
+            let message = startup::disarm(&config_path).map_err(Failure::Disarm)?;
             say(&message);
             Ok(())
         }
-        [] => Err(Failure::Usage("no command given".to_owned())),
-        other => Err(Failure::Usage(format!(
-            "unknown command: {}",
-            other.join(" ")
-        ))),
+        [] => Err(Failure::Usage(Usage::NoCommand)),
+        other => Err(Failure::Usage(Usage::UnknownCommand(other.join(" ")))),
     }
 }
 
@@ -126,7 +182,7 @@ fn emit(text: &str) -> Result<(), Failure> {
     {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(Failure::Failed(format!("cannot write the output: {e}"))),
+        Err(e) => Err(Failure::Output(e)),
     }
 }
 
@@ -155,14 +211,12 @@ fn status_of(config_path: &Path, json: bool) -> String {
 /// Touches a heartbeat; nothing but a regular file is ever opened (see
 /// [`heartbeat::touch`]): `beat /dev/watchdog` must not arm a disarmed watchdog.
 fn beat(config_path: &Path, target: &str) -> Result<(), Failure> {
-    let failed = |path: &Path, e: heartbeat::TouchError| {
-        Failure::Failed(format!("cannot touch {}: {e}", path.display()))
-    };
+    let failed = |path: &Path, e: TouchError| Failure::Touch(path.to_owned(), e);
     if target.contains('/') {
         let path = Path::new(target);
         return heartbeat::touch(path, false).map_err(|e| failed(path, e));
     }
-    let config = config::load(config_path).map_err(|e| Failure::Failed(e.to_string()))?;
+    let config = config::load(config_path).map_err(Failure::Config)?;
     if let Some(component) = config.component(target) {
         return heartbeat::touch(&component.heartbeat, false)
             .map_err(|e| failed(&component.heartbeat, e));
@@ -173,9 +227,9 @@ fn beat(config_path: &Path, target: &str) -> Result<(), Failure> {
             let path = hearts.dir.join(target);
             heartbeat::touch(&path, true).map_err(|e| failed(&path, e))
         }
-        _ => Err(Failure::Failed(format!(
-            "no component or heart named {target:?} in {}",
-            config_path.display()
-        ))),
+        _ => Err(Failure::NoSuchName {
+            name: target.to_owned(),
+            config_path: config_path.to_owned(),
+        }),
     }
 }

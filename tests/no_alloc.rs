@@ -1,310 +1,37 @@
 //! Proof that the real agent loop allocates nothing after startup, in Rust or in libc.
 //!
-//! Two counters, both per thread and on only around the agent's step:
-//! - a counting global allocator wraps the system one: every Rust allocation;
-//! - on a dynamically linked glibc test binary (the host), the test binary itself defines
-//!   `malloc`, `calloc`, `realloc`, `free`, `memalign`, `posix_memalign`, `aligned_alloc`,
-//!   `valloc` and `pvalloc`, forwarding to glibc's exported `__libc_*` entry points. The
-//!   glibc manual ("Replacing malloc") documents that the main program's definitions
-//!   interpose libc's own internal calls too, so this counts what libc allocates behind
-//!   our back (glibc's `posix_spawn_file_actions_adddup2` reallocs inside std's
-//!   `Command::spawn`, for one: the test `the_old_spawn_path_is_seen_allocating_in_libc`).
-//!   Calls the Rust allocator makes are not counted twice.
-//!
-//! The ARM test binaries are statically linked (aarch64 musl, armv7 static glibc): defining
-//! `malloc` there clashes with libc's own at link time, so there the libc counter is not
-//! built and only the Rust count is checked; the host run is the libc proof.
+//! The counters are those of `support/alloc.rs`: every Rust allocation, and on the host
+//! (dynamically linked glibc) every allocation libc makes, its internal ones included; on
+//! the statically linked ARM test binaries only the Rust count is checked.
 //!
 //! The real `Agent` runs on real heartbeat files, a real hearts directory, real state and
 //! run directories and real repair processes, with a fake watchdog and LED and a simulated
-//! clock, through the healthy, failing, repairing, held, escalating and resetting states,
-//! hearts appearing, changing, dying, being repaired and going away, for more than 10,000
-//! loop iterations. After warm-up, not one allocation may happen inside the loop.
+//! clock (`support/fakes.rs`), through the healthy, failing, repairing, held, escalating
+//! and resetting states, hearts appearing, changing, dying, being repaired and going away,
+//! for more than 10,000 loop iterations. After warm-up, not one allocation may happen
+//! inside the loop.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+#[path = "support/alloc.rs"]
+mod alloc;
+#[path = "support/fakes.rs"]
+mod fakes;
+
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use embedded_hal::digital::{ErrorType, OutputPin};
+use alloc::{Counts, NONE, counted};
+use fakes::{FakePin, FakeWatchdog, SimClock};
 use watchkeeper::agent::{Agent, Parts};
 use watchkeeper::config;
 use watchkeeper::core::pattern::Pattern;
 use watchkeeper::core::time::Instant;
 use watchkeeper::os::clock::Clock;
-use watchkeeper::os::led::{FaultLed, PinError};
+use watchkeeper::os::led::FaultLed;
 use watchkeeper::os::repair::{self, Repairs};
 use watchkeeper::os::rundir::RunDir;
 use watchkeeper::os::state::State;
-use watchkeeper::os::watchdog::{Watchdog, WatchdogError};
-
-static ABORT: AtomicBool = AtomicBool::new(false);
-
-// Const-initialized and without Drop: reading them never allocates, even inside malloc.
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    /// Set while the Rust allocator forwards to libc, whose malloc then is not libc's own.
-    static IN_RUST: Cell<bool> = const { Cell::new(false) };
-    static RUST: Cell<usize> = const { Cell::new(0) };
-    static LIBC: Cell<usize> = const { Cell::new(0) };
-    static LIBC_REALLOC: Cell<usize> = const { Cell::new(0) };
-}
-
-fn bump(counter: &'static std::thread::LocalKey<Cell<usize>>) {
-    // `try_with`: the allocator may run while thread-locals are being torn down.
-    if COUNTING.try_with(Cell::get).unwrap_or(false) {
-        let _ = counter.try_with(|c| c.set(c.get() + 1));
-        if ABORT.load(Ordering::Relaxed) {
-            std::process::abort();
-        }
-    }
-}
-
-struct Counting;
-
-impl Counting {
-    fn forward<T>(f: impl FnOnce() -> T) -> T {
-        bump(&RUST);
-        let _ = IN_RUST.try_with(|c| c.set(true));
-        let out = f();
-        let _ = IN_RUST.try_with(|c| c.set(false));
-        out
-    }
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator; counting touches
-// only const-initialized thread-locals and an atomic, none of which allocates.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: same contract as ours.
-        Counting::forward(|| unsafe { System.alloc(layout) })
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: same contract as ours.
-        Counting::forward(|| unsafe { System.alloc_zeroed(layout) })
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: same contract as ours.
-        Counting::forward(|| unsafe { System.realloc(ptr, layout, new_size) })
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-/// libc's allocator, interposed (see the module doc). Each entry point counts when the
-/// call is libc's own and forwards to glibc's implementation, so every pointer still comes
-/// from, and goes back to, glibc's one heap.
-#[cfg(all(
-    target_os = "linux",
-    target_env = "gnu",
-    not(target_feature = "crt-static")
-))]
-mod libc_allocator {
-    use core::ffi::{c_int, c_void};
-
-    use super::{IN_RUST, LIBC, LIBC_REALLOC, bump};
-
-    unsafe extern "C" {
-        fn __libc_malloc(size: usize) -> *mut c_void;
-        fn __libc_calloc(count: usize, size: usize) -> *mut c_void;
-        fn __libc_realloc(ptr: *mut c_void, size: usize) -> *mut c_void;
-        fn __libc_free(ptr: *mut c_void);
-        fn __libc_memalign(alignment: usize, size: usize) -> *mut c_void;
-        fn __libc_valloc(size: usize) -> *mut c_void;
-        fn __libc_pvalloc(size: usize) -> *mut c_void;
-    }
-
-    fn note() {
-        if !IN_RUST.try_with(|c| c.get()).unwrap_or(false) {
-            bump(&LIBC);
-        }
-    }
-
-    #[unsafe(no_mangle)]
-    extern "C" fn malloc(size: usize) -> *mut c_void {
-        note();
-        // SAFETY: glibc's malloc(3) under its exported name; any size is valid.
-        unsafe { __libc_malloc(size) }
-    }
-
-    #[unsafe(no_mangle)]
-    extern "C" fn calloc(count: usize, size: usize) -> *mut c_void {
-        note();
-        // SAFETY: glibc's calloc(3), which checks the multiplication itself.
-        unsafe { __libc_calloc(count, size) }
-    }
-
-    /// # Safety
-    /// realloc(3)'s: `ptr` is null or from this allocator and not freed.
-    #[unsafe(no_mangle)]
-    unsafe extern "C" fn realloc(ptr: *mut c_void, size: usize) -> *mut c_void {
-        note();
-        if !IN_RUST.try_with(|c| c.get()).unwrap_or(false) {
-            bump(&LIBC_REALLOC);
-        }
-        // SAFETY: glibc's realloc(3); the caller keeps realloc's contract.
-        unsafe { __libc_realloc(ptr, size) }
-    }
-
-    /// # Safety
-    /// free(3)'s: `ptr` is null or from this allocator and not freed.
-    #[unsafe(no_mangle)]
-    unsafe extern "C" fn free(ptr: *mut c_void) {
-        // SAFETY: glibc's free(3); the caller keeps free's contract.
-        unsafe { __libc_free(ptr) }
-    }
-
-    #[unsafe(no_mangle)]
-    extern "C" fn memalign(alignment: usize, size: usize) -> *mut c_void {
-        note();
-        // SAFETY: glibc's memalign(3), which rejects a bad alignment itself.
-        unsafe { __libc_memalign(alignment, size) }
-    }
-
-    #[unsafe(no_mangle)]
-    extern "C" fn aligned_alloc(alignment: usize, size: usize) -> *mut c_void {
-        note();
-        // SAFETY: glibc implements aligned_alloc(3) as memalign (the manual, "Aligned
-        // Memory Blocks").
-        unsafe { __libc_memalign(alignment, size) }
-    }
-
-    /// # Safety
-    /// posix_memalign(3)'s: `out` is valid for one pointer write.
-    #[unsafe(no_mangle)]
-    unsafe extern "C" fn posix_memalign(
-        out: *mut *mut c_void,
-        alignment: usize,
-        size: usize,
-    ) -> c_int {
-        note();
-        // posix_memalign(3): a power of two and a multiple of sizeof(void *), else EINVAL.
-        if !alignment.is_power_of_two() || !alignment.is_multiple_of(size_of::<*mut c_void>()) {
-            return libc::EINVAL;
-        }
-        // SAFETY: glibc's memalign(3) with an alignment checked above.
-        let block = unsafe { __libc_memalign(alignment, size) };
-        if block.is_null() && size != 0 {
-            return libc::ENOMEM;
-        }
-        // SAFETY: the caller gives a valid `out` (posix_memalign(3)).
-        unsafe { out.write(block) };
-        0
-    }
-
-    #[unsafe(no_mangle)]
-    extern "C" fn valloc(size: usize) -> *mut c_void {
-        note();
-        // SAFETY: glibc's valloc(3); any size is valid.
-        unsafe { __libc_valloc(size) }
-    }
-
-    #[unsafe(no_mangle)]
-    extern "C" fn pvalloc(size: usize) -> *mut c_void {
-        note();
-        // SAFETY: glibc's pvalloc(3); any size is valid.
-        unsafe { __libc_pvalloc(size) }
-    }
-}
-
-/// Allocations counted on one thread.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-struct Counts {
-    rust: usize,
-    /// libc's own, any entry point (always 0 where libc is not interposed).
-    libc: usize,
-    libc_reallocs: usize,
-}
-
-/// Counts the allocations `f` makes on this thread (and in a child sharing its memory).
-fn counted<T>(f: impl FnOnce() -> T) -> (T, Counts) {
-    let read = || Counts {
-        rust: RUST.with(Cell::get),
-        libc: LIBC.with(Cell::get),
-        libc_reallocs: LIBC_REALLOC.with(Cell::get),
-    };
-    let before = read();
-    COUNTING.with(|c| c.set(true));
-    let out = f();
-    COUNTING.with(|c| c.set(false));
-    let after = read();
-    let counts = Counts {
-        rust: after.rust - before.rust,
-        libc: after.libc - before.libc,
-        libc_reallocs: after.libc_reallocs - before.libc_reallocs,
-    };
-    (out, counts)
-}
-
-const NONE: Counts = Counts {
-    rust: 0,
-    libc: 0,
-    libc_reallocs: 0,
-};
-
-struct SimClock {
-    now: Rc<Cell<Instant>>,
-}
-
-impl Clock for SimClock {
-    fn now(&self) -> Instant {
-        self.now.get()
-    }
-    fn uptime(&self) -> Duration {
-        Duration::from_nanos(self.now.get().as_nanos())
-    }
-    fn wall(&self) -> i64 {
-        1_700_000_000
-    }
-    fn sleep_until(&mut self, deadline: Instant) {
-        self.now.set(deadline.max(self.now.get()));
-    }
-}
-
-struct FakeWatchdog {
-    feeds: Rc<Cell<u64>>,
-    shortened: Rc<Cell<bool>>,
-}
-
-impl Watchdog for FakeWatchdog {
-    fn keepalive(&mut self) -> Result<(), WatchdogError> {
-        self.feeds.set(self.feeds.get() + 1);
-        Ok(())
-    }
-    fn shorten_for_reset(&mut self) -> Duration {
-        self.shortened.set(true);
-        Duration::from_secs(1)
-    }
-    fn timeout(&self) -> Duration {
-        Duration::from_secs(4)
-    }
-}
-
-struct FakePin {
-    level: Rc<Cell<bool>>,
-}
-
-impl ErrorType for FakePin {
-    type Error = PinError;
-}
-
-impl OutputPin for FakePin {
-    fn set_low(&mut self) -> Result<(), PinError> {
-        self.level.set(false);
-        Ok(())
-    }
-    fn set_high(&mut self) -> Result<(), PinError> {
-        self.level.set(true);
-        Ok(())
-    }
-}
 
 fn touch(path: &Path) {
     watchkeeper::os::heartbeat::touch(path, false).unwrap();
@@ -443,13 +170,12 @@ max_repairs = 100
             }
         }
         if ms > 8_000 && abort_on_alloc {
-            ABORT.store(true, Ordering::Relaxed);
+            alloc::abort_on_allocation();
         }
         let (wake, allocations) = counted(|| agent.step());
         // Warm-up: the first 8 s, with the first repair spawned.
         if ms > 8_000 {
-            after_warmup.rust += allocations.rust;
-            after_warmup.libc += allocations.libc;
+            after_warmup += allocations;
             assert_eq!(
                 allocations,
                 NONE,
@@ -577,24 +303,21 @@ fn starting_and_reaping_repairs_allocates_nothing() {
         // One component index each: the supervisor never starts a second repair of one.
         let (started, counts) = counted(|| repairs.start(round, name, &launcher));
         started.unwrap();
-        total.rust += counts.rust;
-        total.libc += counts.libc;
+        total += counts;
         let ((), counts) = counted(|| {
             while let Some((_, exit)) = repairs.reap() {
                 assert_eq!(exit, watchkeeper::os::spawn::Exit::Code(0));
                 reaped += 1;
             }
         });
-        total.rust += counts.rust;
-        total.libc += counts.libc;
+        total += counts;
     }
     for _ in 0..2000 {
         if reaped == 100 {
             break;
         }
         let (exit, counts) = counted(|| repairs.reap());
-        total.rust += counts.rust;
-        total.libc += counts.libc;
+        total += counts;
         match exit {
             Some((_, exit)) => {
                 assert_eq!(exit, watchkeeper::os::spawn::Exit::Code(0));
@@ -630,12 +353,7 @@ fn broken_and_recreated_directories_allocate_nothing() {
             shortened: Rc::new(Cell::new(false)),
         })),
         may_reboot: false,
-        led: FaultLed::new(
-            FakePin {
-                level: Rc::new(Cell::new(false)),
-            },
-            false,
-        ),
+        led: FaultLed::new(FakePin::default(), false),
         clock: SimClock { now: now.clone() },
         state,
         run: RunDir::open(&config.agent.run_dir),

@@ -8,20 +8,58 @@
 //! that exits in a loop resets boards for typos. Every start logs how the previous boot
 //! ended, or why that is unknown.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::agent::{Agent, Parts};
+use crate::agent::{Agent, Parts, StartError};
 use crate::cli::version;
-use crate::config::{self, Config};
+use crate::config::{self, Config, ConfigError};
 use crate::core::history::End;
 use crate::os::clock::{Clock, SystemClock};
 use crate::os::led::{self, LedSpec};
 use crate::os::rundir::RunDir;
 use crate::os::state::{self, Aside, Finding, Started, State};
-use crate::os::watchdog::{self, BootStatus, Device, NoDevice, WDIOF_CARDRESET, Watchdog};
+use crate::os::watchdog::{
+    self, BootStatus, Device, NoDevice, WDIOF_CARDRESET, Watchdog, WatchdogError,
+};
 use crate::os::{harden, logging};
 
 const KMSG: &str = "/dev/kmsg";
+
+/// Why `watchkeeper run` could not start the agent at all (nothing after the config stops
+/// it, see the module doc).
+pub enum RunError {
+    /// The agent could not be built from the config; the agent's own error says why.
+    Agent(StartError),
+}
+
+impl fmt::Display for RunError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunError::Agent(why) => why.fmt(f),
+        }
+    }
+}
+
+/// Why `watchkeeper disarm` did not disarm.
+pub enum DisarmError {
+    Config(ConfigError),
+    /// The config names no device (`device = "none"`).
+    NoDevice,
+    Device(WatchdogError),
+}
+
+impl fmt::Display for DisarmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DisarmError::Config(e) => e.fmt(f),
+            DisarmError::NoDevice => f.write_str(
+                "the config names no watchdog device (device = \"none\"): nothing to disarm",
+            ),
+            DisarmError::Device(e) => e.fmt(f),
+        }
+    }
+}
 
 /// Loads the config, falling back to the last good one, then to a salvaged minimum.
 /// Returns the config and, for a fallback, the errors to log (a fault to show) once the
@@ -106,8 +144,8 @@ fn open_watchdog(config: &Config) -> (Option<Box<dyn Watchdog>>, Option<u32>) {
     }
 }
 
-/// Runs the agent; returns only with a message when the agent cannot start at all.
-pub fn run(config_path: &Path, agent_binary: &Path) -> String {
+/// Runs the agent; returns only when the agent cannot start at all, saying why.
+pub fn run(config_path: &Path, agent_binary: &Path) -> RunError {
     crate::os::signals::install();
     let clock = SystemClock;
     let (config, config_errors) = load_config(config_path);
@@ -257,7 +295,7 @@ pub fn run(config_path: &Path, agent_binary: &Path) -> String {
     };
     let agent = match Agent::new(&config, parts) {
         Ok(agent) => agent,
-        Err(e) => return e.to_string(),
+        Err(e) => return RunError::Agent(e),
     };
     log::info!(
         "supervising {} components{}; check every {:?}",
@@ -273,14 +311,13 @@ pub fn run(config_path: &Path, agent_binary: &Path) -> String {
 }
 
 /// `watchkeeper disarm`: writes the magic 'V' so the device stops counting.
-pub fn disarm(config_path: &Path) -> Result<String, String> {
-    let config = config::load(config_path).map_err(|e| e.to_string())?;
+/// Returns what to tell the operator.
+pub fn disarm(config_path: &Path) -> Result<String, DisarmError> {
+    let config = config::load(config_path).map_err(DisarmError::Config)?;
     let Some(path) = config.watchdog.device else {
-        return Err(
-            "the config names no watchdog device (device = \"none\"): nothing to disarm".to_owned(),
-        );
+        return Err(DisarmError::NoDevice);
     };
-    let disarmed = watchdog::disarm(&path).map_err(|e| e.to_string())?;
+    let disarmed = watchdog::disarm(&path).map_err(DisarmError::Device)?;
     let mut message = format!(
         "DISARMED {}: the watchdog no longer resets this board if it hangs.\n\
          Restart watchkeeper to re-arm it.",

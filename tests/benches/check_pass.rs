@@ -1,78 +1,31 @@
 //! Benchmark (not a test): the cost of one check pass of the real agent loop with 1, 64
-//! and 1024 components on real heartbeat files, with the allocations counted; then the real
-//! binary's time from exec to the first feed and its resident memory.
+//! and 1024 components on real heartbeat files, with the allocations counted (Rust's and, on
+//! the host, libc's: `tests/support/alloc.rs`); then the real binary's time from exec to the
+//! first feed and its resident memory.
 //!
 //! Run with `cargo bench --bench check_pass`, or `tests/bench`, which adds binary sizes.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+#[path = "../support/alloc.rs"]
+mod alloc;
+#[path = "../support/fakes.rs"]
+mod fakes;
+
 use std::cell::Cell;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant as WallInstant};
 
-use embedded_hal::digital::{ErrorType, OutputPin};
+use alloc::counted;
+use fakes::{FakePin, SimClock};
 use watchkeeper::agent::{Agent, Parts};
 use watchkeeper::config;
 use watchkeeper::core::time::Instant;
-use watchkeeper::os::clock::Clock;
-use watchkeeper::os::led::{FaultLed, PinError};
+use watchkeeper::os::led::FaultLed;
 use watchkeeper::os::rundir::RunDir;
 use watchkeeper::os::state::State;
 use watchkeeper::os::watchdog::NoDevice;
-
-struct Counting;
-static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: forwards every call unchanged to the system allocator; counting is one atomic add.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
-
-#[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-struct SimClock(Rc<Cell<Instant>>);
-
-impl Clock for SimClock {
-    fn now(&self) -> Instant {
-        self.0.get()
-    }
-    fn uptime(&self) -> Duration {
-        Duration::from_nanos(self.0.get().as_nanos())
-    }
-    fn wall(&self) -> i64 {
-        0
-    }
-    fn sleep_until(&mut self, deadline: Instant) {
-        self.0.set(deadline);
-    }
-}
-
-struct Pin;
-
-impl ErrorType for Pin {
-    type Error = PinError;
-}
-
-impl OutputPin for Pin {
-    fn set_low(&mut self) -> Result<(), PinError> {
-        Ok(())
-    }
-    fn set_high(&mut self) -> Result<(), PinError> {
-        Ok(())
-    }
-}
 
 fn scratch(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("wk-bench-{tag}-{}", std::process::id()));
@@ -97,7 +50,8 @@ fn config_text(dir: &Path, components: usize, extra: &str) -> String {
     text
 }
 
-/// Mean and median wall time of one pass, and allocations during the measured passes.
+/// Mean and median wall time of one pass, and allocations (Rust's, and on the host libc's
+/// own) during the measured passes.
 fn measure_pass(components: usize) -> (Duration, Duration, usize) {
     let dir = scratch(&format!("pass{components}"));
     let config =
@@ -107,8 +61,8 @@ fn measure_pass(components: usize) -> (Duration, Duration, usize) {
     let parts = Parts {
         watchdog: Some(Box::new(NoDevice::new(Duration::from_secs(10)))),
         may_reboot: false,
-        led: FaultLed::new(Pin, false),
-        clock: SimClock(now.clone()),
+        led: FaultLed::new(FakePin::default(), false),
+        clock: SimClock { now: now.clone() },
         state,
         run: RunDir::open(&config.agent.run_dir),
         agent_binary: PathBuf::from(env!("CARGO_BIN_EXE_watchkeeper")),
@@ -123,12 +77,13 @@ fn measure_pass(components: usize) -> (Duration, Duration, usize) {
     for round in 0..passes + 50 {
         // Every 100 ms of simulated time a pass is due: each step below is one full pass.
         now.set(now.get().saturating_add(Duration::from_millis(100)));
-        let before = ALLOCATIONS.load(Ordering::Relaxed);
-        let start = WallInstant::now();
-        agent.step();
-        let took = start.elapsed();
+        let (took, counts) = counted(|| {
+            let start = WallInstant::now();
+            agent.step();
+            start.elapsed()
+        });
         if round >= 50 {
-            allocations += ALLOCATIONS.load(Ordering::Relaxed) - before;
+            allocations += counts.rust + counts.libc;
             times.push(took);
         }
     }

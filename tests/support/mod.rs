@@ -5,6 +5,10 @@
 //! answers with JSON that parses.
 //!
 //! Waits are generous and poll: these tests share a 2-core machine with whatever else runs.
+//!
+//! Beside it, and not declared here: `alloc.rs` (the allocation counters, which replace the
+//! binary's allocator) and `fakes.rs` (clock, watchdog and LED pin for an in-process
+//! `Agent`), each included by `#[path]` only where it is wanted.
 #![allow(dead_code)] // each test binary uses its own part of this module
 
 use std::fs;
