@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use watchkeeper::cli::{startup, status, version};
 use watchkeeper::config::{self, DEFAULT_PATH};
+use watchkeeper::core::name::check_name;
 use watchkeeper::os::{heartbeat, logging, repair, rundir};
 
 const USAGE: &str = "\
@@ -168,7 +169,7 @@ fn beat(config_path: &Path, target: &str) -> Result<(), Failure> {
             .map_err(|e| failed(&component.heartbeat, e));
     }
     match &config.hearts {
-        Some(hearts) if config::check_name(target.as_bytes()).is_ok() => {
+        Some(hearts) if check_name(target.as_bytes()).is_ok() => {
             // A heart's file holds its timeout: touch it, never create it empty.
             let path = hearts.dir.join(target);
             heartbeat::touch(&path, true).map_err(|e| failed(&path, e))

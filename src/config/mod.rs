@@ -31,6 +31,7 @@ use toml::Spanned;
 use crate::os::led::LedSpec;
 use nix::fcntl::OFlag;
 
+use crate::core::name::check_name;
 use crate::core::supervisor::{Policy, RepairPolicy};
 use crate::limits::{
     HISTORY_LEN, MAX_COMPONENTS, MAX_CONFIG_LEN, MAX_DURATION_SECS, MAX_NAME_LEN, MAX_PATH_LEN,
@@ -763,23 +764,6 @@ fn normalised(path: &Path) -> PathBuf {
 /// `path` is `dir` or below it, after normalising both.
 fn within(path: &Path, dir: &Path) -> bool {
     normalised(path).starts_with(normalised(dir))
-}
-
-/// Component and heart names: `[A-Za-z0-9._-]`, 1 to MAX_NAME_LEN bytes, not `.` or `..`.
-pub fn check_name(name: &[u8]) -> Result<(), &'static str> {
-    if name.is_empty() || name.len() > MAX_NAME_LEN {
-        return Err("a name must be 1 to 32 bytes long");
-    }
-    if name == b"." || name == b".." {
-        return Err("a name cannot be . or ..");
-    }
-    if !name
-        .iter()
-        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(b))
-    {
-        return Err("a name may only contain letters, digits, '.', '_' and '-'");
-    }
-    Ok(())
 }
 
 #[derive(Deserialize, Default)]
