@@ -175,7 +175,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
                     .map(|r| launcher(&r.argv))
                     .transpose()
                     .map_err(|error| StartError::ComponentRepair {
-                        component: c.name.clone(),
+                        component: c.name.as_str().to_owned(),
                         error,
                     })?,
                 refused: false,

@@ -12,6 +12,7 @@ use nix::errno::Errno;
 use watchkeeper::cli::startup::{DisarmError, RunError};
 use watchkeeper::cli::{startup, status, version};
 use watchkeeper::config::{self, ConfigError, DEFAULT_PATH};
+use watchkeeper::core::name::check_name;
 use watchkeeper::os::heartbeat::{self, TouchError};
 use watchkeeper::os::{logging, repair, rundir};
 
@@ -222,7 +223,7 @@ fn beat(config_path: &Path, target: &str) -> Result<(), Failure> {
             .map_err(|e| failed(&component.heartbeat, e));
     }
     match &config.hearts {
-        Some(hearts) if config::check_name(target.as_bytes()).is_ok() => {
+        Some(hearts) if check_name(target.as_bytes()).is_ok() => {
             // A heart's file holds its timeout: touch it, never create it empty.
             let path = hearts.dir.join(target);
             heartbeat::touch(&path, true).map_err(|e| failed(&path, e))

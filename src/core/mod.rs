@@ -3,6 +3,7 @@
 //! Nothing here imports from the rest of the crate but `crate::limits`.
 
 pub mod history;
+pub mod name;
 pub mod pattern;
 pub mod supervisor;
 pub mod time;

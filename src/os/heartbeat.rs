@@ -18,7 +18,7 @@ use nix::fcntl::{AT_FDCWD, AtFlags, OFlag};
 use nix::sys::stat::{FileStat, Mode, fstatat};
 use rustix::fs::RawDir;
 
-use crate::config::check_name;
+use crate::core::name::check_name;
 use crate::core::supervisor::{Process, Stamp};
 use crate::core::time::Instant;
 use crate::limits::{
@@ -469,7 +469,7 @@ impl HeartsDir {
                     &reader,
                     Entry::Refused {
                         name: bytes,
-                        why: Refusal::BadName(why),
+                        why: Refusal::BadName(why.message()),
                     },
                 ),
             }

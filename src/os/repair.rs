@@ -30,7 +30,7 @@ use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use crate::config::check_name;
+use crate::core::name::check_name;
 use crate::limits::MAX_COMPONENTS;
 use crate::os::rundir::PROBLEMS;
 use crate::os::spawn::{self, Arg, Exit, PrepareError, Prepared};

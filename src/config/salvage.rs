@@ -1,0 +1,156 @@
+//! The salvage path: what can still be used from a config that does not load, so that the
+//! agent keeps the board up and shows the fault instead of stopping.
+//!
+//! Invariants:
+//! - [`salvage`] never fails: each section is taken only if it validates on its own, by the
+//!   same validators as a full config; anything else is the default (see `defaults`).
+//! - The watchdog device, the directories and the log target are found even in text that
+//!   is not TOML, so a syntax error never makes the agent feed (or arm) a watchdog other
+//!   than the configured one, nor lose the state directory and its last good config.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::schema::{RawLed, RawWatchdog, check_path};
+use super::{AgentConfig, Config, LogTarget, WatchdogConfig, defaults};
+use crate::os::led::LedSpec;
+
+/// What can still be used from a config that did not validate, so that the board is kept
+/// up and the fault is shown: each section that validates on its own, defaults for others.
+#[derive(Debug, Clone)]
+pub struct Salvage {
+    pub watchdog: WatchdogConfig,
+    pub log: LogTarget,
+    pub led: LedSpec,
+    pub state_dir: PathBuf,
+    pub run_dir: PathBuf,
+}
+
+/// What `source` (`None`: the file could not be read) still gives, section by section;
+/// never fails. The directories, the log target and the watchdog device are read line by
+/// line when the text is not TOML.
+pub fn salvage(source: Option<&str>) -> Salvage {
+    // Each section is read on its own, ignoring the rest of the file.
+    #[derive(Deserialize)]
+    struct Watchdog {
+        watchdog: RawWatchdog,
+    }
+    #[derive(Deserialize)]
+    struct Led {
+        led: RawLed,
+    }
+    let source = source.unwrap_or_default();
+    let table = toml::from_str::<toml::Table>(source).ok();
+    let key = |name: &str| key_in(table.as_ref(), source, "agent", name);
+    let watchdog = toml::from_str::<Watchdog>(source)
+        .ok()
+        .and_then(|w| w.watchdog.validate().ok())
+        .unwrap_or_else(|| {
+            // Keep at least the device: never feed (or arm) another one than configured.
+            let mut watchdog = defaults::watchdog();
+            match key_in(table.as_ref(), source, "watchdog", "device").as_deref() {
+                Some(defaults::DEVICE_NONE) => watchdog.device = None,
+                Some(path) if check_path(path).is_ok() => {
+                    watchdog.device = Some(PathBuf::from(path));
+                }
+                _ => {}
+            }
+            watchdog
+        });
+    let led = toml::from_str::<Led>(source)
+        .ok()
+        .and_then(|l| l.led.validate().ok())
+        .unwrap_or(defaults::LED);
+    let dir = |name: &str, default: &str| {
+        key(name)
+            .filter(|p| check_path(p).is_ok())
+            .map_or_else(|| PathBuf::from(default), PathBuf::from)
+    };
+    Salvage {
+        watchdog,
+        log: key("log")
+            .as_deref()
+            .and_then(LogTarget::from_name)
+            .unwrap_or(defaults::LOG),
+        led,
+        state_dir: dir("state_dir", defaults::STATE_DIR),
+        run_dir: dir("run_dir", defaults::RUN_DIR),
+    }
+}
+
+/// The string value of `[section] key`: from the parsed document when the file is TOML,
+/// else line by line (`key = "..."` under `[section]`, or `section.key = "..."` before any
+/// table), so that a syntax error elsewhere does not hide it. The first setting wins.
+fn key_in(
+    table: Option<&toml::Table>,
+    source: &str,
+    section_name: &str,
+    key: &str,
+) -> Option<String> {
+    if let Some(table) = table {
+        return table
+            .get(section_name)?
+            .as_table()?
+            .get(key)?
+            .as_str()
+            .map(str::to_owned);
+    }
+    let dotted = format!("{section_name}.{key}");
+    let mut section = String::new();
+    for line in source.lines() {
+        let line = line.trim();
+        if let Some(header) = line.strip_prefix('[') {
+            section = header
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .trim_matches(|c: char| c == '[' || c.is_whitespace())
+                .to_owned();
+            continue;
+        }
+        let Some((name, value)) = line.split_once('=') else {
+            continue;
+        };
+        let name = name.trim();
+        let wanted =
+            (section == section_name && name == key) || (section.is_empty() && name == dotted);
+        if let Some(value) = wanted.then(|| quoted(value.trim())).flatten() {
+            return Some(value.to_owned());
+        }
+    }
+    None
+}
+
+/// The text of a one-line TOML string without escapes (`"..."` or `'...'`), followed by
+/// nothing but an optional comment.
+fn quoted(value: &str) -> Option<&str> {
+    let quote = value.chars().next().filter(|c| *c == '"' || *c == '\'')?;
+    let (text, after) = value.strip_prefix(quote)?.split_once(quote)?;
+    let after = after.trim_start();
+    let plain = !(quote == '"' && text.contains('\\'));
+    (plain && (after.is_empty() || after.starts_with('#'))).then_some(text)
+}
+
+impl Salvage {
+    /// A config that supervises nothing but keeps the watchdog fed: what runs when no
+    /// config loads and no last good one exists.
+    pub fn into_config(self, path: &Path) -> Config {
+        Config {
+            path: path.to_owned(),
+            source: String::new(),
+            watchdog: self.watchdog,
+            agent: AgentConfig {
+                check_interval: defaults::CHECK_INTERVAL,
+                state_dir: self.state_dir,
+                run_dir: self.run_dir,
+                log: self.log,
+                realtime_priority: None,
+            },
+            led: self.led,
+            guard: defaults::GUARD,
+            hearts: None,
+            components: Vec::new(),
+        }
+    }
+}
