@@ -30,14 +30,14 @@ use crate::core::time::Instant;
 use crate::limits::{MAX_COMPONENTS, MAX_STATUS_LEN};
 
 /// First word of the header line.
-pub const MAGIC: &str = "watchkeeper-status";
+pub(crate) const MAGIC: &str = "watchkeeper-status";
 /// The format version this build writes and reads.
-pub const VERSION: u32 = 2;
+pub(crate) const VERSION: u32 = 2;
 /// Room kept for the `end` record while components are written.
 const END_RESERVE: usize = 64;
 
 /// A time as the snapshot records it: milliseconds of the agent's monotonic clock.
-pub fn millis(at: Instant) -> u64 {
+pub(crate) fn millis(at: Instant) -> u64 {
     at.as_nanos() / 1_000_000
 }
 
@@ -93,7 +93,7 @@ impl<W: fmt::Write> fmt::Write for Escaping<'_, W> {
 
 /// Writes `bytes` escaped so that the result holds no tab, newline, raw backslash, control
 /// byte or invalid UTF-8; [`unescape`] gives the bytes back.
-pub fn escape_bytes(out: &mut impl fmt::Write, bytes: &[u8]) -> fmt::Result {
+pub(crate) fn escape_bytes(out: &mut impl fmt::Write, bytes: &[u8]) -> fmt::Result {
     for chunk in bytes.utf8_chunks() {
         let valid = chunk.valid();
         let mut plain = 0;
@@ -191,7 +191,7 @@ impl<'o, const N: usize> Writer<'o, N> {
 }
 
 /// A decoded text field: the bytes the agent had (a path may not be UTF-8).
-pub type Text = Vec<u8>;
+pub(crate) type Text = Vec<u8>;
 
 /// The agent record, as read.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -296,7 +296,7 @@ impl Display for ParseError {
 }
 
 /// Reverses [`escape_bytes`] for one field.
-pub fn unescape(field: &str) -> Result<Text, Defect> {
+pub(crate) fn unescape(field: &str) -> Result<Text, Defect> {
     let mut out = Vec::with_capacity(field.len());
     let mut bytes = field.bytes();
     while let Some(b) = bytes.next() {

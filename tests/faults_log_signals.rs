@@ -97,6 +97,7 @@ fn start_agent(sb: &Sandbox, stderr: Stdio) -> Reaped {
 
 /// Starts the agent with its log in `agent.log`, after `prepare` ran in the child just
 /// before exec (to give it an inheritance a careless parent could give).
+#[allow(unsafe_code)]
 fn start_prepared(sb: &Sandbox, prepare: fn() -> nix::Result<()>) -> Reaped {
     let mut command = sb.command(&["run"]);
     // SAFETY: `prepare` only calls sigaction or pthread_sigmask, both async-signal-safe
@@ -409,6 +410,7 @@ fn an_inherited_signal_mask_does_not_keep_sigterm_out() {
 }
 
 #[test]
+#[allow(unsafe_code)]
 fn repairs_are_reaped_when_the_parent_ignored_sigchld() {
     let sb = Sandbox::new("chld");
     let repair = sb.path("repair.sh");

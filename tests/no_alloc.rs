@@ -256,6 +256,7 @@ max_repairs = 100
     not(target_feature = "crt-static")
 ))]
 #[test]
+#[allow(unsafe_code)]
 fn the_libc_counter_sees_libc_allocating() {
     // SAFETY: malloc(3) and free(3) of one block.
     let ((), direct) = counted(|| unsafe { libc::free(libc::malloc(16)) });

@@ -388,6 +388,7 @@ mod tests {
 
     use super::*;
     use crate::core::supervisor::Settings;
+    use crate::os::rundir::PROBLEMS;
 
     const CONFIGURED: &str = "sensor";
 
@@ -453,7 +454,7 @@ mod tests {
         }
 
         fn has_problem(&self, name: &str) -> bool {
-            self.run.problem_path(name).exists()
+            self.run.path().join(PROBLEMS).join(name).exists()
         }
     }
 

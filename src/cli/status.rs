@@ -41,7 +41,7 @@ const PROBLEM_SHOWN: usize = 512;
 const START_TIME_SLACK_TICKS: u64 = 500;
 
 /// The running agent's identity, for its snapshot (read once, at startup).
-pub fn agent_identity() -> Identity<BootId> {
+pub(crate) fn agent_identity() -> Identity<BootId> {
     let pid = std::process::id();
     Identity {
         pid,
@@ -55,7 +55,7 @@ pub fn agent_identity() -> Identity<BootId> {
 
 /// Bytes from outside, printable on a terminal: control characters (C0, DEL, C1), bidi
 /// overrides, backslashes and bytes that are not UTF-8 are shown as escapes.
-pub struct Shown<'a>(pub &'a [u8]);
+pub(crate) struct Shown<'a>(pub &'a [u8]);
 
 impl fmt::Display for Shown<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -452,7 +452,7 @@ fn look(run_dir: &Path, state_dir: &Path) -> Seen {
 }
 
 /// `YYYY-MM-DD HH:MM:SS UTC` from epoch seconds (civil-from-days, proleptic Gregorian).
-pub fn utc(epoch: i64) -> String {
+pub(crate) fn utc(epoch: i64) -> String {
     let days = epoch.div_euclid(86_400);
     let secs = epoch.rem_euclid(86_400);
     let z = days + 719_468;

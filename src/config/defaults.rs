@@ -15,61 +15,61 @@ use crate::os::led::LedSpec;
 pub const PATH: &str = "/etc/watchkeeper.toml";
 
 /// `[watchdog] device`.
-pub const DEVICE: &str = "/dev/watchdog";
+pub(crate) const DEVICE: &str = "/dev/watchdog";
 /// The `device` that turns the hardware watchdog off: decisions are logged, nothing is fed.
-pub const DEVICE_NONE: &str = "none";
+pub(crate) const DEVICE_NONE: &str = "none";
 /// `[watchdog] timeout`.
-pub const WATCHDOG_TIMEOUT: Duration = Duration::from_secs(15);
+pub(crate) const WATCHDOG_TIMEOUT: Duration = Duration::from_secs(15);
 /// `[watchdog] feed_interval` is the timeout divided by this.
-pub const FEEDS_PER_TIMEOUT: u32 = 4;
+pub(crate) const FEEDS_PER_TIMEOUT: u32 = 4;
 
 /// `[agent] check_interval`.
-pub const CHECK_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const CHECK_INTERVAL: Duration = Duration::from_secs(1);
 /// `[agent] state_dir`.
 pub const STATE_DIR: &str = "/var/lib/watchkeeper";
 /// `[agent] run_dir`.
-pub const RUN_DIR: &str = "/run/watchkeeper";
+pub(crate) const RUN_DIR: &str = "/run/watchkeeper";
 /// `[agent] log`.
-pub const LOG: LogTarget = LogTarget::Stderr;
+pub(crate) const LOG: LogTarget = LogTarget::Stderr;
 /// `[agent] realtime_priority`.
-pub const REALTIME_PRIORITY: u8 = 10;
+pub(crate) const REALTIME_PRIORITY: u8 = 10;
 /// The `realtime_priority` that leaves the scheduler alone.
-pub const REALTIME_OFF: u8 = 0;
+pub(crate) const REALTIME_OFF: u8 = 0;
 
 /// `[led]`: no LED.
 pub const LED: LedSpec = LedSpec::None;
 /// `[led] chip`, for `kind = "gpio"`.
-pub const GPIO_CHIP: &str = "/dev/gpiochip0";
+pub(crate) const GPIO_CHIP: &str = "/dev/gpiochip0";
 /// `[led] active_low`.
-pub const ACTIVE_LOW: bool = false;
+pub(crate) const ACTIVE_LOW: bool = false;
 
 /// `[reboot_guard]`.
-pub const GUARD: GuardConfig = GuardConfig {
+pub(crate) const GUARD: GuardConfig = GuardConfig {
     max_resets: 3,
     window: Duration::from_secs(3600),
 };
 
 /// `[hearts] dir` is this directory inside the run directory: the one place there the
 /// agent does not write itself, so the one place there a configured path may point.
-pub const HEARTS_IN_RUN_DIR: &str = "hearts";
+pub(crate) const HEARTS_IN_RUN_DIR: &str = "hearts";
 
 /// A component's `timeout`.
-pub const TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(30);
 /// `grace` is the heartbeat timeout, but at least this (hearts, whose timeouts are only
 /// known at run time, get this).
-pub const GRACE_AT_LEAST: Duration = Duration::from_secs(60);
+pub(crate) const GRACE_AT_LEAST: Duration = Duration::from_secs(60);
 /// `reset_after`.
-pub const RESET_AFTER: Duration = Duration::from_secs(300);
+pub(crate) const RESET_AFTER: Duration = Duration::from_secs(300);
 /// `critical`.
-pub const CRITICAL: bool = true;
+pub(crate) const CRITICAL: bool = true;
 /// `repair_timeout`.
-pub const REPAIR_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const REPAIR_TIMEOUT: Duration = Duration::from_secs(30);
 /// `repair_backoff`.
-pub const REPAIR_BACKOFF: Duration = Duration::from_secs(5);
+pub(crate) const REPAIR_BACKOFF: Duration = Duration::from_secs(5);
 /// `repair_backoff_max`.
-pub const REPAIR_BACKOFF_MAX: Duration = Duration::from_secs(300);
+pub(crate) const REPAIR_BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// `max_repairs`.
-pub const MAX_REPAIRS: u32 = 5;
+pub(crate) const MAX_REPAIRS: u32 = 5;
 
 /// The default `[watchdog]` section, built without parsing.
 pub fn watchdog() -> WatchdogConfig {

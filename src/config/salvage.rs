@@ -135,7 +135,7 @@ fn quoted(value: &str) -> Option<&str> {
 impl Salvage {
     /// A config that supervises nothing but keeps the watchdog fed: what runs when no
     /// config loads and no last good one exists.
-    pub fn into_config(self, path: &Path) -> Config {
+    pub(crate) fn into_config(self, path: &Path) -> Config {
         Config {
             path: path.to_owned(),
             source: String::new(),

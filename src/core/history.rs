@@ -21,7 +21,7 @@ const HEADER: &str = "watchkeeper-history 1";
 /// Longest serialized record: fixed fields plus name and reason.
 const LINE_MAX: usize = 160 + MAX_NAME_LEN + MAX_REASON_LEN;
 /// Room for the whole serialized history.
-pub const TEXT_MAX: usize = HEADER.len() + 1 + HISTORY_LEN * LINE_MAX;
+pub(crate) const TEXT_MAX: usize = HEADER.len() + 1 + HISTORY_LEN * LINE_MAX;
 
 /// How a boot ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,7 +117,7 @@ impl fmt::Display for ParseError {
 
 /// Copies `text` into a bounded string, cutting at a char boundary and replacing the
 /// characters the line format reserves.
-pub fn bounded<const N: usize>(text: &str) -> heapless::String<N> {
+pub(crate) fn bounded<const N: usize>(text: &str) -> heapless::String<N> {
     let mut out = heapless::String::new();
     for c in text.chars() {
         let c = if c == '\t' || c == '\n' || c == '\r' {
@@ -199,7 +199,7 @@ impl History {
 
     /// True when `max_resets` forced resets happened within `window` before the current
     /// boot and no operator has cleared the hold since.
-    pub fn hold_needed(&self, max_resets: u32, window: Duration) -> bool {
+    pub(crate) fn hold_needed(&self, max_resets: u32, window: Duration) -> bool {
         let mut boots = self.boots.iter().rev();
         let Some(current) = boots.next() else {
             return false;

@@ -2,12 +2,12 @@
 //!
 //! Pure: a pattern and the time since it started give the LED level and the time of the
 //! next edge, so the agent can sleep until exactly that edge. The patterns are one table
-//! ([`TABLE`]), rendered into the README by [`markdown_table`] (a test keeps the two equal).
+//! ([`TABLE`]), which the README carries as a table (a test renders it and keeps the two equal).
 //!
 //! Invariant: every pattern except "reset imminent" has an off phase, so a frozen LED (stuck
 //! on or stuck off) always means the agent is gone.
 
-use core::fmt::{self, Write as _};
+use core::fmt;
 use core::time::Duration;
 
 /// What the LED shows, most urgent first.
@@ -29,7 +29,7 @@ pub enum Pattern {
 /// Timing of one pattern: `blinks` times (on, off), then a pause, repeated.
 /// `on_ms == 0` with `pause_ms == 0` never happens; `solid` means always on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Timing {
+pub(crate) struct Timing {
     pub on_ms: u32,
     pub off_ms: u32,
     pub pause_ms: u32,
@@ -37,9 +37,12 @@ pub struct Timing {
 }
 
 /// One row of the LED table, as a technician reads it.
-pub struct Row {
+pub(crate) struct Row {
     pub name: &'static str,
+    // The two columns only the README shows; the README test renders them.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub looks_like: &'static str,
+    #[cfg_attr(not(test), allow(dead_code))]
     pub meaning: &'static str,
     pub timing: Timing,
 }
@@ -54,7 +57,7 @@ const fn timing(on_ms: u32, off_ms: u32, pause_ms: u32) -> Timing {
 }
 
 /// The LED table. Order is priority: the first row that applies is shown.
-pub const TABLE: [Row; 5] = [
+pub(crate) const TABLE: [Row; 5] = [
     Row {
         name: "reset imminent",
         looks_like: "solid on",
@@ -112,7 +115,7 @@ impl Pattern {
 
     /// LED level `elapsed` after the pattern started, and how long that level lasts.
     /// `None` for the duration means the level never changes.
-    pub fn level_at(self, elapsed: Duration) -> (bool, Option<Duration>) {
+    pub(crate) fn level_at(self, elapsed: Duration) -> (bool, Option<Duration>) {
         let t = self.row().timing;
         if t.solid {
             return (true, None);
@@ -152,24 +155,25 @@ impl fmt::Display for Pattern {
     }
 }
 
-/// The LED table as markdown, exactly as the README carries it.
-pub fn markdown_table() -> heapless::String<1024> {
-    let mut out = heapless::String::new();
-    let _ = writeln!(out, "| pattern | looks like | meaning |");
-    let _ = writeln!(out, "|---|---|---|");
-    for row in &TABLE {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} |",
-            row.name, row.looks_like, row.meaning
-        );
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use core::fmt::Write as _;
+
+    /// The LED table as markdown, exactly as the README carries it.
+    fn markdown_table() -> heapless::String<1024> {
+        let mut out = heapless::String::new();
+        let _ = writeln!(out, "| pattern | looks like | meaning |");
+        let _ = writeln!(out, "|---|---|---|");
+        for row in &TABLE {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                row.name, row.looks_like, row.meaning
+            );
+        }
+        out
+    }
 
     fn ms(v: u64) -> Duration {
         Duration::from_millis(v)

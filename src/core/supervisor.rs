@@ -304,7 +304,7 @@ impl Supervisor {
     }
 
     /// Change a component's policy (a heart's timeout was rewritten) without resetting it.
-    pub fn set_policy(&mut self, component: usize, policy: Policy) {
+    pub(crate) fn set_policy(&mut self, component: usize, policy: Policy) {
         if let Some(Some(c)) = self.slots.get_mut(component) {
             c.policy = policy;
         }
@@ -361,7 +361,7 @@ impl Supervisor {
 
     /// The shell cannot use its config, a device, or its run or state directory: show the
     /// fault pattern.
-    pub fn set_fault(&mut self, fault: bool) {
+    pub(crate) fn set_fault(&mut self, fault: bool) {
         if self.fault != fault {
             self.fault = fault;
             self.generation += 1;
@@ -493,7 +493,7 @@ impl Supervisor {
     }
 
     /// Every index that is or was in use: free ones below the highest are included.
-    pub fn indices(&self) -> core::ops::Range<usize> {
+    pub(crate) fn indices(&self) -> core::ops::Range<usize> {
         0..self.slots.len()
     }
 

@@ -42,7 +42,7 @@ impl Instant {
 }
 
 /// A duration in nanoseconds, saturating instead of failing for absurd values.
-pub fn duration_nanos(d: Duration) -> u64 {
+pub(crate) fn duration_nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 

@@ -101,14 +101,14 @@ pub fn read<P: ?Sized + NixPath>(
 
 /// File-type bits of `st_mode`, as the kernel defines them.
 pub mod libc_mode {
-    pub const S_IFMT: u32 = 0o170000;
-    pub const S_IFREG: u32 = 0o100000;
-    pub const S_IFLNK: u32 = 0o120000;
-    pub const S_IFDIR: u32 = 0o040000;
-    pub const S_IFIFO: u32 = 0o010000;
-    pub const S_IFSOCK: u32 = 0o140000;
-    pub const S_IFCHR: u32 = 0o020000;
-    pub const S_IFBLK: u32 = 0o060000;
+    pub(crate) const S_IFMT: u32 = 0o170000;
+    pub(crate) const S_IFREG: u32 = 0o100000;
+    pub(crate) const S_IFLNK: u32 = 0o120000;
+    pub(crate) const S_IFDIR: u32 = 0o040000;
+    pub(crate) const S_IFIFO: u32 = 0o010000;
+    pub(crate) const S_IFSOCK: u32 = 0o140000;
+    pub(crate) const S_IFCHR: u32 = 0o020000;
+    pub(crate) const S_IFBLK: u32 = 0o060000;
 }
 
 /// What kind of file `st_mode` describes, in words for a log line.
@@ -128,7 +128,7 @@ pub fn kind(st_mode: u32) -> &'static str {
 /// Creates `path` and any missing parents, like `mkdir -p`, without allocating (so the
 /// agent can recreate a deleted directory at run time). An existing entry of any type is
 /// left alone: opening it tells what it is.
-pub fn make_dirs(path: &Path) -> Result<(), Errno> {
+pub(crate) fn make_dirs(path: &Path) -> Result<(), Errno> {
     let mode = Mode::from_bits_truncate(0o755);
     match nix::unistd::mkdir(path, mode) {
         Ok(()) | Err(Errno::EEXIST) => Ok(()),
@@ -149,7 +149,7 @@ pub fn make_dirs(path: &Path) -> Result<(), Errno> {
 /// Opens the directory `dir/name` without following a symlink (refused with `ELOOP`, which
 /// Linux reports as `ENOTDIR` under `O_DIRECTORY`). Non-blocking, so a FIFO in its place
 /// cannot stall the caller.
-pub fn open_dir_at(
+pub(crate) fn open_dir_at(
     dir: impl AsFd + Copy,
     name: &(impl NixPath + ?Sized),
 ) -> Result<OwnedFd, Errno> {
@@ -184,7 +184,7 @@ pub fn identity(fd: impl AsFd) -> Result<(u64, u64), Errno> {
 
 /// True if `path` (not followed if a symlink) still names the file whose identity is
 /// `id`. One fstatat(2), no allocation: the agent asks this on every pass.
-pub fn still_at(dir: impl AsFd, path: &(impl NixPath + ?Sized), id: (u64, u64)) -> bool {
+pub(crate) fn still_at(dir: impl AsFd, path: &(impl NixPath + ?Sized), id: (u64, u64)) -> bool {
     nix::sys::stat::fstatat(dir, path, AtFlags::AT_SYMLINK_NOFOLLOW)
         .is_ok_and(|st| identity_of(&st) == id)
 }

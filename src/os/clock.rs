@@ -25,7 +25,7 @@ pub trait Clock {
 }
 
 /// The kernel's clocks.
-pub struct SystemClock;
+pub(crate) struct SystemClock;
 
 fn read(clock: ClockId) -> TimeSpec {
     // These clocks exist on every kernel the agent supports; a failure would be a kernel

@@ -158,11 +158,11 @@ impl From<Errno> for TouchError {
 
 /// File-type bits of `st_mode` beyond those in [`libc_mode`], as the kernel defines them.
 mod file_type {
-    pub const S_IFDIR: u32 = 0o040000;
-    pub const S_IFCHR: u32 = 0o020000;
-    pub const S_IFBLK: u32 = 0o060000;
-    pub const S_IFIFO: u32 = 0o010000;
-    pub const S_IFSOCK: u32 = 0o140000;
+    pub(crate) const S_IFDIR: u32 = 0o040000;
+    pub(crate) const S_IFCHR: u32 = 0o020000;
+    pub(crate) const S_IFBLK: u32 = 0o060000;
+    pub(crate) const S_IFIFO: u32 = 0o010000;
+    pub(crate) const S_IFSOCK: u32 = 0o140000;
 }
 
 /// What a file that is not regular is, in the user's words.
@@ -526,7 +526,7 @@ const OVER_EXAMPLES: usize = 4;
 /// at most once per [`REFUSAL_REPORT_INTERVAL_MS`]; it names at most [`MAX_REFUSALS_NAMED`]
 /// refused entries and counts the rest, and entries over capacity make one line with a
 /// count and a few names. A change seen too soon after a report is reported later.
-pub struct Refusals {
+pub(crate) struct Refusals {
     next_report: Instant,
     pending: bool,
     over_reported: usize,
@@ -554,7 +554,7 @@ impl Refusals {
     }
 
     /// Starts a pass over the directory; `changed` says its entries changed.
-    pub fn begin(&mut self, now: Instant, changed: bool) {
+    pub(crate) fn begin(&mut self, now: Instant, changed: bool) {
         let due = now >= self.next_report;
         self.reporting = due && (changed || self.pending);
         self.pending |= changed && !due;
@@ -582,7 +582,7 @@ impl Refusals {
     }
 
     /// A heart left unsupervised (not even looked at): no room for another component.
-    pub fn over_capacity(&mut self, name: &str) {
+    pub(crate) fn over_capacity(&mut self, name: &str) {
         self.over += 1;
         if let Ok(name) = heapless::String::try_from(name) {
             let _ = self.examples.push(name);
@@ -656,7 +656,7 @@ impl fmt::Display for Examples<'_> {
 }
 
 /// Bytes of a name that failed validation, printable in a log line.
-pub struct Escaped<'a>(pub &'a [u8]);
+pub(crate) struct Escaped<'a>(pub &'a [u8]);
 
 impl fmt::Display for Escaped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

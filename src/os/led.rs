@@ -208,7 +208,7 @@ pub struct SysfsLed {
 impl SysfsLed {
     /// Opens `base/name/brightness` and writes 0 to it, which also detaches any kernel
     /// trigger (heartbeat, mmc0, ...) that would otherwise keep blinking the LED.
-    pub fn open_at(base: &Path, name: &str) -> Result<SysfsLed, LedError> {
+    pub(crate) fn open_at(base: &Path, name: &str) -> Result<SysfsLed, LedError> {
         if name.is_empty() || name.contains(['/', '\0']) || name == "." || name == ".." {
             return Err(LedError::BadName {
                 name: name.to_owned(),

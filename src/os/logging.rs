@@ -63,7 +63,7 @@ use nix::unistd::write;
 use crate::limits::MAX_LOG_LINE;
 
 /// The environment variable holding the filter.
-pub const FILTER_ENV: &str = "WATCHKEEPER_LOG";
+pub(crate) const FILTER_ENV: &str = "WATCHKEEPER_LOG";
 const DEFAULT_FILTER: &str = "info";
 const CUT_MARK: &str = "…";
 const STDERR_PATH: &str = "/proc/self/fd/2";

@@ -30,12 +30,12 @@ use nix::unistd::UnlinkatFlags;
 use crate::limits::MAX_REASON_LEN;
 use crate::os::atomic::{self, libc_mode};
 
-pub const PROBLEMS: &str = "problems";
-pub const STATUS: &str = "status";
-pub const CLEAR_HOLD: &str = "clear-hold";
-pub const FED: &str = "fed";
+pub(crate) const PROBLEMS: &str = "problems";
+pub(crate) const STATUS: &str = "status";
+pub(crate) const CLEAR_HOLD: &str = "clear-hold";
+pub(crate) const FED: &str = "fed";
 /// Who writes the problem files, as their content says.
-pub const DETECTOR: &str = "watchkeeper";
+pub(crate) const DETECTOR: &str = "watchkeeper";
 
 /// The part of the run directory that failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,7 +73,7 @@ fn found_at(
 }
 
 /// A [`Broken`] with the run directory's path, in the operator's words.
-pub struct Described<'a> {
+pub(crate) struct Described<'a> {
     path: &'a Path,
     broken: Broken,
 }
@@ -225,7 +225,7 @@ impl RunDir {
     }
 
     /// `broken` with this directory's path, for a log line.
-    pub fn describe(&self, broken: Broken) -> Described<'_> {
+    pub(crate) fn describe(&self, broken: Broken) -> Described<'_> {
         Described {
             path: &self.path,
             broken,
@@ -283,13 +283,8 @@ impl RunDir {
         &self.path
     }
 
-    /// Where the problem file of `name` is (for repair commands and people).
-    pub fn problem_path(&self, name: &str) -> PathBuf {
-        self.path.join(PROBLEMS).join(name)
-    }
-
     /// Marks `name` as a problem unless it already is (the first notice's time is kept).
-    pub fn mark_problem(&self, name: &str, reason: &str) -> Result<(), Errno> {
+    pub(crate) fn mark_problem(&self, name: &str, reason: &str) -> Result<(), Errno> {
         let problems = &self.problems.as_ref().ok_or_else(|| self.unusable())?.fd;
         match nix::sys::stat::fstatat(problems, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
             Ok(_) => return Ok(()),
@@ -303,7 +298,7 @@ impl RunDir {
     }
 
     /// Removes the problem file of `name`, if any.
-    pub fn clear_problem(&self, name: &str) -> Result<(), Errno> {
+    pub(crate) fn clear_problem(&self, name: &str) -> Result<(), Errno> {
         let Some(problems) = &self.problems else {
             return Err(self.unusable());
         };
@@ -314,19 +309,19 @@ impl RunDir {
     }
 
     /// Replaces the status snapshot.
-    pub fn write_status(&self, text: &str) -> Result<(), Errno> {
+    pub(crate) fn write_status(&self, text: &str) -> Result<(), Errno> {
         let dir = &self.dir.as_ref().ok_or_else(|| self.unusable())?.fd;
         atomic::replace(dir, STATUS, text.as_bytes(), false)
     }
 
     /// Records that the watchdog was fed just now (the `fed` file's mtime).
-    pub fn mark_fed(&self) -> Result<(), Errno> {
+    pub(crate) fn mark_fed(&self) -> Result<(), Errno> {
         let fed = &self.fed.as_ref().ok_or_else(|| self.unusable())?.fd;
         nix::sys::stat::futimens(fed, &TimeSpec::UTIME_NOW, &TimeSpec::UTIME_NOW)
     }
 
     /// True (once) if an operator asked to clear the reboot-loop hold.
-    pub fn take_clear_hold_request(&self) -> bool {
+    pub(crate) fn take_clear_hold_request(&self) -> bool {
         self.dir.as_ref().is_some_and(|dir| {
             nix::unistd::unlinkat(&dir.fd, CLEAR_HOLD, UnlinkatFlags::NoRemoveDir).is_ok()
         })
@@ -351,7 +346,7 @@ mod tests {
         let run = RunDir::open(&path);
         assert_eq!(run.broken(), None);
         run.mark_problem("sensor", "heartbeat not touched").unwrap();
-        let file = run.problem_path("sensor");
+        let file = path.join(PROBLEMS).join("sensor");
         let first = std::fs::metadata(&file).unwrap().modified().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
         run.mark_problem("sensor", "a later reason").unwrap();

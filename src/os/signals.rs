@@ -58,20 +58,20 @@ pub const HELD: [Signal; 14] = [
 ];
 
 /// Default action restored at startup, whatever the agent inherited: they end it at once.
-pub const ENDING: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGQUIT];
+pub(crate) const ENDING: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGQUIT];
 
 /// Ignored by the agent: a child must get SIG_DFL back for each.
-pub const IGNORED: [Signal; 1] = [Signal::SIGPIPE];
+pub(crate) const IGNORED: [Signal; 1] = [Signal::SIGPIPE];
 
 /// Shortest time between two log lines about the same signal.
-pub const LOG_EVERY: Duration = Duration::from_secs(60);
+pub(crate) const LOG_EVERY: Duration = Duration::from_secs(60);
 
 /// Reads per pass: more than every held signal pending at once (standard signals do not
 /// queue), so a sender that keeps re-raising one cannot keep the loop reading.
 const MAX_READS_PER_PASS: usize = 2 * HELD.len();
 
 /// The signals in [`HELD`], as a mask.
-pub fn held_set() -> SigSet {
+pub(crate) fn held_set() -> SigSet {
     let mut set = SigSet::empty();
     for signal in HELD {
         set.add(signal);
@@ -109,7 +109,7 @@ fn state() -> std::sync::MutexGuard<'static, Held> {
 
 /// Sets up the agent's signals (see the module doc). Call first in `run`, before any other
 /// thread or child exists. Failures are logged; none stops the agent.
-pub fn install() {
+pub(crate) fn install() {
     let held = held_set();
     // Blocked first: from here on a held signal waits for the signalfd instead of ending
     // the agent. SIG_SETMASK, not SIG_BLOCK: an inherited mask must not hold SIGTERM.
@@ -159,7 +159,7 @@ fn set_disposition(sig: Signal, handler: SigHandler) {
 }
 
 /// Reads the held signals pending and logs them (rate-limited). Called at every pass.
-pub fn consume(now: Instant) {
+pub(crate) fn consume(now: Instant) {
     let mut state = state();
     let Held { fd, seen } = &mut *state;
     let Some(fd) = fd else { return };

@@ -38,7 +38,7 @@ use nix::unistd::Pid;
 use crate::limits::MAX_NAME_LEN;
 
 /// Bytes of the rewritable argv slot, its terminating NUL included.
-pub const SLOT_LEN: usize = MAX_NAME_LEN + 1;
+pub(crate) const SLOT_LEN: usize = MAX_NAME_LEN + 1;
 
 /// What can go wrong preparing a program (at startup).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,14 +59,14 @@ impl fmt::Display for PrepareError {
 }
 
 /// One argument of a program to prepare.
-pub enum Arg<'a> {
+pub(crate) enum Arg<'a> {
     Fixed(&'a OsStr),
     /// The slot rewritten by each [`Prepared::spawn`] (at most one counts).
     Slot,
 }
 
 /// A program ready to be spawned many times without allocating.
-pub struct Prepared {
+pub(crate) struct Prepared {
     /// Owns what `argv` and `envp` point to; the program's path first.
     strings: Box<[CString]>,
     slot: Box<[Cell<u8>; SLOT_LEN]>,
@@ -285,7 +285,7 @@ pub fn reap(pid: Pid) -> Option<Exit> {
 
 /// Sends `signal` to the process group `pid` leads; to `pid` alone if the group is gone
 /// (the process moved itself to another group).
-pub fn signal_group(pid: Pid, signal: Signal) -> Result<(), Errno> {
+pub(crate) fn signal_group(pid: Pid, signal: Signal) -> Result<(), Errno> {
     match killpg(pid, signal) {
         Err(Errno::ESRCH) => kill(pid, signal),
         done => done,

@@ -34,11 +34,11 @@ const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 const WRITE_RETRY: Duration = Duration::from_secs(30);
 
 /// A boot id as the kernel gives it (a UUID).
-pub type BootId = heapless::String<36>;
+pub(crate) type BootId = heapless::String<36>;
 
 /// The kernel's random id of the running boot, if the kernel tells it. `status` compares it
 /// with the records to find this boot.
-pub fn current_boot_id() -> Option<BootId> {
+pub(crate) fn current_boot_id() -> Option<BootId> {
     let mut buf = [0u8; 64];
     let len = atomic::read(AT_FDCWD, BOOT_ID, &mut buf).ok()??;
     let text = core::str::from_utf8(&buf[..len]).ok()?.trim();
@@ -240,7 +240,7 @@ impl State {
 
     /// A state that cannot be written (the directory failed with `errno`): the agent still
     /// runs, keeps the history in memory, and logs each failed write.
-    pub fn unavailable(path: &Path, errno: Errno) -> State {
+    pub(crate) fn unavailable(path: &Path, errno: Errno) -> State {
         State {
             path: path.to_owned(),
             dir: Err(errno),
@@ -358,7 +358,7 @@ impl State {
     }
 
     /// Logs why reset reasons cannot be recorded now, or that they can again.
-    pub fn log_health(&self) {
+    pub(crate) fn log_health(&self) {
         let path = self.path.display();
         let why = match (&self.dir, self.read_only, self.unwritten) {
             (Err(e), _, _) => e.desc(),
@@ -399,7 +399,7 @@ impl State {
 
     /// Keeps `source` as the last config that loaded, unless it already is. `source` was
     /// accepted by the config parser, so it is within the read-back limit.
-    pub fn save_last_good(&self, source: &str) -> Result<(), StateError> {
+    pub(crate) fn save_last_good(&self, source: &str) -> Result<(), StateError> {
         if Self::load_last_good(&self.path).is_ok_and(|kept| kept.as_deref() == Some(source)) {
             return Ok(());
         }
@@ -416,7 +416,7 @@ impl State {
     /// (`Ok(None)`: none was). One that cannot be read is an error, never silently absent:
     /// a directory, FIFO or symlink in its place, a file over
     /// [`crate::limits::MAX_CONFIG_LEN`] (`EFBIG`), or bytes that are not UTF-8 (`EILSEQ`).
-    pub fn load_last_good(path: &Path) -> Result<Option<String>, StateError> {
+    pub(crate) fn load_last_good(path: &Path) -> Result<Option<String>, StateError> {
         let error = |errno| StateError {
             path: path.join(LAST_GOOD),
             doing: "reading the last good config",
@@ -438,7 +438,7 @@ impl State {
     }
 
     /// Where the last good config is kept.
-    pub fn last_good_path(path: &Path) -> PathBuf {
+    pub(crate) fn last_good_path(path: &Path) -> PathBuf {
         path.join(LAST_GOOD)
     }
 }

@@ -19,6 +19,8 @@
 //! The ARM test binaries are statically linked (aarch64 musl, armv7 static glibc): defining
 //! `malloc` there clashes with libc's own at link time, so there the libc counter is not
 //! built and only the Rust count is kept; the host run is the libc proof.
+
+#![allow(unsafe_code)]
 #![allow(dead_code)] // each binary uses its own part of this module
 
 use std::alloc::{GlobalAlloc, Layout, System};
