@@ -43,7 +43,8 @@ use hearts::Hearts;
 /// repair step, a withheld escalation), plus the global ones (a hold ended, then a reset or
 /// a feed; the fallback reboot comes alone), with room to spare.
 const MAX_ACTIONS: usize = 3 * MAX_COMPONENTS + 4;
-type Name = heapless::String<MAX_NAME_LEN>;
+/// A component's name, held without allocating (validated where it came in).
+type NameBuf = heapless::String<MAX_NAME_LEN>;
 type Reason = heapless::String<MAX_REASON_LEN>;
 
 /// Everything the agent is built from: the OS resources, or fakes in tests.
@@ -111,7 +112,7 @@ struct Watched {
 pub struct Agent<P: OutputPin, C: Clock> {
     sup: Box<Supervisor>,
     watched: Vec<Watched>,
-    names: Vec<Name>,
+    names: Vec<NameBuf>,
     hearts: Option<Hearts>,
     repairs: Repairs,
     parts: Parts<P, C>,
@@ -180,7 +181,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
                     })?,
                 refused: false,
             });
-            names.push(Name::try_from(c.name.as_str()).map_err(|_| StartError::NameTooLong)?);
+            names.push(NameBuf::try_from(c.name.as_str()).map_err(|_| StartError::NameTooLong)?);
         }
         let hearts = match &config.hearts {
             Some(h) => {
@@ -490,7 +491,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             .policy(component)
             .and_then(|p| p.repair)
             .map_or(0, |r| r.max_attempts);
-        let mut name = Name::new();
+        let mut name = NameBuf::new();
         let _ = name.push_str(self.name(component));
         let launcher = match self.watched.get(component) {
             Some(w) => w.launcher.as_ref(),
@@ -508,7 +509,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
 
     fn force_reset(&mut self, component: usize, cause: Cause) {
         let reason = self.reason(component, cause);
-        let mut name = Name::new();
+        let mut name = NameBuf::new();
         let _ = name.push_str(self.name(component));
         let uptime = self.parts.clock.uptime();
         if let Err(e) = self.parts.state.record_forced_reset(&name, &reason, uptime) {

@@ -1,7 +1,8 @@
 //! watchkeeper: a minimal, crash-only watchdog agent for ARM Linux appliances.
 //!
 //! The folders are the architecture:
-//! - [`core`]: the pure supervision core (deadlines, blink patterns, the reset history).
+//! - [`core`]: the pure supervision core (deadlines, blink patterns, the reset history,
+//!   the component-name rule).
 //!   Time is passed in and decisions come out; no I/O, no clock, no allocation, and no
 //!   import from anywhere else in the crate but [`limits`] (`tests/layout.rs` checks it).
 //! - [`os`]: the thin Linux shell, one module per OS resource.

@@ -19,7 +19,7 @@ use core::time::Duration;
 
 use heapless::index_map::FnvIndexMap;
 
-use super::{Name, Reason};
+use super::{NameBuf, Reason};
 use crate::config::HeartsConfig;
 use crate::core::supervisor::{Observation, Policy, Process, Stamp, Supervisor};
 use crate::core::time::Instant;
@@ -60,9 +60,9 @@ pub(super) struct Hearts {
 
 /// The hearts known, by name and by supervisor index.
 struct Table {
-    by_name: Box<FnvIndexMap<Name, Heart, MAX_COMPONENTS>>,
+    by_name: Box<FnvIndexMap<NameBuf, Heart, MAX_COMPONENTS>>,
     /// Heart name of each supervisor index (empty for configured components).
-    names: Box<heapless::Vec<Name, MAX_COMPONENTS>>,
+    names: Box<heapless::Vec<NameBuf, MAX_COMPONENTS>>,
 }
 
 /// What one scan works with besides the table.
@@ -71,7 +71,7 @@ struct Scan<'a> {
     sup: &'a mut Supervisor,
     run: &'a RunDir,
     /// Names of the configured components, which no heart may take.
-    configured: &'a [Name],
+    configured: &'a [NameBuf],
     config: &'a HeartsConfig,
     refusals: &'a mut Refusals,
     /// Components a new heart may still take: supervisor slots not used.
@@ -95,7 +95,7 @@ impl Hearts {
     pub(super) fn new(config: &HeartsConfig, launcher: Option<Launcher>, now: Instant) -> Hearts {
         let mut names = Box::new(heapless::Vec::new());
         // Cannot fail: the capacity is MAX_COMPONENTS.
-        let _ = names.resize(MAX_COMPONENTS, Name::new());
+        let _ = names.resize(MAX_COMPONENTS, NameBuf::new());
         Hearts {
             dir: HeartsDir::open(&config.dir),
             config: config.clone(),
@@ -137,7 +137,7 @@ impl Hearts {
         now: Instant,
         sup: &mut Supervisor,
         run: &RunDir,
-        configured: &[Name],
+        configured: &[NameBuf],
     ) {
         let Hearts {
             dir,
@@ -245,7 +245,7 @@ impl Table {
             known
         };
         // Cannot fail: the scan checked the name's length.
-        let Ok(key) = Name::try_from(name) else {
+        let Ok(key) = NameBuf::try_from(name) else {
             return;
         };
         let heart = match heart {
@@ -399,7 +399,7 @@ mod tests {
         hearts: Hearts,
         sup: Box<Supervisor>,
         run: RunDir,
-        configured: [Name; 1],
+        configured: [NameBuf; 1],
         now: Instant,
     }
 
@@ -428,7 +428,7 @@ mod tests {
             Fixture {
                 hearts: Hearts::new(&config, None, now),
                 run: RunDir::open(&root.join("run")),
-                configured: [Name::try_from(CONFIGURED).unwrap()],
+                configured: [NameBuf::try_from(CONFIGURED).unwrap()],
                 sup,
                 root,
                 now,

@@ -26,20 +26,13 @@ pub enum NameError {
     Characters,
 }
 
-impl NameError {
-    /// The message, for callers that keep it without formatting.
-    pub const fn message(self) -> &'static str {
-        match self {
+impl fmt::Display for NameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
             NameError::Length => "a name must be 1 to 32 bytes long",
             NameError::Dots => "a name cannot be . or ..",
             NameError::Characters => "a name may only contain letters, digits, '.', '_' and '-'",
-        }
-    }
-}
-
-impl fmt::Display for NameError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.message())
+        })
     }
 }
 

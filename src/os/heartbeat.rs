@@ -18,7 +18,7 @@ use nix::fcntl::{AT_FDCWD, AtFlags, OFlag};
 use nix::sys::stat::{FileStat, Mode, fstatat};
 use rustix::fs::RawDir;
 
-use crate::core::name::check_name;
+use crate::core::name::{NameError, check_name};
 use crate::core::supervisor::{Process, Stamp};
 use crate::core::time::Instant;
 use crate::limits::{
@@ -32,7 +32,7 @@ use crate::os::atomic::{self, libc_mode};
 pub enum Refusal {
     Symlink,
     NotRegular,
-    BadName(&'static str),
+    BadName(NameError),
     Unreadable(Errno),
 }
 
@@ -41,7 +41,7 @@ impl fmt::Display for Refusal {
         match self {
             Refusal::Symlink => f.write_str("is a symbolic link (never followed)"),
             Refusal::NotRegular => f.write_str("is not a regular file"),
-            Refusal::BadName(why) => f.write_str(why),
+            Refusal::BadName(why) => why.fmt(f),
             Refusal::Unreadable(errno) => write!(f, "cannot be read: {}", errno.desc()),
         }
     }
@@ -469,7 +469,7 @@ impl HeartsDir {
                     &reader,
                     Entry::Refused {
                         name: bytes,
-                        why: Refusal::BadName(why.message()),
+                        why: Refusal::BadName(why),
                     },
                 ),
             }
