@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use watchkeeper::config::{self, DEFAULT_PATH};
 use watchkeeper::{heartbeat, logging, repair, rundir, startup, status, version};
+mod unwind;
 
 const USAGE: &str = "\
 usage: watchkeeper [--config FILE] COMMAND
