@@ -10,8 +10,9 @@
 //!
 //! It runs in every suite of tests/run: on the host (x86_64 glibc, which keeps the real
 //! unwinder: the panic behaviour only), and under qemu-user for the appliance targets, where
-//! the stand-ins apply. The test builds into its own target directory (the outer `cargo
-//! test` holds the usual one), once per target; later runs are incremental.
+//! the stand-ins apply. The test builds into its own target directory, target/panic-release
+//! (not to contend with the `cargo test` that runs it; tests/bench reads the same builds), a
+//! full release build the first time for each target, incremental after.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
