@@ -17,11 +17,14 @@
 //!   raises C++ exceptions or cancels or exits threads (`pthread_cancel`, `pthread_exit`: the
 //!   glibc paths that unwind with `_Unwind_ForcedUnwind`). So `_Unwind_Resume`, which only a
 //!   landing pad calls, and only while an exception unwinds (Itanium C++ ABI, "Exception
-//!   Handling", 1.4 "Resuming unwinding"), is never reached: the stand-in aborts.
+//!   Handling", 1.3 "Throwing an Exception", `_Unwind_Resume`), is never reached: the
+//!   stand-in aborts.
 //! - Every other function but one takes an `_Unwind_Context`, which exists only inside the
-//!   unwinder, handed to a personality routine or a trace callback (Itanium C++ ABI 1.5, 1.6;
-//!   ARM EHABI, "Exception handling ABI for the Arm architecture", 7.5 and 9): with no unwinder
-//!   there is none, so they are unreachable too, and abort if that ever proves wrong. On ARM,
+//!   unwinder, handed to a personality routine or a trace callback (Itanium C++ ABI 1.5
+//!   "Context Management", 1.6 "Personality Routine"; on ARM the virtual register set of
+//!   "Exception Handling ABI for the Arm Architecture", which `_Unwind_VRS_Get`/`Set` read and
+//!   write): with no unwinder there is none, so they are unreachable too, and abort if that
+//!   ever proves wrong. On ARM,
 //!   the EHABI personality routines `__aeabi_unwind_cpp_pr0`/`pr1` and `__gnu_unwind_frame`
 //!   are called by the unwinder only, with the same reasoning.
 //! - `_Unwind_Backtrace` is the one that is called: by the panic hook under `RUST_BACKTRACE`
@@ -67,7 +70,8 @@
 
 use core::ffi::{c_int, c_void};
 
-/// `_Unwind_Reason_Code::_URC_END_OF_STACK` (Itanium C++ ABI 1.2; ARM EHABI 7.2).
+/// `_Unwind_Reason_Code::_URC_END_OF_STACK` (Itanium C++ ABI 1.2 "Data Structures"; the
+/// same value in the ARM EHABI's `unwind.h`).
 const URC_END_OF_STACK: c_int = 5;
 
 /// `_Unwind_Word` and `_Unwind_Ptr` as std declares them.
@@ -89,14 +93,15 @@ fn unreachable_unwinder() -> ! {
 
 // SAFETY: the only definition of `_Unwind_Backtrace` in the binary (the unwinder is not
 // linked; a second one stops the link). Reporting the end of the stack at once is a complete
-// walk of zero frames (Itanium C++ ABI 1.2; ARM EHABI 7.2), and `trace` is never called.
+// walk of zero frames (libgcc's and LLVM libunwind's `_Unwind_Backtrace` end a walk with
+// `_URC_END_OF_STACK`), and `trace` is never called.
 #[unsafe(no_mangle)]
 extern "C" fn _Unwind_Backtrace(_trace: TraceFn, _arg: *mut c_void) -> c_int {
     URC_END_OF_STACK
 }
 
 // SAFETY: sole definition (as above). Only a landing pad calls it, and only during unwinding
-// (Itanium C++ ABI 1.4), which never starts here (panic = "abort").
+// (Itanium C++ ABI 1.3), which never starts here (panic = "abort").
 #[unsafe(no_mangle)]
 extern "C-unwind" fn _Unwind_Resume(_exception: *mut c_void) -> ! {
     unreachable_unwinder()
@@ -125,7 +130,7 @@ extern "C" fn _Unwind_GetDataRelBase(_ctx: *mut c_void) -> Word {
 }
 
 /// The Itanium-ABI context accessors (aarch64). On ARM they are inline functions over
-/// `_Unwind_VRS_Get`/`_Unwind_VRS_Set` (ARM EHABI 7.5), see [`ehabi`].
+/// `_Unwind_VRS_Get`/`_Unwind_VRS_Set` (the ARM EHABI), see `ehabi` below.
 #[cfg(not(target_arch = "arm"))]
 mod itanium {
     use core::ffi::{c_int, c_void};
@@ -164,7 +169,8 @@ mod ehabi {
 
     // SAFETY (each of the five below): sole definition. The virtual register set and the
     // frame being unwound exist only inside the unwinder, which alone calls the personality
-    // routines and `__gnu_unwind_frame` (ARM EHABI 7.3, 7.5, 9.2); with none linked, none is
+    // routines and `__gnu_unwind_frame` ("Exception Handling ABI for the Arm Architecture":
+    // the unwinder calls the personality routine of each frame); with none linked, none is
     // ever called. (`__aeabi_unwind_cpp_pr0` is also named by every `.ARM.exidx` entry the
     // compilers emit, so it must exist for the link.)
     #[unsafe(no_mangle)]
