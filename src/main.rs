@@ -16,6 +16,8 @@ use watchkeeper::core::name::check_name;
 use watchkeeper::os::heartbeat::{self, TouchError};
 use watchkeeper::os::{logging, repair, rundir};
 
+mod unwind;
+
 const USAGE: &str = "\
 usage: watchkeeper [--config FILE] COMMAND
 

@@ -7,6 +7,11 @@
 //! Processes the agent starts inherit oom_score_adj and SCHED_FIFO across fork and exec
 //! (memory locks they do not): the repair launcher calls [`undo_for_child`] before it
 //! execs a repair program, so that restarted services run like any other.
+//!
+//! The scheduler is set with `pthread_setschedparam(3)` on the calling thread (the agent is
+//! single-threaded): musl's `sched_setscheduler` always fails with ENOSYS. That one libc call
+//! is this module's only `unsafe` code.
+#![allow(unsafe_code)]
 
 use core::fmt;
 
@@ -15,19 +20,15 @@ use nix::fcntl::{OFlag, open};
 use nix::sys::mman::{MlockAllFlags, mlockall};
 use nix::sys::stat::Mode;
 use nix::unistd::write;
-use thread_priority::{
-    NormalThreadSchedulePolicy, RealtimeThreadSchedulePolicy, ThreadPriority, ThreadPriorityValue,
-    ThreadSchedulePolicy, set_thread_priority_and_policy, thread_native_id,
-};
 
 const OOM_SCORE_ADJ: &str = "/proc/self/oom_score_adj";
 /// The OOM killer never picks a process with this score adjustment.
 const OOM_NEVER: &[u8] = b"-1000";
 /// The default score adjustment.
 const OOM_DEFAULT: &[u8] = b"0";
-/// The crate maps a cross-platform priority onto a nice value for normal policies; this one
-/// is nice 0 (a test pins the mapping).
-const NICE_ZERO: u8 = 48;
+/// SCHED_FIFO's priorities on Linux (sched(7): "a static priority in the range 1 (low) to
+/// 99 (high)").
+const FIFO_PRIORITIES: core::ops::RangeInclusive<u8> = 1..=99;
 
 /// A hardening step that failed, and what that costs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,16 +113,9 @@ pub fn harden(rt_priority: Option<u8>) -> heapless::Vec<Warning, 3> {
 /// print; the repair runs regardless.
 pub fn undo_for_child() -> Result<(), Errno> {
     write_oom_score_adj(OOM_DEFAULT)?;
-    let nice_zero = ThreadPriorityValue::try_from(NICE_ZERO).map_err(|_| Errno::EINVAL)?;
-    set_thread_priority_and_policy(
-        thread_native_id(),
-        ThreadPriority::Crossplatform(nice_zero),
-        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other),
-    )
-    .map_err(|e| match e {
-        thread_priority::Error::OS(errno) => Errno::from_raw(errno),
-        _ => Errno::EINVAL,
-    })
+    // SCHED_OTHER takes static priority 0 (sched(7)); its nice value is set apart.
+    set_scheduler(libc::SCHED_OTHER, 0)?;
+    rustix::process::setpriority_process(None, 0).map_err(|e| Errno::from_raw(e.raw_os_error()))
 }
 
 fn protect_from_oom_killer() -> Result<(), Errno> {
@@ -138,31 +132,31 @@ fn write_oom_score_adj(value: &[u8]) -> Result<(), Errno> {
     Ok(())
 }
 
-/// Through pthread_setschedparam: musl's sched_setscheduler always fails with ENOSYS.
 fn set_fifo_priority(priority: u8) -> Result<(), RtError> {
-    let value = ThreadPriorityValue::try_from(priority).map_err(|_| RtError::OutOfRange)?;
-    set_thread_priority_and_policy(
-        thread_native_id(),
-        ThreadPriority::Crossplatform(value),
-        ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo),
-    )
-    .map_err(|e| match e {
-        thread_priority::Error::OS(errno) => RtError::Os(Errno::from_raw(errno)),
-        // For a real-time policy the only other error is PriorityNotInRange.
-        _ => RtError::OutOfRange,
-    })
+    if !FIFO_PRIORITIES.contains(&priority) {
+        return Err(RtError::OutOfRange);
+    }
+    set_scheduler(libc::SCHED_FIFO, priority.into()).map_err(RtError::Os)
+}
+
+/// Sets the calling thread's scheduling policy and static priority, through
+/// `pthread_setschedparam(3)`: musl's `sched_setscheduler` always fails with ENOSYS.
+fn set_scheduler(policy: libc::c_int, priority: libc::c_int) -> Result<(), Errno> {
+    // SAFETY: `sched_param` is a C struct of integers (`sched_priority` and, on musl, reserved
+    // fields that the libc crate keeps private), for which all zeroes is a valid value.
+    let mut param: libc::sched_param = unsafe { core::mem::zeroed() };
+    param.sched_priority = priority;
+    // SAFETY: pthread_setschedparam(3p) reads the `sched_param` it is given, which lives
+    // across the call, and `pthread_self` is always a valid thread of this process.
+    match unsafe { libc::pthread_setschedparam(libc::pthread_self(), policy, &param) } {
+        0 => Ok(()),
+        errno => Err(Errno::from_raw(errno)),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn nice_zero_maps_to_nice_zero() {
-        let value = ThreadPriorityValue::try_from(NICE_ZERO).unwrap();
-        let policy = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Other);
-        assert_eq!(ThreadPriority::Crossplatform(value).to_posix(policy), Ok(0));
-    }
 
     #[test]
     fn out_of_range_priority_is_a_warning() {
