@@ -32,7 +32,7 @@ const FIFO_PRIORITIES: core::ops::RangeInclusive<u8> = 1..=99;
 
 /// A hardening step that failed, and what that costs.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Warning {
+pub(crate) enum Warning {
     Mlock(Errno),
     OomScoreAdj(Errno),
     /// SCHED_FIFO at this priority was refused.
@@ -44,7 +44,7 @@ pub enum Warning {
 
 /// Why the real-time priority was not set.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RtError {
+pub(crate) enum RtError {
     /// Outside SCHED_FIFO's range, 1 to 99 on Linux.
     OutOfRange,
     Os(Errno),
@@ -88,7 +88,7 @@ impl fmt::Display for Warning {
 
 /// Applies every hardening step and returns the ones that failed. `rt_priority` asks for
 /// SCHED_FIFO at that priority; `None` keeps the normal scheduler.
-pub fn harden(rt_priority: Option<u8>) -> heapless::Vec<Warning, 3> {
+pub(crate) fn harden(rt_priority: Option<u8>) -> heapless::Vec<Warning, 3> {
     let mut warnings = heapless::Vec::new();
     let mut warn = |w| {
         // Capacity is the number of steps: one warning each at most.
@@ -111,7 +111,7 @@ pub fn harden(rt_priority: Option<u8>) -> heapless::Vec<Warning, 3> {
 /// Gives a child process (a repair program about to be exec'd) the default OOM score
 /// adjustment and the normal scheduler at nice 0. Errors are returned for the caller to
 /// print; the repair runs regardless.
-pub fn undo_for_child() -> Result<(), Errno> {
+pub(crate) fn undo_for_child() -> Result<(), Errno> {
     write_oom_score_adj(OOM_DEFAULT)?;
     // SCHED_OTHER takes static priority 0 (sched(7)); its nice value is set apart.
     set_scheduler(libc::SCHED_OTHER, 0)?;

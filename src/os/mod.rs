@@ -3,9 +3,9 @@
 //! lives here, in modules that wrap a system call or ioctl (nix lacks some, and ioctls are unsafe by nature) (each block with a
 //! `// SAFETY:` note citing the kernel or libc document it relies on).
 
-pub mod atomic;
+pub(crate) mod atomic;
 pub mod clock;
-pub mod harden;
+pub(crate) mod harden;
 pub mod heartbeat;
 pub mod led;
 pub mod logging;
