@@ -9,6 +9,8 @@
 pub const MAX_COMPONENTS: usize = 1024;
 /// Bytes in a component or heart name (`[A-Za-z0-9._-]`).
 pub const MAX_NAME_LEN: usize = 32;
+/// Length of a boot id: the kernel's random UUID (`/proc/sys/kernel/random/boot_id`).
+pub const BOOT_ID_LEN: usize = 36;
 /// Bytes in any path the agent is configured with (heartbeat, pidfile, device, dirs).
 pub const MAX_PATH_LEN: usize = 256;
 /// Arguments in one repair command, program included.

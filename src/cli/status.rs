@@ -208,6 +208,7 @@ enum Liveness {
 }
 
 fn comm(pid: &str) -> Option<Vec<u8>> {
+    // The kernel's TASK_COMM_LEN is 16; anything longer is not a command name.
     let mut buf = [0u8; 64];
     let len = crate::os::atomic::read(AT_FDCWD, format!("/proc/{pid}/comm").as_str(), &mut buf)
         .ok()??;

@@ -15,7 +15,7 @@
 use core::fmt::{self, Write as _};
 use core::time::Duration;
 
-use crate::limits::{HISTORY_LEN, MAX_NAME_LEN, MAX_REASON_LEN};
+use crate::limits::{BOOT_ID_LEN, HISTORY_LEN, MAX_NAME_LEN, MAX_REASON_LEN};
 
 const HEADER: &str = "watchkeeper-history 1";
 /// Longest serialized record: fixed fields plus name and reason.
@@ -72,7 +72,7 @@ pub struct Boot {
     /// Counts boots on this board, from 1.
     pub number: u64,
     /// The kernel's random boot id (`/proc/sys/kernel/random/boot_id`).
-    pub boot_id: heapless::String<36>,
+    pub boot_id: heapless::String<BOOT_ID_LEN>,
     /// Wall-clock seconds when the agent first started in this boot (for people only).
     pub started_wall: i64,
     pub end: End,

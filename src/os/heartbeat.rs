@@ -76,9 +76,18 @@ pub fn stamp(path: &Path) -> Result<Option<Stamp>, Refusal> {
     classify(fstatat(AT_FDCWD, path, AtFlags::AT_SYMLINK_NOFOLLOW))
 }
 
+/// The most a pidfile holds: a pid (at most 10 digits) with room for blanks around it; a
+/// longer file is not a pidfile.
+const PIDFILE_MAX: usize = 24;
+/// Enough for `/proc/PID/stat` up to its start time (field 22) whatever the pid, with a
+/// command name of up to the kernel's 16 bytes; a longer line is refused, never guessed.
+const PROC_STAT_MAX: usize = 1024;
+/// `/proc/<i32>/stat` or `/proc/self/fd/<i32>`, with room to spare.
+const PROC_PATH_MAX: usize = 32;
+
 /// What the pidfile says about the component's process.
 pub fn process(pidfile: &Path) -> Process {
-    let mut buf = [0u8; 24];
+    let mut buf = [0u8; PIDFILE_MAX];
     let Ok(Some(len)) = atomic::read(AT_FDCWD, pidfile, &mut buf) else {
         return Process::Unknown;
     };
@@ -99,9 +108,9 @@ pub fn process(pidfile: &Path) -> Process {
 
 /// The process's start time from `/proc/PID/stat`, or `None` if it is gone or a zombie.
 pub fn start_time(pid: i32) -> Option<u64> {
-    let mut path: heapless::String<32> = heapless::String::new();
+    let mut path: heapless::String<PROC_PATH_MAX> = heapless::String::new();
     write!(path, "/proc/{pid}/stat").ok()?;
-    let mut buf = [0u8; 1024];
+    let mut buf = [0u8; PROC_STAT_MAX];
     let len = match atomic::read(AT_FDCWD, path.as_str(), &mut buf) {
         Ok(Some(len)) => len,
         // A stat line longer than the buffer still has its start time well inside it
@@ -222,7 +231,7 @@ fn touch_pinned(fd: &OwnedFd) -> Result<(), TouchError> {
         _ => return Err(TouchError::NotRegular(kind_of(mode))),
     }
     // futimens refuses O_PATH descriptors (EBADF); the /proc link reaches the same inode.
-    let mut proc_path: heapless::String<32> = heapless::String::new();
+    let mut proc_path: heapless::String<PROC_PATH_MAX> = heapless::String::new();
     write!(proc_path, "/proc/self/fd/{}", fd.as_raw_fd()).map_err(|_| Errno::ENAMETOOLONG)?;
     let now = nix::sys::time::TimeSpec::UTIME_NOW;
     nix::sys::stat::utimensat(

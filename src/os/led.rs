@@ -201,7 +201,8 @@ impl GpioLed {
 pub struct SysfsLed {
     brightness: File,
     path: Arc<Path>,
-    /// `max_brightness` as read at startup: "on" means fully on, whatever the LED's scale.
+    /// `max_brightness` as read at startup: "on" means fully on, whatever the LED's scale
+    /// (a u32, so at most 10 digits).
     on: heapless::String<10>,
 }
 

@@ -24,6 +24,7 @@ use nix::unistd::UnlinkatFlags;
 
 use crate::core::history::{Boot, BootStart, History, TEXT_MAX};
 use crate::core::time::Instant;
+use crate::limits::BOOT_ID_LEN;
 use crate::os::atomic::{self, libc_mode};
 
 const HISTORY: &str = "history";
@@ -33,13 +34,14 @@ const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 /// How often a history write that failed (a full disk, say) is tried again.
 const WRITE_RETRY: Duration = Duration::from_secs(30);
 
-/// A boot id as the kernel gives it (a UUID).
-pub(crate) type BootId = heapless::String<36>;
+/// A boot id as the kernel gives it: a UUID, 36 characters.
+pub(crate) type BootId = heapless::String<BOOT_ID_LEN>;
 
 /// The kernel's random id of the running boot, if the kernel tells it. `status` compares it
 /// with the records to find this boot.
 pub(crate) fn current_boot_id() -> Option<BootId> {
-    let mut buf = [0u8; 64];
+    // The UUID and its newline, with room to spare; a longer file is not a boot id.
+    let mut buf = [0u8; 2 * BOOT_ID_LEN];
     let len = atomic::read(AT_FDCWD, BOOT_ID, &mut buf).ok()??;
     let text = core::str::from_utf8(&buf[..len]).ok()?.trim();
     BootId::try_from(text).ok()
