@@ -366,11 +366,7 @@ mod tests {
         assert!(!run.take_clear_hold_request());
         request_clear_hold(&path).unwrap();
         assert!(run.take_clear_hold_request());
-        let fed = path.join(FED);
-        let before = std::fs::metadata(&fed).unwrap().modified().unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        run.mark_fed().unwrap();
-        assert!(std::fs::metadata(&fed).unwrap().modified().unwrap() > before);
+        // Taken once: the request is gone.
         assert!(!run.take_clear_hold_request());
         std::fs::remove_dir_all(path).unwrap();
     }
