@@ -220,13 +220,27 @@ pub fn make_executable(path: &Path) {
     fs::set_permissions(path, fs::Permissions::from_mode(0o755)).unwrap();
 }
 
+/// Starts a script this test wrote. Exec fails with ETXTBSY while a child forked by another
+/// test thread still holds the script's write descriptor (it is closed only at that
+/// child's exec): that is the test harness racing itself, so try again, for up to 10 s.
 pub fn spawn_component(script: &Path) -> Child {
-    Command::new(script)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match Command::new(script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ExecutableFileBusy
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            spawned => return spawned.unwrap(),
+        }
+    }
 }
 
 pub fn kill9(child: &mut Child) {
