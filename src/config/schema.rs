@@ -29,7 +29,6 @@ type Value<'i> = Spanned<DeValue<'i>>;
 
 /// The first thing refused while reading a file: its place (`None`: the end of the file)
 /// and the message.
-#[derive(Debug)]
 pub(super) struct ReadError {
     pub(super) span: Option<Range<usize>>,
     pub(super) message: String,
@@ -156,9 +155,8 @@ impl Found {
 }
 
 /// What was found where a table (or the list of components) was expected, in the words
-/// the messages have always used there: a date or time is "a table" (the parser's reader
-/// presented it as one), a float is written with a decimal point, a string with Rust's
-/// escapes.
+/// these messages have always used: a date or time is "a table" (serde saw it as one), a
+/// float is written with a decimal point, a string with Rust's escapes.
 fn not_a_table(value: &Value<'_>) -> Result<String, ReadError> {
     Ok(match value.get_ref() {
         DeValue::String(s) => format!("the string {s:?}"),
@@ -660,5 +658,30 @@ impl Section for RawEntry {
             _ => return Ok(false),
         }
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every key a section lists is one its `set` reads (refusing the value is reading it).
+    fn knows_its_keys<S: Section>() {
+        let value = Spanned::new(0..4, DeValue::Boolean(true));
+        for key in S::KEYS {
+            let known = S::default().set(key, &value).unwrap_or(true);
+            assert!(known, "{}: `{key}` is listed but not read", S::NAME);
+        }
+        assert!(!S::default().set("unlisted", &value).unwrap_or(true));
+    }
+
+    #[test]
+    fn each_section_reads_every_key_it_lists() {
+        knows_its_keys::<RawConfig>();
+        knows_its_keys::<RawWatchdog>();
+        knows_its_keys::<RawAgent>();
+        knows_its_keys::<RawLed>();
+        knows_its_keys::<RawGuard>();
+        knows_its_keys::<RawEntry>();
     }
 }
