@@ -45,7 +45,7 @@ use crate::os::led::LedSpec;
 
 pub use defaults::{PATH as DEFAULT_PATH, STATE_DIR as DEFAULT_STATE_DIR};
 pub use salvage::{Salvage, salvage};
-use schema::{RawConfig, user_words};
+use schema::RawConfig;
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -282,10 +282,7 @@ pub fn parse(path: &Path, source: &str) -> Result<Config, ConfigError> {
             "a NUL byte is not allowed in the config (it is text: remove the byte)".into(),
         ));
     }
-    let raw: RawConfig = toml::from_str(source).map_err(|e| {
-        let message = user_words(source, e.span(), e.message().trim());
-        error(e.span(), message)
-    })?;
+    let raw = RawConfig::read(source).map_err(|e| error(e.span, e.message))?;
     raw.validate(path, source)
         .map_err(|(span, message)| error(span, message))
 }

@@ -10,9 +10,9 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use toml::de::{DeTable, DeValue};
 
-use super::schema::{RawLed, RawWatchdog, check_path};
+use super::schema::{RawLed, RawWatchdog, check_path, read_section};
 use super::{AgentConfig, Config, LogTarget, WatchdogConfig, defaults};
 use crate::os::led::LedSpec;
 
@@ -31,25 +31,19 @@ pub struct Salvage {
 /// never fails. The directories, the log target and the watchdog device are read line by
 /// line when the text is not TOML.
 pub fn salvage(source: Option<&str>) -> Salvage {
-    // Each section is read on its own, ignoring the rest of the file.
-    #[derive(Deserialize)]
-    struct Watchdog {
-        watchdog: RawWatchdog,
-    }
-    #[derive(Deserialize)]
-    struct Led {
-        led: RawLed,
-    }
     let source = source.unwrap_or_default();
-    let table = toml::from_str::<toml::Table>(source).ok();
-    let key = |name: &str| key_in(table.as_ref(), source, "agent", name);
-    let watchdog = toml::from_str::<Watchdog>(source)
-        .ok()
-        .and_then(|w| w.watchdog.validate().ok())
+    let document = DeTable::parse(source).ok().map(|d| d.into_inner());
+    let table = document.as_ref();
+    // Each section is read on its own, ignoring the rest of the file.
+    let section = |name: &str| table?.get(name);
+    let key = |name: &str| key_in(table, source, "agent", name);
+    let watchdog = section("watchdog")
+        .and_then(|w| read_section::<RawWatchdog>(w).ok())
+        .and_then(|w| w.validate().ok())
         .unwrap_or_else(|| {
             // Keep at least the device: never feed (or arm) another one than configured.
             let mut watchdog = defaults::watchdog();
-            match key_in(table.as_ref(), source, "watchdog", "device").as_deref() {
+            match key_in(table, source, "watchdog", "device").as_deref() {
                 Some(defaults::DEVICE_NONE) => watchdog.device = None,
                 Some(path) if check_path(path).is_ok() => {
                     watchdog.device = Some(PathBuf::from(path));
@@ -58,9 +52,9 @@ pub fn salvage(source: Option<&str>) -> Salvage {
             }
             watchdog
         });
-    let led = toml::from_str::<Led>(source)
-        .ok()
-        .and_then(|l| l.led.validate().ok())
+    let led = section("led")
+        .and_then(|l| read_section::<RawLed>(l).ok())
+        .and_then(|l| l.validate().ok())
         .unwrap_or(defaults::LED);
     let dir = |name: &str, default: &str| {
         key(name)
@@ -83,18 +77,17 @@ pub fn salvage(source: Option<&str>) -> Salvage {
 /// else line by line (`key = "..."` under `[section]`, or `section.key = "..."` before any
 /// table), so that a syntax error elsewhere does not hide it. The first setting wins.
 fn key_in(
-    table: Option<&toml::Table>,
+    table: Option<&DeTable<'_>>,
     source: &str,
     section_name: &str,
     key: &str,
 ) -> Option<String> {
     if let Some(table) = table {
-        return table
-            .get(section_name)?
-            .as_table()?
-            .get(key)?
-            .as_str()
-            .map(str::to_owned);
+        let section = table.get(section_name)?.get_ref();
+        return match section.as_table()?.get(key)?.get_ref() {
+            DeValue::String(text) => Some(text.to_string()),
+            _ => None,
+        };
     }
     let dotted = format!("{section_name}.{key}");
     let mut section = String::new();

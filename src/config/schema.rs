@@ -3,7 +3,11 @@
 //!
 //! Every key is optional here and keeps its place in the file ([`Spanned`]), so that
 //! validation can fill in defaults and point at the value it refuses. Unknown keys are
-//! refused by the parser (`deny_unknown_fields`).
+//! refused ([`Section::KEYS`]).
+//!
+//! The parsed document is walked by hand (no serde): keys in the parser's table order, the
+//! first refusal stops the walk, and each refusal points at the key or value it names, so
+//! the first error of a file is the one the serde-derived reader this replaces reported.
 //!
 //! Invariants:
 //! - Values are read through one type, [`Found`], so messages speak TOML (a list, a table,
@@ -11,22 +15,36 @@
 //! - A [`Dur`] is at most [`MAX_DURATION_SECS`]; an [`AbsPath`] passes [`check_path`].
 
 use core::fmt;
+use core::ops::Range;
 use core::time::Duration;
 use std::path::PathBuf;
 
-use serde::Deserialize;
-use serde::de::{self, Deserializer, Visitor};
 use toml::Spanned;
+use toml::de::{DeFloat, DeInteger, DeTable, DeValue};
 
 use crate::limits::{MAX_DURATION_SECS, MAX_PATH_LEN};
 
-/// The parser's own messages, in the config writer's words: what is allowed there, and no
-/// Rust type names. Messages this does not know are already in TOML's terms.
-pub(super) fn user_words(
-    source: &str,
-    span: Option<core::ops::Range<usize>>,
-    message: &str,
-) -> String {
+/// A parsed value and its place in the file.
+type Value<'i> = Spanned<DeValue<'i>>;
+
+/// The first thing refused while reading a file: its place (`None`: the end of the file)
+/// and the message.
+pub(super) struct ReadError {
+    pub(super) span: Option<Range<usize>>,
+    pub(super) message: String,
+}
+
+/// A refusal of `value`, at its place.
+fn refuse(value: &Value<'_>, message: String) -> ReadError {
+    ReadError {
+        span: Some(value.span()),
+        message,
+    }
+}
+
+/// The parser's own messages, in the config writer's words: a key or table defined twice
+/// is said in terms of the table headers. Its other messages are already in TOML's terms.
+fn user_words(source: &str, span: Option<Range<usize>>, message: &str) -> String {
     if message.starts_with("duplicate key") {
         let key = span
             .as_ref()
@@ -52,35 +70,7 @@ pub(super) fn user_words(
             format!("the key `{key}` is set twice in this table: set each key once")
         };
     }
-    if let Some(rest) = message.strip_prefix("unknown field ") {
-        return format!("unknown key {rest}");
-    }
-    let Some(rest) = message.strip_prefix("invalid type: ") else {
-        return message.to_owned();
-    };
-    let (found, expected) = rest.split_once(", expected ").unwrap_or((rest, ""));
-    let found = if found == "sequence" {
-        "a list".to_owned()
-    } else if found == "map" {
-        "a table".to_owned()
-    } else if let Some(text) = found.strip_prefix("string ") {
-        format!("the string {text}")
-    } else {
-        // "integer `5`", "floating point `1.5`", "boolean `true`", "integer `N` as i128"
-        found
-            .split('`')
-            .nth(1)
-            .map_or_else(|| "a value of another kind".to_owned(), str::to_owned)
-    };
-    if expected == "a sequence" {
-        format!(
-            "components are written [[component]] (two brackets), one table per component; found {found}"
-        )
-    } else if expected.starts_with("struct ") {
-        format!("expected a table ([section] or {{ key = value }}), not {found}")
-    } else {
-        format!("expected a value of another kind here, not {found}")
-    }
+    message.to_owned()
 }
 
 /// Any TOML value, as found. The typed values below are read through it, so that a value
@@ -99,9 +89,6 @@ pub(super) enum Found {
     DateTime,
 }
 
-/// The one key of the table the TOML deserializer presents a date or time as.
-const TOML_DATETIME_KEY: &str = "$__toml_private_datetime";
-
 impl fmt::Display for Found {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -117,56 +104,86 @@ impl fmt::Display for Found {
     }
 }
 
-impl<'de> Deserialize<'de> for Found {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct FoundVisitor;
-        impl<'de> Visitor<'de> for FoundVisitor {
-            type Value = Found;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a value")
-            }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Found, E> {
-                Ok(Found::Bool(v))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Found, E> {
-                Ok(Found::Int(v))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Found, E> {
-                Ok(i64::try_from(v).map_or_else(|_| Found::Huge(v.to_string()), Found::Int))
-            }
-            fn visit_i128<E: de::Error>(self, v: i128) -> Result<Found, E> {
-                Ok(i64::try_from(v).map_or_else(|_| Found::Huge(v.to_string()), Found::Int))
-            }
-            fn visit_u128<E: de::Error>(self, v: u128) -> Result<Found, E> {
-                Ok(i64::try_from(v).map_or_else(|_| Found::Huge(v.to_string()), Found::Int))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Found, E> {
-                Ok(Found::Float(v))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Found, E> {
-                Ok(Found::Str(v.to_owned()))
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Found, A::Error> {
-                let mut items = Vec::new();
-                while let Some(item) = seq.next_element::<Spanned<Found>>()? {
-                    items.push(item);
+/// A TOML integer: `Ok` within 64 bits, else its decimal digits (within 128 bits; beyond
+/// that it is refused).
+fn integer(value: &Value<'_>, integer: &DeInteger<'_>) -> Result<Result<i64, String>, ReadError> {
+    let (digits, radix) = (integer.as_str(), integer.radix());
+    if let Ok(v) = i64::from_str_radix(digits, radix) {
+        return Ok(Ok(v));
+    }
+    u64::from_str_radix(digits, radix)
+        .map(|v| v.to_string())
+        .or_else(|_| i128::from_str_radix(digits, radix).map(|v| v.to_string()))
+        .or_else(|_| u128::from_str_radix(digits, radix).map(|v| v.to_string()))
+        .map(Err)
+        .map_err(|_| refuse(value, "integer number overflowed".into()))
+}
+
+/// A TOML float; one too large for an `f64` is refused (`inf` is written as such).
+fn float(value: &Value<'_>, float: &DeFloat<'_>) -> Result<f64, ReadError> {
+    let text = float.as_str();
+    text.parse::<f64>()
+        .ok()
+        .filter(|v| !v.is_infinite() || text.contains("inf"))
+        .ok_or_else(|| refuse(value, "floating-point number overflowed".into()))
+}
+
+impl Found {
+    /// `value` as found. The values of a table are not kept, but a number in it that does
+    /// not fit is refused all the same, at its own place.
+    fn read(value: &Value<'_>) -> Result<Found, ReadError> {
+        Ok(match value.get_ref() {
+            DeValue::String(s) => Found::Str(s.to_string()),
+            DeValue::Integer(i) => integer(value, i)?.map_or_else(Found::Huge, Found::Int),
+            DeValue::Float(v) => Found::Float(float(value, v)?),
+            DeValue::Boolean(b) => Found::Bool(*b),
+            DeValue::Datetime(_) => Found::DateTime,
+            DeValue::Array(items) => Found::List(
+                items
+                    .iter()
+                    .map(|item| Ok(Spanned::new(item.span(), Found::read(item)?)))
+                    .collect::<Result<_, ReadError>>()?,
+            ),
+            DeValue::Table(table) => {
+                for item in table.values() {
+                    Found::read(item)?;
                 }
-                Ok(Found::List(items))
+                Found::Table
             }
-            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Found, A::Error> {
-                let mut found = Found::Table;
-                while let Some(key) = map.next_key::<String>()? {
-                    // How the TOML deserializer hands over a date or time.
-                    if key == TOML_DATETIME_KEY {
-                        found = Found::DateTime;
-                    }
-                    map.next_value::<de::IgnoredAny>()?;
-                }
-                Ok(found)
+        })
+    }
+}
+
+/// What was found where a table (or the list of components) was expected, in the words
+/// these messages have always used: a date or time is "a table" (serde saw it as one), a
+/// float is written with a decimal point, a string with Rust's escapes.
+fn not_a_table(value: &Value<'_>) -> Result<String, ReadError> {
+    Ok(match value.get_ref() {
+        DeValue::String(s) => format!("the string {s:?}"),
+        DeValue::Integer(i) => integer(value, i)?.map_or_else(|digits| digits, |v| v.to_string()),
+        DeValue::Float(v) => {
+            let v = float(value, v)?;
+            let text = v.to_string();
+            if v.is_finite() && !text.contains('.') {
+                format!("{text}.0")
+            } else {
+                text
             }
         }
-        deserializer.deserialize_any(FoundVisitor)
-    }
+        DeValue::Boolean(b) => b.to_string(),
+        DeValue::Array(_) => "a list".into(),
+        DeValue::Table(_) | DeValue::Datetime(_) => "a table".into(),
+    })
+}
+
+/// A value read from its TOML form; a refusal names what was expected.
+trait Read: Sized {
+    fn read(value: &Value<'_>) -> Result<Self, ReadError>;
+}
+
+/// `value` read as `T`, with its place.
+fn spanned<T: Read>(value: &Value<'_>) -> Result<Option<Spanned<T>>, ReadError> {
+    Ok(Some(Spanned::new(value.span(), T::read(value)?)))
 }
 
 /// A whole number as written, or what was found instead: refused with the key's range by
@@ -174,9 +191,9 @@ impl<'de> Deserialize<'de> for Found {
 #[derive(Debug, Clone)]
 pub(super) struct Int(pub(super) Result<i64, String>);
 
-impl<'de> Deserialize<'de> for Int {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Ok(Int(match Found::deserialize(deserializer)? {
+impl Read for Int {
+    fn read(value: &Value<'_>) -> Result<Self, ReadError> {
+        Ok(Int(match Found::read(value)? {
             Found::Int(v) => Ok(v),
             other => Err(other.to_string()),
         }))
@@ -187,13 +204,14 @@ impl<'de> Deserialize<'de> for Int {
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Flag(pub(super) bool);
 
-impl<'de> Deserialize<'de> for Flag {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        match Found::deserialize(deserializer)? {
+impl Read for Flag {
+    fn read(value: &Value<'_>) -> Result<Self, ReadError> {
+        match Found::read(value)? {
             Found::Bool(b) => Ok(Flag(b)),
-            other => Err(de::Error::custom(format!(
-                "expected true or false (without quotes), not {other}"
-            ))),
+            other => Err(refuse(
+                value,
+                format!("expected true or false (without quotes), not {other}"),
+            )),
         }
     }
 }
@@ -202,13 +220,14 @@ impl<'de> Deserialize<'de> for Flag {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Text(pub(super) String);
 
-impl<'de> Deserialize<'de> for Text {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        match Found::deserialize(deserializer)? {
+impl Read for Text {
+    fn read(value: &Value<'_>) -> Result<Self, ReadError> {
+        match Found::read(value)? {
             Found::Str(s) => Ok(Text(s)),
-            other => Err(de::Error::custom(format!(
-                "expected a string in quotes (\"...\"), not {other}"
-            ))),
+            other => Err(refuse(
+                value,
+                format!("expected a string in quotes (\"...\"), not {other}"),
+            )),
         }
     }
 }
@@ -217,13 +236,16 @@ impl<'de> Deserialize<'de> for Text {
 #[derive(Debug, Clone)]
 pub(super) struct Words(pub(super) Vec<Spanned<Found>>);
 
-impl<'de> Deserialize<'de> for Words {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        match Found::deserialize(deserializer)? {
+impl Read for Words {
+    fn read(value: &Value<'_>) -> Result<Self, ReadError> {
+        match Found::read(value)? {
             Found::List(items) => Ok(Words(items)),
-            other => Err(de::Error::custom(format!(
-                "expected a list of strings, [\"/abs/program\", \"argument\", ...], not {other}"
-            ))),
+            other => Err(refuse(
+                value,
+                format!(
+                    "expected a list of strings, [\"/abs/program\", \"argument\", ...], not {other}"
+                ),
+            )),
         }
     }
 }
@@ -235,27 +257,30 @@ pub(super) struct Dur(pub(super) Duration);
 const DURATION_FORM: &str =
     "a duration: whole seconds (10) or a number with a unit (\"500ms\", \"10s\", \"5m\", \"1h\")";
 
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+impl Read for Dur {
+    fn read(value: &Value<'_>) -> Result<Self, ReadError> {
         let too_long = || {
-            de::Error::custom(format!(
-                "a duration must be at most {} days",
-                MAX_DURATION_SECS / 86_400
-            ))
+            refuse(
+                value,
+                format!(
+                    "a duration must be at most {} days",
+                    MAX_DURATION_SECS / 86_400
+                ),
+            )
         };
-        let duration = match Found::deserialize(deserializer)? {
+        let duration = match Found::read(value)? {
             Found::Int(secs) => Duration::from_secs(
                 u64::try_from(secs)
-                    .map_err(|_| de::Error::custom("a duration cannot be negative"))?,
+                    .map_err(|_| refuse(value, "a duration cannot be negative".into()))?,
             ),
             Found::Huge(_) => return Err(too_long()),
-            Found::Str(text) => parse_duration(&text).ok_or_else(|| {
-                de::Error::custom(format!("expected {DURATION_FORM}, not {text:?}"))
-            })?,
+            Found::Str(text) => parse_duration(&text)
+                .ok_or_else(|| refuse(value, format!("expected {DURATION_FORM}, not {text:?}")))?,
             other => {
-                return Err(de::Error::custom(format!(
-                    "expected {DURATION_FORM}, not {other}"
-                )));
+                return Err(refuse(
+                    value,
+                    format!("expected {DURATION_FORM}, not {other}"),
+                ));
             }
         };
         if duration > Duration::from_secs(MAX_DURATION_SECS) {
@@ -290,10 +315,10 @@ fn parse_duration(text: &str) -> Option<Duration> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct AbsPath(pub(super) PathBuf);
 
-impl<'de> Deserialize<'de> for AbsPath {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let Text(text) = Text::deserialize(deserializer)?;
-        check_path(&text).map_err(de::Error::custom)?;
+impl Read for AbsPath {
+    fn read(value: &Value<'_>) -> Result<Self, ReadError> {
+        let Text(text) = Text::read(value)?;
+        check_path(&text).map_err(|message| refuse(value, message))?;
         Ok(AbsPath(PathBuf::from(text)))
     }
 }
@@ -343,34 +368,26 @@ pub(super) fn toml_string(text: &str) -> String {
 }
 
 /// The whole file: each section defaults to empty when absent.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[derive(Default)]
 pub(super) struct RawConfig {
-    #[serde(default)]
     pub(super) watchdog: RawWatchdog,
-    #[serde(default)]
     pub(super) agent: RawAgent,
-    #[serde(default)]
     pub(super) led: RawLed,
-    #[serde(default)]
     pub(super) reboot_guard: RawGuard,
-    #[serde(default)]
     pub(super) defaults: RawEntry,
     pub(super) hearts: Option<Spanned<RawEntry>>,
-    #[serde(default, rename = "component")]
+    /// `[[component]]`
     pub(super) components: Vec<Spanned<RawEntry>>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[derive(Default)]
 pub(super) struct RawWatchdog {
     pub(super) device: Option<Spanned<Text>>,
     pub(super) timeout: Option<Spanned<Dur>>,
     pub(super) feed_interval: Option<Spanned<Dur>>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[derive(Default)]
 pub(super) struct RawAgent {
     pub(super) check_interval: Option<Spanned<Dur>>,
     pub(super) state_dir: Option<Spanned<AbsPath>>,
@@ -379,8 +396,7 @@ pub(super) struct RawAgent {
     pub(super) realtime_priority: Option<Spanned<Int>>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[derive(Default)]
 pub(super) struct RawLed {
     pub(super) kind: Option<Spanned<Text>>,
     pub(super) chip: Option<Spanned<AbsPath>>,
@@ -389,8 +405,7 @@ pub(super) struct RawLed {
     pub(super) active_low: Option<Flag>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[derive(Default)]
 pub(super) struct RawGuard {
     pub(super) max_resets: Option<Spanned<Int>>,
     pub(super) window: Option<Spanned<Dur>>,
@@ -399,8 +414,7 @@ pub(super) struct RawGuard {
 /// The keys of `[defaults]`, `[hearts]` and `[[component]]`: one schema for the three,
 /// and each section refuses, with its place in the file, the keys that are not its own
 /// (see [`RawEntry::refuse`]). The policy keys (`timeout` to `max_repairs`) are shared.
-#[derive(Deserialize, Default, Clone)]
-#[serde(deny_unknown_fields)]
+#[derive(Default, Clone)]
 pub(super) struct RawEntry {
     pub(super) name: Option<Spanned<Text>>,
     pub(super) heartbeat: Option<Spanned<AbsPath>>,
@@ -415,4 +429,259 @@ pub(super) struct RawEntry {
     pub(super) repair_backoff: Option<Spanned<Dur>>,
     pub(super) repair_backoff_max: Option<Spanned<Dur>>,
     pub(super) max_repairs: Option<Spanned<Int>>,
+}
+
+/// A table of the schema: its keys, and how each is read.
+pub(super) trait Section: Default {
+    /// Its name in the message for a list too short (see [`read_section`]).
+    const NAME: &'static str;
+    /// Every key, in the order a list gives them (see [`read_section`]).
+    const KEYS: &'static [&'static str];
+    /// Reads `value` as `key`; `false` when `key` is not one of [`Self::KEYS`].
+    fn set(&mut self, key: &str, value: &Value<'_>) -> Result<bool, ReadError>;
+}
+
+/// `value` read as the table `S`, key by key in the parser's order; the first refusal is
+/// kept. A list is read by position, one element per key in [`Section::KEYS`] order, as the
+/// serde-derived reader did, so that no file that loaded changes its meaning.
+pub(super) fn read_section<S: Section>(value: &Value<'_>) -> Result<S, ReadError> {
+    let mut section = S::default();
+    match value.get_ref() {
+        DeValue::Table(table) => {
+            for (key, item) in table.iter() {
+                if !section.set(key.get_ref(), item)? {
+                    return Err(ReadError {
+                        span: Some(key.span()),
+                        message: unknown_key(key.get_ref(), S::KEYS),
+                    });
+                }
+            }
+        }
+        DeValue::Array(items) => {
+            for (position, key) in S::KEYS.iter().enumerate() {
+                let item = items.get(position).ok_or_else(|| {
+                    refuse(
+                        value,
+                        format!(
+                            "invalid length {position}, expected struct {} with {} elements",
+                            S::NAME,
+                            S::KEYS.len()
+                        ),
+                    )
+                })?;
+                section.set(key, item)?;
+            }
+        }
+        // The parser's reader presented a date or time as a table of one private key.
+        DeValue::Datetime(_) => {
+            return Err(refuse(
+                value,
+                unknown_key("$__toml_private_datetime", S::KEYS),
+            ));
+        }
+        _ => {
+            return Err(refuse(
+                value,
+                format!(
+                    "expected a table ([section] or {{ key = value }}), not {}",
+                    not_a_table(value)?
+                ),
+            ));
+        }
+    }
+    Ok(section)
+}
+
+/// "unknown key `k`, expected one of `a`, `b`, `c`" (`a` alone, or `a` or `b`).
+fn unknown_key(key: &str, keys: &[&str]) -> String {
+    let quoted: Vec<String> = keys.iter().map(|k| format!("`{k}`")).collect();
+    let expected = match quoted.as_slice() {
+        [one] => one.clone(),
+        [first, second] => format!("{first} or {second}"),
+        all => format!("one of {}", all.join(", ")),
+    };
+    format!("unknown key `{key}`, expected {expected}")
+}
+
+/// The `[[component]]` tables, each with its place.
+fn components(value: &Value<'_>) -> Result<Vec<Spanned<RawEntry>>, ReadError> {
+    let DeValue::Array(items) = value.get_ref() else {
+        return Err(refuse(
+            value,
+            format!(
+                "components are written [[component]] (two brackets), one table per component; found {}",
+                not_a_table(value)?
+            ),
+        ));
+    };
+    items
+        .iter()
+        .map(|item| Ok(Spanned::new(item.span(), read_section(item)?)))
+        .collect()
+}
+
+impl RawConfig {
+    /// Parses `source` and reads it; the first refusal, the parser's included.
+    pub(super) fn read(source: &str) -> Result<RawConfig, ReadError> {
+        let document = DeTable::parse(source).map_err(|e| ReadError {
+            message: user_words(source, e.span(), e.message().trim()),
+            span: e.span(),
+        })?;
+        let span = document.span();
+        read_section(&Spanned::new(span, DeValue::Table(document.into_inner())))
+    }
+}
+
+impl Section for RawConfig {
+    const NAME: &'static str = "RawConfig";
+    const KEYS: &'static [&'static str] = &[
+        "watchdog",
+        "agent",
+        "led",
+        "reboot_guard",
+        "defaults",
+        "hearts",
+        "component",
+    ];
+    fn set(&mut self, key: &str, value: &Value<'_>) -> Result<bool, ReadError> {
+        match key {
+            "watchdog" => self.watchdog = read_section(value)?,
+            "agent" => self.agent = read_section(value)?,
+            "led" => self.led = read_section(value)?,
+            "reboot_guard" => self.reboot_guard = read_section(value)?,
+            "defaults" => self.defaults = read_section(value)?,
+            "hearts" => self.hearts = Some(Spanned::new(value.span(), read_section(value)?)),
+            "component" => self.components = components(value)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+impl Section for RawWatchdog {
+    const NAME: &'static str = "RawWatchdog";
+    const KEYS: &'static [&'static str] = &["device", "timeout", "feed_interval"];
+    fn set(&mut self, key: &str, value: &Value<'_>) -> Result<bool, ReadError> {
+        match key {
+            "device" => self.device = spanned(value)?,
+            "timeout" => self.timeout = spanned(value)?,
+            "feed_interval" => self.feed_interval = spanned(value)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+impl Section for RawAgent {
+    const NAME: &'static str = "RawAgent";
+    const KEYS: &'static [&'static str] = &[
+        "check_interval",
+        "state_dir",
+        "run_dir",
+        "log",
+        "realtime_priority",
+    ];
+    fn set(&mut self, key: &str, value: &Value<'_>) -> Result<bool, ReadError> {
+        match key {
+            "check_interval" => self.check_interval = spanned(value)?,
+            "state_dir" => self.state_dir = spanned(value)?,
+            "run_dir" => self.run_dir = spanned(value)?,
+            "log" => self.log = spanned(value)?,
+            "realtime_priority" => self.realtime_priority = spanned(value)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+impl Section for RawLed {
+    const NAME: &'static str = "RawLed";
+    const KEYS: &'static [&'static str] = &["kind", "chip", "line", "name", "active_low"];
+    fn set(&mut self, key: &str, value: &Value<'_>) -> Result<bool, ReadError> {
+        match key {
+            "kind" => self.kind = spanned(value)?,
+            "chip" => self.chip = spanned(value)?,
+            "line" => self.line = spanned(value)?,
+            "name" => self.name = spanned(value)?,
+            "active_low" => self.active_low = Some(Flag::read(value)?),
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+impl Section for RawGuard {
+    const NAME: &'static str = "RawGuard";
+    const KEYS: &'static [&'static str] = &["max_resets", "window"];
+    fn set(&mut self, key: &str, value: &Value<'_>) -> Result<bool, ReadError> {
+        match key {
+            "max_resets" => self.max_resets = spanned(value)?,
+            "window" => self.window = spanned(value)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+impl Section for RawEntry {
+    const NAME: &'static str = "RawEntry";
+    const KEYS: &'static [&'static str] = &[
+        "name",
+        "heartbeat",
+        "pidfile",
+        "dir",
+        "timeout",
+        "grace",
+        "reset_after",
+        "critical",
+        "repair",
+        "repair_timeout",
+        "repair_backoff",
+        "repair_backoff_max",
+        "max_repairs",
+    ];
+    fn set(&mut self, key: &str, value: &Value<'_>) -> Result<bool, ReadError> {
+        match key {
+            "name" => self.name = spanned(value)?,
+            "heartbeat" => self.heartbeat = spanned(value)?,
+            "pidfile" => self.pidfile = spanned(value)?,
+            "dir" => self.dir = spanned(value)?,
+            "timeout" => self.timeout = spanned(value)?,
+            "grace" => self.grace = spanned(value)?,
+            "reset_after" => self.reset_after = spanned(value)?,
+            "critical" => self.critical = Some(Flag::read(value)?),
+            "repair" => self.repair = spanned(value)?,
+            "repair_timeout" => self.repair_timeout = spanned(value)?,
+            "repair_backoff" => self.repair_backoff = spanned(value)?,
+            "repair_backoff_max" => self.repair_backoff_max = spanned(value)?,
+            "max_repairs" => self.max_repairs = spanned(value)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every key a section lists is one its `set` reads (refusing the value is reading it).
+    fn knows_its_keys<S: Section>() {
+        let value = Spanned::new(0..4, DeValue::Boolean(true));
+        for key in S::KEYS {
+            let known = S::default().set(key, &value).unwrap_or(true);
+            assert!(known, "{}: `{key}` is listed but not read", S::NAME);
+        }
+        assert!(!S::default().set("unlisted", &value).unwrap_or(true));
+    }
+
+    #[test]
+    fn each_section_reads_every_key_it_lists() {
+        knows_its_keys::<RawConfig>();
+        knows_its_keys::<RawWatchdog>();
+        knows_its_keys::<RawAgent>();
+        knows_its_keys::<RawLed>();
+        knows_its_keys::<RawGuard>();
+        knows_its_keys::<RawEntry>();
+    }
 }
