@@ -333,7 +333,8 @@ fn a_value_of_the_wrong_kind_is_refused_in_the_users_words_at_its_place() {
     let guard = |v: &str| format!("[reboot_guard]\nmax_resets = {v}\n");
     let ints = [
         ("1.5", "1.5 (a decimal number)"),
-        ("1e3", "1000.0 (a decimal number)"),
+        ("1e3", "1e3 (a decimal number)"),
+        ("1e999", "1e999 (a decimal number)"),
         ("99999999999999999999", "99999999999999999999 (too large)"),
         ("-99999999999999999999", "-99999999999999999999 (too large)"),
         ("\"3\"", "the string \"3\""),
@@ -436,6 +437,19 @@ fn a_value_of_the_wrong_kind_is_refused_in_the_users_words_at_its_place() {
         (
             format!("hearts = \"on\"\n{C}"),
             "/etc/wk.toml:1:10: expected a table ([section] or { key = value }), not the string \"on\"",
+        ),
+        // A list or a date is not a section, whatever it holds.
+        (
+            format!("watchdog = [\"/dev/watchdog\", 10, 5]\n{C}"),
+            "/etc/wk.toml:1:12: expected a table ([section] or { key = value }), not a list",
+        ),
+        (
+            format!("agent = 1979-05-27\n{C}"),
+            "/etc/wk.toml:1:9: expected a table ([section] or { key = value }), not a date or time",
+        ),
+        (
+            format!("reboot_guard = 1e3\n{C}"),
+            "/etc/wk.toml:1:16: expected a table ([section] or { key = value }), not 1e3 (a decimal number)",
         ),
         (
             "component = 5\n".into(),

@@ -20,7 +20,7 @@ use core::time::Duration;
 use std::path::PathBuf;
 
 use toml::Spanned;
-use toml::de::{DeFloat, DeInteger, DeTable, DeValue};
+use toml::de::{DeInteger, DeTable, DeValue};
 
 use crate::limits::{MAX_DURATION_SECS, MAX_PATH_LEN};
 
@@ -81,7 +81,8 @@ pub(super) enum Found {
     Int(i64),
     /// An integer beyond 64 bits, as written.
     Huge(String),
-    Float(f64),
+    /// As written in the file.
+    Float(String),
     Str(String),
     Bool(bool),
     List(Vec<Spanned<Found>>),
@@ -94,7 +95,7 @@ impl fmt::Display for Found {
         match self {
             Found::Int(v) => write!(f, "{v}"),
             Found::Huge(v) => write!(f, "{v} (too large)"),
-            Found::Float(v) => write!(f, "{v:?} (a decimal number)"),
+            Found::Float(text) => write!(f, "{text} (a decimal number)"),
             Found::Str(s) => write!(f, "the string {}", toml_string(s)),
             Found::Bool(b) => write!(f, "{b}"),
             Found::List(_) => f.write_str("a list"),
@@ -119,15 +120,6 @@ fn integer(value: &Value<'_>, integer: &DeInteger<'_>) -> Result<Result<i64, Str
         .map_err(|_| refuse(value, "integer number overflowed".into()))
 }
 
-/// A TOML float; one too large for an `f64` is refused (`inf` is written as such).
-fn float(value: &Value<'_>, float: &DeFloat<'_>) -> Result<f64, ReadError> {
-    let text = float.as_str();
-    text.parse::<f64>()
-        .ok()
-        .filter(|v| !v.is_infinite() || text.contains("inf"))
-        .ok_or_else(|| refuse(value, "floating-point number overflowed".into()))
-}
-
 impl Found {
     /// `value` as found. The values of a table are not kept, but a number in it that does
     /// not fit is refused all the same, at its own place.
@@ -135,7 +127,8 @@ impl Found {
         Ok(match value.get_ref() {
             DeValue::String(s) => Found::Str(s.to_string()),
             DeValue::Integer(i) => integer(value, i)?.map_or_else(Found::Huge, Found::Int),
-            DeValue::Float(v) => Found::Float(float(value, v)?),
+            // As written: no key takes a float, so it is only ever shown in a refusal.
+            DeValue::Float(v) => Found::Float(v.as_str().to_owned()),
             DeValue::Boolean(b) => Found::Bool(*b),
             DeValue::Datetime(_) => Found::DateTime,
             DeValue::Array(items) => Found::List(
@@ -154,26 +147,10 @@ impl Found {
     }
 }
 
-/// What was found where a table (or the list of components) was expected, in the words
-/// these messages have always used: a date or time is "a table" (serde saw it as one), a
-/// float is written with a decimal point, a string with Rust's escapes.
+/// What was found where a table (or the list of components) was expected, in the words of
+/// the other refusals ([`Found`]'s).
 fn not_a_table(value: &Value<'_>) -> Result<String, ReadError> {
-    Ok(match value.get_ref() {
-        DeValue::String(s) => format!("the string {s:?}"),
-        DeValue::Integer(i) => integer(value, i)?.map_or_else(|digits| digits, |v| v.to_string()),
-        DeValue::Float(v) => {
-            let v = float(value, v)?;
-            let text = v.to_string();
-            if v.is_finite() && !text.contains('.') {
-                format!("{text}.0")
-            } else {
-                text
-            }
-        }
-        DeValue::Boolean(b) => b.to_string(),
-        DeValue::Array(_) => "a list".into(),
-        DeValue::Table(_) | DeValue::Datetime(_) => "a table".into(),
-    })
+    Ok(Found::read(value)?.to_string())
 }
 
 /// A value read from its TOML form; a refusal names what was expected.
@@ -433,17 +410,14 @@ pub(super) struct RawEntry {
 
 /// A table of the schema: its keys, and how each is read.
 pub(super) trait Section: Default {
-    /// Its name in the message for a list too short (see [`read_section`]).
-    const NAME: &'static str;
-    /// Every key, in the order a list gives them (see [`read_section`]).
+    /// Every key it knows (named in the refusal of an unknown one).
     const KEYS: &'static [&'static str];
     /// Reads `value` as `key`; `false` when `key` is not one of [`Self::KEYS`].
     fn set(&mut self, key: &str, value: &Value<'_>) -> Result<bool, ReadError>;
 }
 
 /// `value` read as the table `S`, key by key in the parser's order; the first refusal is
-/// kept. A list is read by position, one element per key in [`Section::KEYS`] order, as the
-/// serde-derived reader did, so that no file that loaded changes its meaning.
+/// kept.
 pub(super) fn read_section<S: Section>(value: &Value<'_>) -> Result<S, ReadError> {
     let mut section = S::default();
     match value.get_ref() {
@@ -456,28 +430,6 @@ pub(super) fn read_section<S: Section>(value: &Value<'_>) -> Result<S, ReadError
                     });
                 }
             }
-        }
-        DeValue::Array(items) => {
-            for (position, key) in S::KEYS.iter().enumerate() {
-                let item = items.get(position).ok_or_else(|| {
-                    refuse(
-                        value,
-                        format!(
-                            "invalid length {position}, expected struct {} with {} elements",
-                            S::NAME,
-                            S::KEYS.len()
-                        ),
-                    )
-                })?;
-                section.set(key, item)?;
-            }
-        }
-        // The parser's reader presented a date or time as a table of one private key.
-        DeValue::Datetime(_) => {
-            return Err(refuse(
-                value,
-                unknown_key("$__toml_private_datetime", S::KEYS),
-            ));
         }
         _ => {
             return Err(refuse(
@@ -533,7 +485,6 @@ impl RawConfig {
 }
 
 impl Section for RawConfig {
-    const NAME: &'static str = "RawConfig";
     const KEYS: &'static [&'static str] = &[
         "watchdog",
         "agent",
@@ -559,7 +510,6 @@ impl Section for RawConfig {
 }
 
 impl Section for RawWatchdog {
-    const NAME: &'static str = "RawWatchdog";
     const KEYS: &'static [&'static str] = &["device", "timeout", "feed_interval"];
     fn set(&mut self, key: &str, value: &Value<'_>) -> Result<bool, ReadError> {
         match key {
@@ -573,7 +523,6 @@ impl Section for RawWatchdog {
 }
 
 impl Section for RawAgent {
-    const NAME: &'static str = "RawAgent";
     const KEYS: &'static [&'static str] = &[
         "check_interval",
         "state_dir",
@@ -595,7 +544,6 @@ impl Section for RawAgent {
 }
 
 impl Section for RawLed {
-    const NAME: &'static str = "RawLed";
     const KEYS: &'static [&'static str] = &["kind", "chip", "line", "name", "active_low"];
     fn set(&mut self, key: &str, value: &Value<'_>) -> Result<bool, ReadError> {
         match key {
@@ -611,7 +559,6 @@ impl Section for RawLed {
 }
 
 impl Section for RawGuard {
-    const NAME: &'static str = "RawGuard";
     const KEYS: &'static [&'static str] = &["max_resets", "window"];
     fn set(&mut self, key: &str, value: &Value<'_>) -> Result<bool, ReadError> {
         match key {
@@ -624,7 +571,6 @@ impl Section for RawGuard {
 }
 
 impl Section for RawEntry {
-    const NAME: &'static str = "RawEntry";
     const KEYS: &'static [&'static str] = &[
         "name",
         "heartbeat",
@@ -670,7 +616,11 @@ mod tests {
         let value = Spanned::new(0..4, DeValue::Boolean(true));
         for key in S::KEYS {
             let known = S::default().set(key, &value).unwrap_or(true);
-            assert!(known, "{}: `{key}` is listed but not read", S::NAME);
+            assert!(
+                known,
+                "{}: `{key}` is listed but not read",
+                std::any::type_name::<S>()
+            );
         }
         assert!(!S::default().set("unlisted", &value).unwrap_or(true));
     }
