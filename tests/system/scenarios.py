@@ -353,8 +353,16 @@ def s_healthy_soak(ctx):
     ctx.figure("LED sampler", f"{g.led.samples} samples, {g.led.errors} errors")
     ctx.check("LED pattern is the healthy blip", c["kind"] == "healthy" and r.ok, f"{c['text']}; {r.text}")
     ctx.check("no blip missing", len(pulses) >= expected - 1, f"{len(pulses)} vs {expected}")
-    ctx.check("every blip on for 100 ms (+-40 ms)", all(0.06 <= o <= 0.14 for o in ons),
-              f"{ms(min(ons))}-{ms(max(ons))} ms")
+    # A wrong agent is wrong at every blip (one pattern table, one timer); a lone blip off by
+    # more than its measured uncertainty is a stall the host did not report. So: the median
+    # on time to 10 ms, and at most one blip in 50 outside +-40 ms (each one shown).
+    outliers = [o for o in ons if not 0.06 <= o <= 0.14]
+    ctx.figure("LED blips outside 60-140 ms", len(outliers), "",
+               ", ".join(f"{ms(o)} ms" for o in outliers) or "none")
+    ctx.check("blips on for 100 ms: median within 10 ms, at most 1 in 50 outside +-40 ms",
+              abs(statistics.median(ons) - 0.1) <= 0.01 and len(outliers) <= max(1, len(ons) // 50),
+              f"median {ms(statistics.median(ons))} ms, {len(outliers)} of {len(ons)} outside, "
+              f"range {ms(min(ons))}-{ms(max(ons))} ms")
     ctx.check("every period 3000 ms (+-100 ms), mean within 20 ms",
               all(2.9 <= p <= 3.1 for p in periods) and abs(statistics.mean(periods) - 3.0) < 0.02,
               f"{ms(min(periods))}-{ms(max(periods))} ms, mean {statistics.mean(periods) * 1000:.1f}")
