@@ -73,7 +73,6 @@ pub enum StartError {
     /// More components than the supervisor holds.
     TooManyComponents,
     /// A component name longer than the agent keeps.
-    NameTooLong,
     /// A component's repair command cannot be prepared for launching.
     ComponentRepair {
         component: String,
@@ -87,7 +86,6 @@ impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StartError::TooManyComponents => f.write_str("too many components"),
-            StartError::NameTooLong => f.write_str("name too long"),
             StartError::ComponentRepair { component, error } => {
                 write!(
                     f,
@@ -181,7 +179,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
                     })?,
                 refused: false,
             });
-            names.push(NameBuf::try_from(c.name.as_str()).map_err(|_| StartError::NameTooLong)?);
+            names.push(c.name.text().clone());
         }
         let hearts = match &config.hearts {
             Some(h) => {

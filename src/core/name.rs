@@ -71,6 +71,11 @@ impl Name {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The name in its fixed-capacity buffer, for holders that must not allocate.
+    pub fn text(&self) -> &heapless::String<MAX_NAME_LEN> {
+        &self.0
+    }
 }
 
 impl fmt::Display for Name {
