@@ -1,15 +1,18 @@
 //! The agent loop: the thin shell that carries the core's decisions out.
 //!
-//! Each pass reaps finished repairs, stats every heartbeat (and pidfile), brings the hearts
-//! directory's components in step ([`hearts`]), hands the observations to the
-//! [`Supervisor`], and carries out its actions: problem files, repairs, logging, feeding,
-//! the reset path. Between passes the loop sleeps until the core's next deadline or the
-//! LED's next edge, whichever comes first.
+//! The loop waits ([`Agent::wait`]) until the earliest of the core's next deadline, the
+//! LED's next edge and the next safety-net look, or until a pinned process exits
+//! ([`Pins`]) or the hearts directory's entries change ([`hearts`]). Each pass then reaps
+//! finished repairs, reports exits, looks at the heartbeats (and pidfiles) the core says
+//! are due, brings the hearts directory in step, lets the [`Supervisor`] decide, and
+//! carries out its actions: problem files, repairs, logging, feeding, the reset path.
+//! Every `check_interval` a pass is also a safety-net look: held signals are read, the run
+//! and state directories checked, an operator's clear-hold request taken.
 //!
 //! Invariants: nothing here allocates after [`Agent::new`] returns (every buffer and table
 //! is sized at startup); the watchdog is fed only through the core's `Feed`, which follows a
-//! complete pass; on the reset path the reason is persisted before feeding stops, and the
-//! device is kept open without the magic 'V'.
+//! pass that looked at everything due; on the reset path the reason is persisted before
+//! feeding stops, and the device is kept open without the magic 'V'.
 
 mod hearts;
 
@@ -19,18 +22,20 @@ use std::os::unix::ffi::OsStrExt as _;
 use std::path::PathBuf;
 
 use embedded_hal::digital::OutputPin;
+use rustix::event::{PollFd, PollFlags};
 
 use crate::cli::status;
 use crate::config::Config;
 use crate::core::pattern::Pattern;
 use crate::core::supervisor::{
-    Action, Cause, FALLBACK_TIMEOUTS, Observation, Process, Settings, Supervisor, Withheld,
+    Action, Cause, FALLBACK_TIMEOUTS, Look, Observation, Process, Settings, Supervisor, Withheld,
 };
 use crate::core::time::Instant;
 use crate::limits::{MAX_COMPONENTS, MAX_NAME_LEN, MAX_REASON_LEN, MAX_STATUS_LEN};
 use crate::os::clock::Clock;
 use crate::os::heartbeat;
 use crate::os::led::{FaultLed, PinError};
+use crate::os::pidfd::Pins;
 use crate::os::repair::{self, Repairs};
 use crate::os::rundir::{Checked, RunDir};
 use crate::os::spawn::PrepareError;
@@ -110,6 +115,13 @@ struct Watched {
 pub struct Agent<P: OutputPin, C: Clock> {
     sup: Box<Supervisor>,
     watched: Vec<Watched>,
+    pins: Pins,
+    /// Components whose pinned process was seen to exit at the last wake-up.
+    exited: Box<heapless::Vec<usize, MAX_COMPONENTS>>,
+    /// Something became ready at the last wake-up: pass now, whatever the deadline.
+    woken: bool,
+    next_safety_net: Instant,
+    check_interval: Duration,
     names: Vec<NameBuf>,
     hearts: Option<Hearts>,
     repairs: Repairs,
@@ -196,6 +208,11 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
         Ok(Agent {
             sup,
             watched,
+            pins: Pins::new(config.components.len()),
+            exited: Box::default(),
+            woken: false,
+            next_safety_net: now,
+            check_interval: config.agent.check_interval,
             names,
             hearts,
             repairs: Repairs::default(),
@@ -217,23 +234,70 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
     pub fn run(mut self) -> ! {
         loop {
             let wake = self.step();
-            self.parts.clock.sleep_until(wake);
+            self.wait(wake);
         }
     }
 
-    /// One turn of the loop: a pass if one is due, the LED, the status snapshot. Returns
-    /// when the loop should wake next.
+    /// One turn of the loop: a pass if one is due (or something woke the loop), the LED,
+    /// the status snapshot. Returns when the loop should wake next.
     pub fn step(&mut self) -> Instant {
         let now = self.parts.clock.now();
-        if now >= self.next_pass {
+        if now >= self.next_pass || core::mem::take(&mut self.woken) {
             self.pass(now);
-            self.next_pass = self.sup.next_deadline();
+            let listing = self
+                .hearts
+                .as_ref()
+                .map_or(Instant::NEVER, |h| h.next_deadline());
+            self.next_pass = self
+                .sup
+                .next_deadline()
+                .min(self.next_safety_net)
+                .min(listing);
         }
         let led_edge = self.update_led(now);
         if self.written_generation != Some(self.sup.generation()) {
             self.write_status(now);
         }
         self.next_pass.min(led_edge)
+    }
+
+    /// Waits until `until`, or until a pinned process exits or the hearts directory's
+    /// entries change; what became ready is handled by the next [`Agent::step`].
+    pub fn wait(&mut self, until: Instant) {
+        const MAX_WAITED: usize = MAX_COMPONENTS + 1;
+        let Agent {
+            pins,
+            hearts,
+            exited,
+            woken,
+            parts,
+            ..
+        } = self;
+        let watch_ready = {
+            let mut fds: heapless::Vec<PollFd<'_>, MAX_WAITED> = heapless::Vec::new();
+            let watch = hearts.as_ref().and_then(|h| h.watch_fd());
+            let watching = watch.is_some();
+            // Cannot overflow: one watch, and at most one pin per component.
+            if let Some(fd) = watch {
+                let _ = fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
+            }
+            for (_, fd) in pins.pinned() {
+                let _ = fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
+            }
+            parts.clock.wait_until(until, &mut fds);
+            let mut ready = fds.iter().map(|fd| !fd.revents().is_empty());
+            let watch_ready = watching && ready.next() == Some(true);
+            for ((index, _), is_ready) in pins.pinned().zip(ready) {
+                if is_ready {
+                    let _ = exited.push(index);
+                }
+            }
+            watch_ready
+        };
+        if watch_ready && let Some(h) = hearts.as_mut() {
+            h.woken();
+        }
+        *woken |= watch_ready || !exited.is_empty();
     }
 
     /// The supervisor, for tests and the status snapshot.
@@ -252,16 +316,49 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
         }
     }
 
-    /// One pass: the directories and requests, then reap, observe, hearts, tick, act.
+    /// One pass: on a safety-net look the signals, directories and requests; then reap,
+    /// exits, the looks that are due, tick, act.
     fn pass(&mut self, now: Instant) {
-        crate::os::signals::consume(now);
-        self.check_dirs(now);
-        self.clear_hold_if_requested();
+        let safety_net = now >= self.next_safety_net;
+        if safety_net {
+            self.next_safety_net = now.saturating_add(self.check_interval);
+            crate::os::signals::consume(now);
+            self.check_dirs(now);
+            self.clear_hold_if_requested();
+        }
         self.reap(now);
-        self.observe();
-        self.scan_hearts(now);
+        self.report_exits(now);
+        let hearts_due = match self.hearts.as_mut() {
+            Some(hearts) => hearts.due(now, safety_net, &self.sup),
+            None => false,
+        };
+        if hearts_due || (0..self.watched.len()).any(|index| self.sup.look_due(index, now)) {
+            let steps = self.parts.clock.wall_steps();
+            let look = Look {
+                at: now,
+                wall_offset: self.parts.clock.wall_offset(),
+                steps,
+            };
+            self.observe(look);
+            if let Some(hearts) = self.hearts.as_mut() {
+                hearts.scan(look, &mut self.sup, &self.parts.run, &self.names);
+            }
+            let after = self.parts.clock.wall_steps();
+            if after != steps {
+                self.sup.wall_clock_stepped(now, after);
+            }
+        }
         self.tick(now);
         self.act_all(now);
+    }
+
+    /// Tells the supervisor of the pinned processes seen to exit.
+    fn report_exits(&mut self, now: Instant) {
+        while let Some(index) = self.exited.pop() {
+            if let Some(pid) = self.pins.forget(index) {
+                self.sup.process_exited(index, pid, now);
+            }
+        }
     }
 
     /// Notices the run or state directory broken, replaced or repaired; shows the fault
@@ -314,9 +411,13 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
         }
     }
 
-    /// Stats the heartbeat (and pidfile) of every configured component.
-    fn observe(&mut self) {
+    /// Stats the heartbeat (and reads the pidfile) of every configured component that is
+    /// due for a look.
+    fn observe(&mut self, look: Look) {
         for (index, w) in self.watched.iter_mut().enumerate() {
+            if !self.sup.look_due(index, look.at) {
+                continue;
+            }
             let heartbeat = match heartbeat::stamp(&w.heartbeat) {
                 Ok(stamp) => {
                     w.refused = false;
@@ -334,17 +435,19 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
                     None
                 }
             };
-            let process = w
-                .pidfile
-                .as_deref()
-                .map_or(Process::Unknown, heartbeat::process);
-            self.sup.observe(index, Observation { heartbeat, process });
-        }
-    }
-
-    fn scan_hearts(&mut self, now: Instant) {
-        if let Some(hearts) = self.hearts.as_mut() {
-            hearts.scan(now, &mut self.sup, &self.parts.run, &self.names);
+            let (process, poll_process) = match w.pidfile.as_deref() {
+                Some(pidfile) => self.pins.follow(index, heartbeat::process(pidfile)),
+                None => (Process::Unknown, false),
+            };
+            self.sup.observe(
+                index,
+                look,
+                Observation {
+                    heartbeat,
+                    process,
+                    poll_process,
+                },
+            );
         }
     }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use watchkeeper::core::pattern::Pattern;
 use watchkeeper::core::supervisor::{
-    Action, Cause, FALLBACK_TIMEOUTS, Observation, Policy, Process, REPAIR_KILL_GRACE,
+    Action, Cause, FALLBACK_TIMEOUTS, Look, Observation, Policy, Process, REPAIR_KILL_GRACE,
     RepairPolicy, Settings, Stamp, Supervisor, Withheld,
 };
 use watchkeeper::core::time::Instant;
@@ -39,6 +39,30 @@ fn repair(max_attempts: u32) -> RepairPolicy {
     }
 }
 
+/// Wall clock minus monotonic clock in the simulated world, in nanoseconds (a board
+/// booted in November 2023).
+const WALL0: i64 = 1_700_000_000 * 1_000_000_000;
+
+/// A look at `now` by a shell whose wall clock never steps.
+fn look(now: Instant) -> Look {
+    Look {
+        at: now,
+        wall_offset: WALL0,
+        steps: 0,
+    }
+}
+
+/// The stamp after `beats` touches, the last at monotonic instant `at`.
+fn stamp_at(beats: u64, at: Instant) -> Stamp {
+    let wall = WALL0 + at.as_nanos() as i64;
+    Stamp {
+        mtime: (beats as i64, 0),
+        ctime: (wall / 1_000_000_000, wall % 1_000_000_000),
+        ..Stamp::default()
+    }
+}
+
+/// The stamp after `beats` touches whose times say nothing (dated by the window alone).
 fn stamp(beats: u64) -> Stamp {
     Stamp {
         mtime: (beats as i64, 0),
@@ -67,10 +91,13 @@ impl Sim {
     }
 
     fn observe_at(&self, now: Instant) -> Observation {
-        let count = self.beats.partition_point(|b| *b <= now) as u64;
+        let count = self.beats.partition_point(|b| *b <= now);
         Observation {
-            heartbeat: if count == 0 { None } else { Some(stamp(count)) },
+            heartbeat: count
+                .checked_sub(1)
+                .map(|last| stamp_at(count as u64, self.beats[last])),
             process: self.process,
+            poll_process: false,
         }
     }
 }
@@ -82,7 +109,9 @@ fn run(sup: &mut Supervisor, sims: &[Sim], from: Instant, end: Instant) -> Vec<(
     let mut now = from;
     while now <= end {
         for (i, sim) in sims.iter().enumerate() {
-            sup.observe(i, sim.observe_at(now));
+            if sup.look_due(i, now) {
+                sup.observe(i, look(now), sim.observe_at(now));
+            }
         }
         let mut exited = Vec::new();
         sup.tick(now, |a| {
@@ -197,7 +226,7 @@ fn detection_is_within_a_millisecond_of_the_deadline() {
             Instant::from_millis(stop_ms).saturating_add(60 * SEC),
         );
         let last_beat = *sims[0].beats.last().unwrap();
-        // The beat is dated at the first pass that saw it: at most one check interval late.
+        // The beat is dated from its file: the death is declared at its deadline exactly.
         let (t, a) = first(&log, |a| matches!(a, Action::Died { .. })).unwrap();
         let Action::Died { since, cause, .. } = *a else {
             unreachable!()
@@ -207,10 +236,10 @@ fn detection_is_within_a_millisecond_of_the_deadline() {
             t.since(since) <= Duration::from_millis(1),
             "decided {t:?}, deadline {since:?}"
         );
-        let seen = since.since(last_beat);
-        assert!(
-            seen >= SEC * timeout && seen <= SEC * timeout + SEC,
-            "case {period_ms}/{timeout}: {seen:?}"
+        assert_eq!(
+            since,
+            last_beat.saturating_add(SEC * timeout),
+            "case {period_ms}/{timeout}"
         );
     }
 }
@@ -369,7 +398,7 @@ fn a_repair_that_hangs_gets_term_then_kill() {
     let mut log = Vec::new();
     let mut now = Instant::ZERO;
     while now < secs(30) {
-        sup.observe(0, sims[0].observe_at(now));
+        sup.observe(0, look(now), sims[0].observe_at(now));
         sup.tick(now, |a| log.push((now, a)));
         now = sup.next_deadline();
     }
@@ -466,17 +495,18 @@ fn a_vanished_process_is_dead_at_once_and_pid_reuse_is_caught() {
     let obs = |beats, process| Observation {
         heartbeat: Some(stamp(beats)),
         process,
+        poll_process: true,
     };
     let mut actions = Vec::new();
     // Baseline, then one beat each: both alive.
     for (t, b) in [(0, 1), (1, 2)] {
-        sup.observe(0, obs(b, running(100, 5000)));
-        sup.observe(1, obs(b, running(200, 6000)));
+        sup.observe(0, look(secs(t)), obs(b, running(100, 5000)));
+        sup.observe(1, look(secs(t)), obs(b, running(200, 6000)));
         sup.tick(secs(t), |a| actions.push(a));
     }
     // Component 0's process is gone; component 1's pid now belongs to another process.
-    sup.observe(0, obs(2, Process::Gone { pid: 100 }));
-    sup.observe(1, obs(2, running(200, 9999)));
+    sup.observe(0, look(secs(2)), obs(2, Process::Gone { pid: 100 }));
+    sup.observe(1, look(secs(2)), obs(2, running(200, 9999)));
     sup.tick(secs(2), |a| actions.push(a));
     assert!(actions.contains(&Action::Died {
         component: 0,
@@ -490,8 +520,8 @@ fn a_vanished_process_is_dead_at_once_and_pid_reuse_is_caught() {
     }));
     // A restarted component: new pid and a fresh beat bring it back.
     actions.clear();
-    sup.observe(0, obs(3, running(101, 7000)));
-    sup.observe(1, obs(3, running(200, 9999)));
+    sup.observe(0, look(secs(3)), obs(3, running(101, 7000)));
+    sup.observe(1, look(secs(3)), obs(3, running(200, 9999)));
     sup.tick(secs(3), |a| actions.push(a));
     assert!(actions.contains(&Action::Recovered {
         component: 0,
@@ -503,41 +533,153 @@ fn a_vanished_process_is_dead_at_once_and_pid_reuse_is_caught() {
     }));
 }
 
+/// The dating of beats, over random beat and wall-clock step sequences, looked at from
+/// random instants: a death is never declared early (beyond the filesystem's timestamp
+/// granularity); it is late by at most the look window that saw the last beat when that
+/// window held a step, and exact to the granularity otherwise. It is declared at the
+/// deadline, never before the component's last beat plus its timeout.
 #[test]
-fn wall_clock_steps_in_mtime_change_nothing() {
-    // Same beat times; in the second run the mtimes jump a day forward, then a day back,
-    // as they do when NTP steps the clock. Decisions must be identical.
-    let run_with = |mtime_of: &dyn Fn(u64) -> i64| {
-        let mut sup = Supervisor::new(settings(), Instant::ZERO, None, 11);
-        sup.add(policy(5, 30), Instant::ZERO).unwrap();
-        let mut log = Vec::new();
-        let mut now = Instant::ZERO;
-        while now < secs(600) {
-            let beats = (now.as_nanos() / 2_000_000_000).min(100); // beats every 2 s, stops at 200 s
-            let stamp = Stamp {
-                mtime: (mtime_of(beats), 0),
-                ..Stamp::default()
-            };
-            sup.observe(
-                0,
-                Observation {
-                    heartbeat: Some(stamp),
-                    process: Process::Unknown,
-                },
-            );
-            sup.tick(now, |a| log.push((now, a)));
-            now = sup.next_deadline();
-        }
-        log
+fn wall_clock_steps_never_make_a_death_early_and_at_most_one_window_late() {
+    // A 250 Hz kernel's coarse clock, which dates files up to one tick early.
+    const GRANULARITY_NS: i64 = 4_000_000;
+    const DAY_NS: i64 = 86_400 * 1_000_000_000;
+    let mut rng = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move |bound: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % bound.max(1)
     };
-    let steady = run_with(&|b| 1_700_000_000 + 2 * b as i64);
-    let stepped = run_with(&|b| match b {
-        0..=20 => 2 * b as i64,                           // no RTC: 1970
-        21..=50 => 1_700_000_000 + 86_400 + 2 * b as i64, // NTP steps a day too far
-        _ => 1_700_000_000 + 2 * b as i64,                // and back
-    });
-    assert_eq!(steady, stepped);
-    assert!(first(&steady, |a| matches!(a, Action::ForceReset { .. })).is_some());
+    let mut stepped_windows = 0;
+    for seed in 0..3000 {
+        let timeout_ms = 1000 + next(19_000);
+        let timeout = Duration::from_millis(timeout_ms);
+        let stop = Instant::from_millis(10_000 + next(100_000));
+        let mut beats = vec![Instant::from_millis(next(900))];
+        while *beats.last().unwrap() < stop {
+            let gap = 50 + next(timeout_ms - 60);
+            beats.push(
+                beats
+                    .last()
+                    .unwrap()
+                    .saturating_add(Duration::from_millis(gap)),
+            );
+        }
+        let last_beat = *beats.last().unwrap();
+        // Room for a death one whole window late.
+        let end = last_beat.saturating_add(2 * timeout + 5 * SEC);
+        // Steps of +-1 day, +-2 days, or a few milliseconds, anywhere, some right at a
+        // beat or its deadline.
+        let mut steps: Vec<(Instant, i64)> = (0..next(8))
+            .map(|_| {
+                let at = match next(4) {
+                    0 => beats[next(beats.len() as u64) as usize],
+                    1 => last_beat.saturating_add(timeout),
+                    _ => Instant::from_millis(next(end.as_nanos() / 1_000_000)),
+                };
+                let amount = match next(3) {
+                    0 => DAY_NS,
+                    1 => -2 * DAY_NS,
+                    _ => next(10_000_000) as i64 - 5_000_000,
+                };
+                (at, amount)
+            })
+            .collect();
+        steps.sort();
+        let offset_at = |t: Instant| {
+            WALL0
+                + steps
+                    .iter()
+                    .filter(|(at, _)| *at <= t)
+                    .map(|(_, d)| d)
+                    .sum::<i64>()
+        };
+        let steps_at = |t: Instant| steps.iter().filter(|(at, _)| *at <= t).count() as u64;
+        let stamp_now = |now: Instant| {
+            let count = beats.partition_point(|b| *b <= now);
+            count.checked_sub(1).map(|last| {
+                let beat = beats[last];
+                let wall = beat.as_nanos() as i64 + offset_at(beat);
+                let coarse = wall - wall.rem_euclid(GRANULARITY_NS);
+                Stamp {
+                    mtime: (count as i64, 0),
+                    ctime: (
+                        coarse.div_euclid(1_000_000_000),
+                        coarse.rem_euclid(1_000_000_000),
+                    ),
+                    ..Stamp::default()
+                }
+            })
+        };
+        let mut sup = Supervisor::new(settings(), Instant::ZERO, None, seed);
+        sup.add(
+            Policy {
+                timeout,
+                grace: timeout + SEC,
+                ..policy(1, 100_000)
+            },
+            Instant::ZERO,
+        )
+        .unwrap();
+        let mut looks = Vec::new();
+        let mut died = Vec::new();
+        let mut now = Instant::ZERO;
+        while now <= end {
+            if sup.look_due(0, now) {
+                let seen = Look {
+                    at: now,
+                    wall_offset: offset_at(now),
+                    steps: steps_at(now),
+                };
+                let observation = Observation {
+                    heartbeat: stamp_now(now),
+                    process: Process::Unknown,
+                    poll_process: false,
+                };
+                sup.observe(0, seen, observation);
+                looks.push(now);
+            }
+            sup.tick(now, |a| {
+                if let Action::Died { since, cause, .. } = a {
+                    died.push((now, since, cause));
+                }
+            });
+            // Other wake-ups (LED edges, events) come at random instants.
+            let other = now.saturating_add(Duration::from_millis(1 + next(1500)));
+            now = sup.next_deadline().min(other);
+        }
+        assert_eq!(died.len(), 1, "seed {seed}: deaths {died:?}");
+        let (decided, since, cause) = died[0];
+        assert_eq!(cause, Cause::Silent, "seed {seed}");
+        assert_eq!(decided, since, "seed {seed}: declared after its deadline");
+        let deadline = last_beat.saturating_add(timeout);
+        let granularity = Duration::from_nanos(GRANULARITY_NS as u64);
+        assert!(
+            since.saturating_add(granularity) >= deadline,
+            "seed {seed}: death at {since:?}, early for the deadline {deadline:?}"
+        );
+        // The window that saw the last beat: from the look before it to the first after.
+        let seen_at = looks.iter().position(|t| *t >= last_beat).unwrap();
+        let window = (looks[seen_at - 1], looks[seen_at]);
+        let stepped = steps
+            .iter()
+            .any(|(at, _)| *at > window.0 && *at <= window.1);
+        let latest = if stepped {
+            stepped_windows += 1;
+            window.1.saturating_add(timeout)
+        } else {
+            deadline
+        };
+        assert!(
+            since <= latest,
+            "seed {seed}: death at {since:?}, later than {latest:?} (window {window:?}, stepped {stepped})"
+        );
+    }
+    // The sequences did exercise steps inside the deciding window.
+    assert!(
+        stepped_windows > 100,
+        "only {stepped_windows} stepped windows"
+    );
 }
 
 /// Randomized properties over many seeds: components with random periods and timeouts,

@@ -27,7 +27,6 @@ use watchkeeper::agent::{Agent, Parts};
 use watchkeeper::config;
 use watchkeeper::core::pattern::Pattern;
 use watchkeeper::core::time::Instant;
-use watchkeeper::os::clock::Clock;
 use watchkeeper::os::led::FaultLed;
 use watchkeeper::os::repair::{self, Repairs};
 use watchkeeper::os::rundir::RunDir;
@@ -92,6 +91,13 @@ repair_timeout = "5s"
 repair_backoff = "500ms"
 repair_backoff_max = "1s"
 max_repairs = 100
+[[component]]
+name = "pinned"
+heartbeat = "{dir}/pinned.beat"
+pidfile = "{dir}/pinned.pid"
+timeout = "1s"
+grace = "2s"
+critical = false
 "#,
         dir = dir.display()
     );
@@ -128,9 +134,21 @@ max_repairs = 100
 
     let steady = dir.join("steady.beat");
     let flaky = dir.join("flaky.beat");
+    // A real process behind a pidfile, so the loop pins it and sees it exit (a pidfd).
+    let pinned = dir.join("pinned.beat");
+    let spawn_pinned = || {
+        let child = std::process::Command::new("sleep")
+            .arg("1000")
+            .spawn()
+            .unwrap();
+        std::fs::write(dir.join("pinned.pid"), format!("{}\n", child.id())).unwrap();
+        child
+    };
+    let mut pinned_child = spawn_pinned();
+    let mut pinned_causes = std::collections::BTreeSet::new();
+    let mut pinned_exited = 0;
     // To find an allocation: WK_ABORT_ON_ALLOC=1 gdb -ex run -ex bt <this test binary>.
     let abort_on_alloc = std::env::var_os("WK_ABORT_ON_ALLOC").is_some();
-    let mut clock = SimClock { now: now.clone() };
     let mut iterations = 0u64;
     let mut after_warmup = NONE;
     let mut seen = Vec::new();
@@ -147,6 +165,17 @@ max_repairs = 100
             last_touch = ms / 200;
             touch(&steady);
             touch(&heart);
+            touch(&pinned);
+            // Killed at 30 s and started again at 32 s: an exit event, then a new pin.
+            match ms {
+                30_000..30_200 => {
+                    pinned_exited = pinned_child.id();
+                    let _ = pinned_child.kill();
+                    let _ = pinned_child.wait();
+                }
+                32_000..32_200 => pinned_child = spawn_pinned(),
+                _ => {}
+            }
             if ms < 5_000 {
                 touch(&flaky);
             }
@@ -191,17 +220,24 @@ max_repairs = 100
             states.insert(view.state.to_string());
             attempts = attempts.max(view.repair_attempts);
         }
-        // Hearts by order found: backup (2) at the first pass, late (3), transient (4).
-        if let Some(view) = agent.supervisor().view(3) {
+        // Hearts by order found: backup (3) at the first pass, late (4), transient (5).
+        if let Some(view) = agent.supervisor().view(4) {
             late_states.insert(view.state.to_string());
             late_attempts = late_attempts.max(view.repair_attempts);
         }
-        transient_seen |= ms > 16_000 && agent.supervisor().view(4).is_some();
+        transient_seen |= ms > 16_000 && agent.supervisor().view(5).is_some();
+        if let Some(cause) = agent.supervisor().view(2).and_then(|v| v.cause) {
+            pinned_causes.insert(cause.to_string());
+        }
         // Repairs are real processes: give them real time to exit now and then.
         if iterations.is_multiple_of(500) {
             std::thread::sleep(Duration::from_millis(5));
         }
-        clock.sleep_until(wake.min(now.get().saturating_add(Duration::from_millis(10))));
+        let until = wake.min(now.get().saturating_add(Duration::from_millis(10)));
+        let ((), allocations) = counted(|| agent.wait(until));
+        if ms > 8_000 {
+            assert_eq!(allocations, NONE, "allocation in the wait at {ms} ms");
+        }
         iterations += 1;
     }
     assert_eq!(after_warmup, NONE);
@@ -237,12 +273,23 @@ max_repairs = 100
         "late: only {late_attempts} repair attempts"
     );
     assert!(transient_seen, "transient never supervised");
+    // The pinned process's exit was seen, from its pidfd, and its successor pinned.
+    assert_eq!(
+        pinned_causes,
+        [format!(
+            "process {} from the pidfile is gone",
+            pinned_exited
+        )]
+        .into(),
+    );
+    let _ = pinned_child.kill();
+    let _ = pinned_child.wait();
     assert!(
-        agent.supervisor().view(4).is_none(),
+        agent.supervisor().view(5).is_none(),
         "transient or junk supervised at the end"
     );
     assert_eq!(
-        agent.supervisor().policy(2).map(|p| p.timeout),
+        agent.supervisor().policy(3).map(|p| p.timeout),
         Some(Duration::from_secs(10)),
         "backup's new timeout"
     );
@@ -397,7 +444,6 @@ fn broken_and_recreated_directories_allocate_nothing() {
             std::fs::remove_file(state).unwrap()
         }),
     ];
-    let mut clock = SimClock { now: now.clone() };
     let mut next = 0;
     let mut patterns = Vec::new();
     while now.get() < Instant::from_millis(12_000) {
@@ -419,7 +465,7 @@ fn broken_and_recreated_directories_allocate_nothing() {
         if patterns.last() != Some(&pattern) {
             patterns.push(pattern);
         }
-        clock.sleep_until(wake.min(now.get().saturating_add(Duration::from_millis(10))));
+        agent.wait(wake.min(now.get().saturating_add(Duration::from_millis(10))));
     }
     assert_eq!(next, faults.len());
     assert!(

@@ -1,5 +1,10 @@
 //! Hearts-directory membership: which files of the hearts directory are supervised
-//! components, kept in step with the directory at every pass.
+//! components, kept in step with the directory.
+//!
+//! The directory is listed when inotify says its entries changed ([`DirWatch`]), when a
+//! look finds a heart gone or replaced, and at every safety-net look where inotify cannot
+//! be trusted; its identity is checked at every safety-net look. A heart's own file is
+//! looked at when the supervisor says it is due, like a configured heartbeat.
 //!
 //! A file whose content is a timeout becomes a component of the supervisor, from its
 //! startup grace; a file replaced (another size or inode) is read again and its timeout
@@ -21,12 +26,17 @@ use heapless::index_map::FnvIndexMap;
 
 use super::{NameBuf, Reason};
 use crate::config::HeartsConfig;
-use crate::core::supervisor::{Observation, Policy, Process, Stamp, Supervisor};
+use crate::core::supervisor::{Look, Observation, Policy, Process, Stamp, Supervisor};
 use crate::core::time::Instant;
 use crate::limits::MAX_COMPONENTS;
+use crate::os::dirwatch::{DirWatch, Seen};
 use crate::os::heartbeat::{DirState, DirTrouble, Entry, HeartsDir, Reader, Refusals};
 use crate::os::repair::Launcher;
 use crate::os::rundir::RunDir;
+
+/// Wait after an event before listing: a burst of changes (an `rm -rf`, an install) is
+/// listed once, complete, and a directory being removed is seen removed, not emptied.
+const LISTING_SETTLE: Duration = Duration::from_millis(100);
 
 // A heart keeps its supervisor index in a `u16`, which must hold every index.
 const _: () = assert!(MAX_COMPONENTS <= u16::MAX as usize + 1);
@@ -50,6 +60,17 @@ enum Heart {
 /// The hearts directory and the components its files are.
 pub(super) struct Hearts {
     dir: HeartsDir,
+    watch: DirWatch,
+    /// The directory held is watched, or cannot be (said once per directory).
+    watch_tried: bool,
+    /// The watch descriptor was readable at the last wake-up.
+    events_ready: bool,
+    /// The next scan lists the directory.
+    listing: bool,
+    /// Events were read: the directory is listed at this instant.
+    listing_at: Option<Instant>,
+    /// The next scan checks that the directory held is the one its path names.
+    recheck: bool,
     config: HeartsConfig,
     launcher: Option<Launcher>,
     table: Table,
@@ -68,6 +89,7 @@ struct Table {
 /// What one scan works with besides the table.
 struct Scan<'a> {
     now: Instant,
+    look: Look,
     sup: &'a mut Supervisor,
     run: &'a RunDir,
     /// Names of the configured components, which no heart may take.
@@ -98,6 +120,12 @@ impl Hearts {
         let _ = names.resize(MAX_COMPONENTS, NameBuf::new());
         Hearts {
             dir: HeartsDir::open(&config.dir),
+            watch: DirWatch::new(),
+            watch_tried: false,
+            events_ready: false,
+            listing: true,
+            listing_at: None,
+            recheck: true,
             config: config.clone(),
             launcher,
             table: Table {
@@ -122,6 +150,7 @@ impl Hearts {
     /// The run directory came back without its problem files: a heart whose content is
     /// not a timeout is read again by the next scan, which writes its problem file again.
     pub(super) fn reread_refused(&mut self) {
+        self.listing = true;
         for heart in self.table.by_name.values_mut() {
             if let Heart::Bad { size, .. } = heart {
                 *size = -1;
@@ -129,18 +158,93 @@ impl Hearts {
         }
     }
 
-    /// Brings the supervisor's hearts in step with the directory: admits, re-reads and
-    /// removes hearts, observes the beat of each one seen, and logs what changed.
-    /// `configured` names the configured components, which hold the first indices.
+    /// The descriptor whose readiness means entries changed, while the directory is
+    /// watched.
+    pub(super) fn watch_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.watch.fd()
+    }
+
+    /// When a listing is due after events, if one is.
+    pub(super) fn next_deadline(&self) -> Instant {
+        self.listing_at.unwrap_or(Instant::NEVER)
+    }
+
+    /// The watch descriptor became readable.
+    pub(super) fn woken(&mut self) {
+        self.events_ready = true;
+    }
+
+    /// Whether a pass at `now` has work here: events to read, a listing or a check due,
+    /// or a heart due for a look. `safety_net`: the pass is a safety-net look.
+    pub(super) fn due(&mut self, now: Instant, safety_net: bool, sup: &Supervisor) -> bool {
+        if core::mem::take(&mut self.events_ready) {
+            let seen = self.watch.drain();
+            if seen != Seen::Nothing && self.listing_at.is_none() {
+                self.listing_at = Some(now.saturating_add(LISTING_SETTLE));
+            }
+            self.recheck |= seen == Seen::Everything;
+        }
+        if self.listing_at.is_some_and(|at| now >= at) {
+            self.listing_at = None;
+            self.listing = true;
+        }
+        if safety_net {
+            self.recheck = true;
+            self.listing |= !self.watch.trusted() || self.refusals.owed();
+        }
+        self.listing
+            || self.recheck
+            || self
+                .table
+                .supervised()
+                .any(|(_, index, _)| sup.look_due(index, now))
+    }
+
+    /// Looks at the hearts that are due, then, when needed, checks and lists the
+    /// directory: admits, re-reads and removes hearts, observes the beat of each one
+    /// seen, and logs what changed. `configured` names the configured components, which
+    /// hold the first indices.
     pub(super) fn scan(
         &mut self,
-        now: Instant,
+        look: Look,
         sup: &mut Supervisor,
         run: &RunDir,
         configured: &[NameBuf],
     ) {
+        let now = look.at;
+        for (name, index, heart) in self.table.supervised() {
+            if !sup.look_due(index, now) {
+                continue;
+            }
+            let stamp = self.dir.stamp(name).ok().flatten();
+            let same_file = match (stamp, heart) {
+                (Some(s), Heart::Supervised { size, inode, .. }) => {
+                    s.size == size && s.inode == inode
+                }
+                _ => false,
+            };
+            let orphan = matches!(heart, Heart::Supervised { orphan: true, .. });
+            // Gone, refused or replaced: the listing decides what becomes of it.
+            self.listing |= !same_file && !orphan;
+            sup.observe(
+                index,
+                look,
+                Observation {
+                    heartbeat: stamp,
+                    process: Process::Unknown,
+                    poll_process: false,
+                },
+            );
+        }
+        if !self.listing && !self.recheck {
+            return;
+        }
         let Hearts {
             dir,
+            watch,
+            watch_tried,
+            listing,
+            recheck,
             config,
             table,
             trouble,
@@ -148,6 +252,19 @@ impl Hearts {
             ..
         } = self;
         let checked = dir.check();
+        if let Ok(c) = checked
+            && (c.state != DirState::Same || !*watch_tried)
+            && let Some(fd) = dir.fd()
+        {
+            *watch_tried = true;
+            watch.watch(fd, dir.path());
+        }
+        let list = *listing || checked.is_err() || checked.is_ok_and(|c| c.state != DirState::Same);
+        *recheck = false;
+        if !list {
+            return;
+        }
+        *listing = false;
         refusals.begin(now, checked.is_ok_and(|c| c.changed));
         let supervised = table
             .by_name
@@ -156,6 +273,7 @@ impl Hearts {
             .count();
         let mut scan = Scan {
             now,
+            look,
             sup,
             run,
             configured,
@@ -174,13 +292,15 @@ impl Hearts {
         let lost = !matches!(scanned, Ok((DirState::Same, _)));
         // Listed only in part: a heart not seen may still be there; keep it (silent).
         let truncated = matches!(scanned, Ok((_, false)));
-        let orphans = table.retire(&mut scan, lost, truncated);
+        let (orphans, removed) = table.retire(&mut scan, lost, truncated);
+        // Room freed: an entry left out for want of it is admitted by the next listing.
+        *listing |= removed > 0;
         let path = config.dir.as_path();
         match scanned.map(|(state, _)| state) {
             Err(t) if *trouble != Some(t) => {
                 *trouble = Some(t);
                 log::error!(
-                    "hearts directory {}: {t}; looked at again every pass, its {orphans} hearts count as silent meanwhile",
+                    "hearts directory {}: {t}; looked at again every check_interval, its {orphans} hearts count as silent meanwhile",
                     path.display()
                 );
             }
@@ -205,6 +325,14 @@ impl Hearts {
 }
 
 impl Table {
+    /// Every supervised heart: its name, supervisor index and entry.
+    fn supervised(&self) -> impl Iterator<Item = (&str, usize, Heart)> + '_ {
+        self.by_name.iter().filter_map(|(name, heart)| match heart {
+            Heart::Supervised { index, .. } => Some((name.as_str(), usize::from(*index), *heart)),
+            Heart::Bad { .. } => None,
+        })
+    }
+
     /// One entry of the directory: refused, admitted, re-read if replaced, observed.
     fn visit(&mut self, scan: &mut Scan<'_>, reader: &Reader<'_>, entry: Entry<'_>) {
         let path = scan.config.dir.as_path();
@@ -254,9 +382,11 @@ impl Table {
             }) => {
                 scan.sup.observe(
                     usize::from(index),
+                    scan.look,
                     Observation {
                         heartbeat: Some(stamp),
                         process: Process::Unknown,
+                        poll_process: false,
                     },
                 );
                 Heart::Supervised {
@@ -347,9 +477,10 @@ impl Table {
 
     /// After a scan: forgets the hearts whose files are gone, keeps those the scan could
     /// not see (`lost` directory, `truncated` listing), and clears every `seen` mark.
-    /// Returns the hearts kept as orphans.
-    fn retire(&mut self, scan: &mut Scan<'_>, lost: bool, truncated: bool) -> usize {
+    /// Returns the hearts kept as orphans, and how many were removed.
+    fn retire(&mut self, scan: &mut Scan<'_>, lost: bool, truncated: bool) -> (usize, usize) {
         let mut orphans = 0usize;
+        let mut removed = 0usize;
         let names = &mut self.names;
         self.by_name.retain(|name, heart| match heart {
             Heart::Supervised { seen, .. } | Heart::Bad { seen, .. } if *seen => {
@@ -367,6 +498,7 @@ impl Table {
                 names[usize::from(*index)].clear();
                 let _ = scan.run.clear_problem(name);
                 log::info!("heart {name} removed: no longer supervised");
+                removed += 1;
                 false
             }
             Heart::Bad { .. } => {
@@ -378,7 +510,7 @@ impl Table {
                 false
             }
         });
-        orphans
+        (orphans, removed)
     }
 }
 
@@ -445,8 +577,16 @@ mod tests {
 
         fn scan(&mut self) {
             self.now = self.now.saturating_add(Duration::from_millis(100));
+            // A safety-net look: the directory is checked and listed.
+            self.hearts.due(self.now, true, &self.sup);
+            self.hearts.listing = true;
+            let look = Look {
+                at: self.now,
+                wall_offset: 0,
+                steps: 0,
+            };
             self.hearts
-                .scan(self.now, &mut self.sup, &self.run, &self.configured);
+                .scan(look, &mut self.sup, &self.run, &self.configured);
         }
 
         fn timeout(&self, index: usize) -> Option<Duration> {

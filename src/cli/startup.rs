@@ -147,7 +147,7 @@ fn open_watchdog(config: &Config) -> (Option<Box<dyn Watchdog>>, Option<u32>) {
 /// Runs the agent; returns only when the agent cannot start at all, saying why.
 pub fn run(config_path: &Path, agent_binary: &Path) -> RunError {
     crate::os::signals::install();
-    let clock = SystemClock;
+    let clock = SystemClock::new();
     let (config, config_errors) = load_config(config_path);
     if config.agent.log == config::LogTarget::Kmsg
         && let Err(e) = logging::use_kmsg(Path::new(KMSG))

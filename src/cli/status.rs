@@ -24,7 +24,6 @@ use nix::sys::stat::{FileStat, Mode};
 use crate::core::history::{Boot, End, History};
 use crate::limits::{MAX_COMPONENTS, MAX_STATUS_LEN};
 use crate::os::atomic::libc_mode;
-use crate::os::clock::{Clock, SystemClock};
 use crate::os::heartbeat::{self, Refusal};
 use crate::os::rundir::{FED, PROBLEMS, STATUS};
 use crate::os::state::{BootId, State, StateError, current_boot_id};
@@ -438,7 +437,7 @@ fn look(run_dir: &Path, state_dir: &Path) -> Seen {
         _ => None,
     };
     Seen {
-        now_ms: SystemClock.now().as_nanos() / 1_000_000,
+        now_ms: crate::os::clock::monotonic().as_nanos() / 1_000_000,
         run_dir: shown_path(run_dir),
         status_path: shown_path(&run_dir.join(STATUS)),
         problems_path: shown_path(&run_dir.join(PROBLEMS)),

@@ -1,14 +1,21 @@
 //! The pure supervision core: observations and time in, decisions out.
 //!
-//! The shell stats every heartbeat file and pidfile, hands the results to
-//! [`Supervisor::observe`], then calls [`Supervisor::tick`] with the current monotonic
-//! instant; the decisions come out as [`Action`]s through a callback. Between passes it
-//! sleeps until [`Supervisor::next_deadline`]. There is no I/O, no clock and no allocation
-//! here, so tests drive hours of simulated time in milliseconds.
+//! The shell wakes at [`Supervisor::next_deadline`] (or when a watched process exits,
+//! [`Supervisor::process_exited`]), stats the heartbeat file and pidfile of each component
+//! that [`Supervisor::look_due`] names, hands the results to [`Supervisor::observe`], then
+//! calls [`Supervisor::tick`] with the current monotonic instant; the decisions come out as
+//! [`Action`]s through a callback. There is no I/O, no clock and no allocation here, so
+//! tests drive hours of simulated time in milliseconds.
 //!
 //! Invariants:
-//! - A beat is dated when a pass first sees the heartbeat's (mtime, ctime, size, inode)
-//!   change, on the monotonic clock. Wall-clock steps therefore change nothing.
+//! - A beat is dated from the heartbeat's ctime, translated to the monotonic clock through
+//!   the wall-minus-monotonic offset of the look that saw it, and clamped into the window
+//!   between the previous look and this one: never older than a look that saw the file
+//!   unchanged, never in the future. A window that held a wall-clock step dates its beat at
+//!   the look. So a step can make a death late by at most one window, never early.
+//! - An alive component is looked at when its deadline is near, not at every pass; a death
+//!   is declared at the deadline itself. Starting and dead components, and processes no
+//!   descriptor reports the exit of, are looked at every `check_interval`.
 //! - `Feed` is only emitted by `tick`, which the shell calls only after a complete pass, at
 //!   most once per `feed_interval`, and never once a reset has been decided.
 //! - A critical component dead for `reset_after` (or past its repair budget) forces a reset
@@ -28,7 +35,8 @@ pub const REPAIR_KILL_GRACE: Duration = Duration::from_secs(2);
 /// How many hardware timeouts to wait for the board to reset before calling `reboot(2)`.
 pub const FALLBACK_TIMEOUTS: u32 = 4;
 
-/// Identity of a heartbeat file's last change: any touch changes at least one field.
+/// Identity of a heartbeat file's last change: any touch changes at least one field, and
+/// sets `ctime` to the kernel's wall clock, which (unlike `mtime`) no one can set by hand.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Stamp {
     pub mtime: (i64, i64),
@@ -55,6 +63,22 @@ pub struct Observation {
     /// `None` when the heartbeat file does not exist (silence, not an error).
     pub heartbeat: Option<Stamp>,
     pub process: Process,
+    /// The process must be polled: a pidfile whose process no descriptor pins, so its
+    /// exit is not reported by [`Supervisor::process_exited`].
+    pub poll_process: bool,
+}
+
+/// When and against what wall clock a pass looked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Look {
+    /// The pass's instant, taken before anything was looked at.
+    pub at: Instant,
+    /// Wall clock minus monotonic clock, in nanoseconds, sampled before the files were
+    /// looked at (wall first, so a delay between the two readings only dates beats later).
+    pub wall_offset: i64,
+    /// Wall-clock steps seen since startup, counted after the files were looked at, so a
+    /// step before or during the look is never missed.
+    pub steps: u64,
 }
 
 /// Why a component is dead.
@@ -114,7 +138,8 @@ pub struct Policy {
 pub struct Settings {
     /// Minimum time between feeds of the hardware watchdog.
     pub feed_interval: Duration,
-    /// Longest time between two check passes.
+    /// The safety net: how often what no deadline or event covers is looked at (starting
+    /// and dead components, polled processes).
     pub check_interval: Duration,
     /// The hardware watchdog's timeout, as the driver reported it.
     pub hardware_timeout: Duration,
@@ -216,11 +241,15 @@ struct Component {
     health: Health,
     /// When the component entered its current health (shown as "for" by `status`).
     entered: Instant,
-    looked: bool,
+    last_look: Option<Look>,
     last_stamp: Option<Stamp>,
     tracked_process: Option<(i32, u64)>,
-    beat_seen: bool,
+    /// The latest beat seen since the last tick, dated.
+    beat_seen: Option<Instant>,
     process_cause: Option<Cause>,
+    poll_process: bool,
+    /// A pinned process exited (pid, instant): a death that no later look can undo.
+    exited: Option<(i32, Instant)>,
     repair: Repair,
     attempts: u32,
     escalation_reported: bool,
@@ -242,7 +271,6 @@ pub struct Supervisor {
     mode: Mode,
     hold_until: Option<Instant>,
     next_feed: Instant,
-    last_pass: Instant,
     fault: bool,
     rng: u64,
     generation: u64,
@@ -258,7 +286,6 @@ impl Supervisor {
             mode: Mode::Supervising,
             hold_until: hold_until.filter(|until| *until > now),
             next_feed: now,
-            last_pass: now,
             fault: false,
             rng: seed | 1,
             generation: 0,
@@ -274,11 +301,13 @@ impl Supervisor {
                 until: now.saturating_add(policy.grace),
             },
             entered: now,
-            looked: false,
+            last_look: None,
             last_stamp: None,
             tracked_process: None,
-            beat_seen: false,
+            beat_seen: None,
             process_cause: None,
+            poll_process: false,
+            exited: None,
             repair: Repair::Idle,
             attempts: 0,
             escalation_reported: false,
@@ -310,17 +339,32 @@ impl Supervisor {
         }
     }
 
-    /// Record what one pass saw of a component. Call for every component, then `tick`.
-    pub fn observe(&mut self, component: usize, seen: Observation) {
+    /// Whether the shell must look at a component in a pass at `now`: its deadline is
+    /// near, or the safety net is due. Looking more often is harmless, never needed.
+    pub fn look_due(&self, component: usize, now: Instant) -> bool {
+        let Some(Some(c)) = self.slots.get(component) else {
+            return false;
+        };
+        let look_ahead = self.settings.feed_interval.min(c.policy.timeout / 2);
+        c.next_look(self.settings.check_interval, look_ahead) <= now
+    }
+
+    /// Record what a look at a component saw. Call for every component [`Self::look_due`]
+    /// names (others may be observed too), then `tick`.
+    pub fn observe(&mut self, component: usize, look: Look, seen: Observation) {
         let Some(Some(c)) = self.slots.get_mut(component) else {
             return;
         };
         // The first look only sets the baseline: a file left from before the agent
         // started says nothing about whether its writer is alive now.
-        if c.looked && seen.heartbeat.is_some() && seen.heartbeat != c.last_stamp {
-            c.beat_seen = true;
+        if let (Some(previous), Some(stamp)) = (c.last_look, seen.heartbeat)
+            && Some(stamp) != c.last_stamp
+        {
+            let beat = date_beat(stamp, previous, look);
+            c.beat_seen = Some(c.beat_seen.map_or(beat, |b| b.max(beat)));
         }
-        c.looked = true;
+        c.last_look = Some(look);
+        c.poll_process = seen.poll_process;
         if seen.heartbeat.is_some() {
             c.last_stamp = seen.heartbeat;
         }
@@ -329,7 +373,7 @@ impl Supervisor {
             Process::Gone { pid } => Some(Cause::ProcessGone { pid }),
             Process::Running { pid, start_time } => match c.tracked_process {
                 Some((tracked, started)) if tracked == pid && started != start_time => {
-                    if c.beat_seen {
+                    if c.beat_seen.is_some() {
                         c.tracked_process = Some((pid, start_time));
                         None
                     } else {
@@ -342,6 +386,28 @@ impl Supervisor {
                 }
             },
         };
+    }
+
+    /// The wall clock stepped while the pass at `at` looked (the step count is now
+    /// `steps`): the beats that pass saw are dated at the pass, as a step in their window
+    /// requires.
+    pub fn wall_clock_stepped(&mut self, at: Instant, steps: u64) {
+        for c in self.slots.iter_mut().flatten() {
+            if let Some(look) = c.last_look.as_mut()
+                && look.at == at
+            {
+                look.steps = steps;
+                c.beat_seen = c.beat_seen.map(|_| at);
+            }
+        }
+    }
+
+    /// The component's process, pinned by a descriptor, exited at `at`: it is dead then,
+    /// whatever its pidfile says afterwards.
+    pub fn process_exited(&mut self, component: usize, pid: i32, at: Instant) {
+        if let Some(Some(c)) = self.slots.get_mut(component) {
+            c.exited = Some((pid, at));
+        }
     }
 
     /// A repair process of this component exited (or was reaped after a kill).
@@ -377,7 +443,6 @@ impl Supervisor {
 
     /// Decide, after a complete pass at `now`. Every decision goes to `act`, in order.
     pub fn tick(&mut self, now: Instant, mut act: impl FnMut(Action)) {
-        self.last_pass = now;
         if let Mode::Resetting {
             since,
             fallback_requested,
@@ -426,8 +491,8 @@ impl Supervisor {
         }
     }
 
-    /// When the next pass is needed: the earliest heartbeat deadline, repair timeout,
-    /// backoff end, escalation, feed, or the check interval, whichever comes first.
+    /// When the next pass is needed: the earliest heartbeat deadline, grace end, repair
+    /// timeout, backoff end, escalation, hold end, feed, or safety-net look.
     pub fn next_deadline(&self) -> Instant {
         if let Mode::Resetting {
             since,
@@ -440,14 +505,14 @@ impl Supervisor {
                 since.saturating_add(self.settings.hardware_timeout * FALLBACK_TIMEOUTS)
             };
         }
-        let mut next = self
-            .next_feed
-            .min(self.last_pass.saturating_add(self.settings.check_interval));
+        let mut next = self.next_feed;
         if let Some(until) = self.hold_until {
             next = next.min(until);
         }
         for c in self.slots.iter().flatten() {
-            next = next.min(c.next_deadline());
+            next = next
+                .min(c.next_deadline())
+                .min(c.next_look(self.settings.check_interval, Duration::ZERO));
         }
         next
     }
@@ -521,6 +586,23 @@ impl Supervisor {
     }
 }
 
+/// The instant of the beat that `stamp` records, seen by `look` but not by `previous`:
+/// its ctime on the monotonic clock, clamped into the window between the two looks; the
+/// end of the window when a wall-clock step makes the translation meaningless.
+fn date_beat(stamp: Stamp, previous: Look, look: Look) -> Instant {
+    if look.steps != previous.steps {
+        return look.at;
+    }
+    let (secs, nanos) = stamp.ctime;
+    let wall = i128::from(secs) * 1_000_000_000 + i128::from(nanos);
+    let monotonic = wall - i128::from(look.wall_offset);
+    let earliest = i128::from(previous.at.as_nanos());
+    let latest = i128::from(look.at.as_nanos());
+    let dated = monotonic.clamp(earliest.min(latest), latest);
+    // Within [0, u64::MAX] by the clamp.
+    Instant::from_nanos(u64::try_from(dated).unwrap_or(look.at.as_nanos()))
+}
+
 /// Wait after failed attempt `attempt` (1-based): initial * 2^(attempt-1), capped, then
 /// scaled into [50%, 100%] by `random` so that boards repairing the same fault spread out.
 fn backoff(policy: RepairPolicy, attempt: u32, random: u64) -> Duration {
@@ -557,12 +639,13 @@ impl Component {
         hold: bool,
         act: &mut impl FnMut(Action),
     ) -> Option<Cause> {
-        let beat = core::mem::take(&mut self.beat_seen);
+        let beat = self.beat_seen.take();
+        let exited = self.exited.take();
         match self.health {
             Health::Grace { until } => {
-                if beat {
-                    self.health = Health::Alive { last_beat: now };
-                    self.entered = now;
+                if let Some(beat) = beat {
+                    self.health = Health::Alive { last_beat: beat };
+                    self.entered = beat;
                     act(Action::Recovered {
                         component: index,
                         was_dead: false,
@@ -572,10 +655,12 @@ impl Component {
                 }
             }
             Health::Alive { last_beat } => {
-                if let Some(cause) = self.process_cause {
+                let last_beat = beat.map_or(last_beat, |beat| beat.max(last_beat));
+                self.health = Health::Alive { last_beat };
+                if let Some((pid, at)) = exited {
+                    self.die(index, at.min(now), Cause::ProcessGone { pid }, act);
+                } else if let Some(cause) = self.process_cause {
                     self.die(index, now, cause, act);
-                } else if beat {
-                    self.health = Health::Alive { last_beat: now };
                 } else if now >= last_beat.saturating_add(self.policy.timeout) {
                     self.die(
                         index,
@@ -586,9 +671,9 @@ impl Component {
                 }
             }
             Health::Dead { .. } => {
-                if beat && self.process_cause.is_none() {
-                    self.health = Health::Alive { last_beat: now };
-                    self.entered = now;
+                if let (Some(beat), None, None) = (beat, self.process_cause, exited) {
+                    self.health = Health::Alive { last_beat: beat };
+                    self.entered = beat;
                     self.attempts = 0;
                     self.escalation_reported = false;
                     if let Repair::Backoff { .. } = self.repair {
@@ -688,6 +773,29 @@ impl Component {
                 }
             }
             Repair::Backoff { .. } => {}
+        }
+    }
+
+    /// When this component must next be looked at: `look_ahead` before its heartbeat
+    /// deadline, so that looks gather at wake-ups that happen anyway, or when the safety
+    /// net is due.
+    fn next_look(&self, check_interval: Duration, look_ahead: Duration) -> Instant {
+        let Some(last) = self.last_look else {
+            return Instant::ZERO;
+        };
+        let net = last.at.saturating_add(check_interval);
+        match self.health {
+            Health::Grace { until } => net.min(until),
+            Health::Alive { last_beat } => {
+                let due = Instant::from_nanos(
+                    last_beat
+                        .saturating_add(self.policy.timeout)
+                        .as_nanos()
+                        .saturating_sub(crate::core::time::duration_nanos(look_ahead)),
+                );
+                if self.poll_process { due.min(net) } else { due }
+            }
+            Health::Dead { .. } => net,
         }
     }
 

@@ -1,17 +1,21 @@
-//! The system clocks, behind a trait so that tests can drive the real loop in simulated
-//! time.
+//! The system clocks and the wait for the next deadline or event, behind a trait so that
+//! tests can drive the real loop in simulated time.
 //!
 //! Liveness is measured on `CLOCK_MONOTONIC`, which wall-clock steps (NTP, `date -s`) do
-//! not move. Uptime for the reset history comes from `CLOCK_BOOTTIME`. Sleeping is to an
-//! absolute monotonic deadline, so a sleep interrupted by a signal or delayed by load
-//! never shifts later deadlines.
+//! not move. Uptime for the reset history comes from `CLOCK_BOOTTIME`. The wall clock's
+//! offset and steps ([`WallClock`]) translate file times. Waiting is `ppoll` on the
+//! descriptors the loop watches, with the time left until the deadline: a wait cut short
+//! by a signal or an event, or delayed by load, never shifts later deadlines, which are
+//! absolute instants.
 
 use core::time::Duration;
 
 use nix::sys::time::TimeSpec;
-use nix::time::{ClockId, ClockNanosleepFlags, clock_gettime, clock_nanosleep};
+use nix::time::{ClockId, clock_gettime};
+use rustix::event::PollFd;
 
 use crate::core::time::Instant;
+use crate::os::wallclock::{self, WallClock};
 
 pub trait Clock {
     /// Now, on the monotonic clock.
@@ -20,12 +24,27 @@ pub trait Clock {
     fn uptime(&self) -> Duration;
     /// Wall-clock seconds since the epoch, for people only.
     fn wall(&self) -> i64;
-    /// Returns at `deadline` (or at once if it has passed).
-    fn sleep_until(&mut self, deadline: Instant);
+    /// Wall clock minus monotonic clock, in nanoseconds ([`wallclock::offset`]).
+    fn wall_offset(&self) -> i64;
+    /// Steps of the wall clock since startup ([`WallClock::steps`]).
+    fn wall_steps(&mut self) -> u64;
+    /// Returns at `deadline` (at once if it has passed), or earlier when one of `fds` is
+    /// ready; their `revents` say which.
+    fn wait_until(&mut self, deadline: Instant, fds: &mut [PollFd<'_>]);
 }
 
 /// The kernel's clocks.
-pub(crate) struct SystemClock;
+pub(crate) struct SystemClock {
+    wall: WallClock,
+}
+
+impl SystemClock {
+    pub(crate) fn new() -> SystemClock {
+        SystemClock {
+            wall: WallClock::new(),
+        }
+    }
+}
 
 fn read(clock: ClockId) -> TimeSpec {
     // These clocks exist on every kernel the agent supports; a failure would be a kernel
@@ -39,9 +58,14 @@ fn nanos(ts: TimeSpec) -> u64 {
         .saturating_add(ts.tv_nsec() as u64)
 }
 
+/// Now, on the monotonic clock.
+pub(crate) fn monotonic() -> Instant {
+    Instant::from_nanos(nanos(read(ClockId::CLOCK_MONOTONIC)))
+}
+
 impl Clock for SystemClock {
     fn now(&self) -> Instant {
-        Instant::from_nanos(nanos(read(ClockId::CLOCK_MONOTONIC)))
+        monotonic()
     }
 
     fn uptime(&self) -> Duration {
@@ -54,15 +78,21 @@ impl Clock for SystemClock {
         i64::from(read(ClockId::CLOCK_REALTIME).tv_sec())
     }
 
-    fn sleep_until(&mut self, deadline: Instant) {
-        let deadline = deadline.min(self.now().saturating_add(Duration::from_secs(3600)));
-        let ns = deadline.as_nanos();
-        let request = TimeSpec::new((ns / 1_000_000_000) as _, (ns % 1_000_000_000) as _);
-        // EINTR: return early; the loop recomputes and sleeps again.
-        let _ = clock_nanosleep(
-            ClockId::CLOCK_MONOTONIC,
-            ClockNanosleepFlags::TIMER_ABSTIME,
-            &request,
-        );
+    fn wall_offset(&self) -> i64 {
+        wallclock::offset()
+    }
+
+    fn wall_steps(&mut self) -> u64 {
+        self.wall.steps()
+    }
+
+    fn wait_until(&mut self, deadline: Instant, fds: &mut [PollFd<'_>]) {
+        let left = deadline.since(self.now()).min(Duration::from_secs(3600));
+        let timeout = rustix::time::Timespec {
+            tv_sec: left.as_secs() as _,
+            tv_nsec: left.subsec_nanos() as _,
+        };
+        // EINTR: return early; the loop recomputes and waits again.
+        let _ = rustix::event::poll(fds, Some(&timeout));
     }
 }

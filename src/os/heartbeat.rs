@@ -372,6 +372,20 @@ impl HeartsDir {
         &self.path
     }
 
+    /// The directory held, to watch it.
+    pub fn fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self.fd.as_ref().map(std::os::fd::AsFd::as_fd)
+    }
+
+    /// A heart file's stamp, looked up in the directory held; `Ok(None)` when it is gone
+    /// (or no directory is held).
+    pub fn stamp(&self, name: &str) -> Result<Option<Stamp>, Refusal> {
+        match &self.fd {
+            Some(fd) => Reader { fd }.stamp(name),
+            None => Ok(None),
+        }
+    }
+
     /// Makes sure the directory held is the one the path names (reopening or recreating
     /// it when not), and says whether its entries changed. Two or three system calls
     /// when nothing happened.
@@ -563,6 +577,11 @@ impl Refusals {
     }
 
     /// Starts a pass over the directory; `changed` says its entries changed.
+    /// A report is owed: the next listing should come soon, even with nothing changed.
+    pub(crate) fn owed(&self) -> bool {
+        self.pending
+    }
+
     pub(crate) fn begin(&mut self, now: Instant, changed: bool) {
         let due = now >= self.next_report;
         self.reporting = due && (changed || self.pending);

@@ -5,13 +5,16 @@
 
 pub(crate) mod atomic;
 pub mod clock;
+pub mod dirwatch;
 pub(crate) mod harden;
 pub mod heartbeat;
 pub mod led;
 pub mod logging;
+pub mod pidfd;
 pub mod repair;
 pub mod rundir;
 pub mod signals;
 pub mod spawn;
 pub mod state;
+pub mod wallclock;
 pub mod watchdog;

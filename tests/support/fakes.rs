@@ -14,10 +14,19 @@ use watchkeeper::os::clock::Clock;
 use watchkeeper::os::led::PinError;
 use watchkeeper::os::watchdog::{Watchdog, WatchdogError};
 
-/// A clock that moves only when the test sets `now` or the agent sleeps; sleeping jumps to
-/// the deadline at once (never back in time).
+/// A clock that moves only when the test sets `now` or the agent waits; waiting jumps to
+/// the deadline at once (never back in time), unless a descriptor waited on is ready now.
+/// Its wall clock is the real one, offset to the simulated monotonic clock, so that the
+/// real files' times translate to simulated instants near the look that sees them.
 pub struct SimClock {
     pub now: Rc<Cell<Instant>>,
+}
+
+/// The real wall clock, in nanoseconds since the epoch.
+fn real_wall_nanos() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 impl Clock for SimClock {
@@ -30,7 +39,20 @@ impl Clock for SimClock {
     fn wall(&self) -> i64 {
         1_700_000_000
     }
-    fn sleep_until(&mut self, deadline: Instant) {
+    fn wall_offset(&self) -> i64 {
+        real_wall_nanos() - self.now.get().as_nanos() as i64
+    }
+    fn wall_steps(&mut self) -> u64 {
+        0
+    }
+    fn wait_until(&mut self, deadline: Instant, fds: &mut [rustix::event::PollFd<'_>]) {
+        let zero = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        if !fds.is_empty() && rustix::event::poll(fds, Some(&zero)).is_ok_and(|n| n > 0) {
+            return;
+        }
         self.now.set(deadline.max(self.now.get()));
     }
 }
