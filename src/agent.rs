@@ -649,6 +649,9 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             self.shown = (pattern, now);
             log::info!("fault LED: {pattern}");
         }
+        if !self.parts.led.visible() {
+            return Instant::NEVER;
+        }
         let (on, lasts) = pattern.level_at(now.since(self.shown.1));
         self.led_set(on);
         lasts.map_or(Instant::NEVER, |d| now.saturating_add(d))

@@ -64,6 +64,7 @@ pub fn open(spec: &LedSpec) -> Result<FaultLed<AnyPin>, LedError> {
         LedSpec::None => (AnyPin::None, false),
     };
     let mut led = FaultLed::new(pin, active_low);
+    led.visible = !matches!(spec, LedSpec::None);
     led.set(false)?;
     Ok(led)
 }
@@ -75,6 +76,8 @@ pub struct FaultLed<P: OutputPin> {
     active_low: bool,
     /// The level last written successfully; `None` before the first write and after a failure.
     lit: Option<bool>,
+    /// Someone can see it: without an LED the loop does not wake for its edges.
+    visible: bool,
 }
 
 impl<P: OutputPin<Error = PinError>> FaultLed<P> {
@@ -83,7 +86,13 @@ impl<P: OutputPin<Error = PinError>> FaultLed<P> {
             pin,
             active_low,
             lit: None,
+            visible: true,
         }
+    }
+
+    /// Whether there is an LED to blink (the `none` LED is not).
+    pub fn visible(&self) -> bool {
+        self.visible
     }
 
     /// Lights the LED or puts it out; a no-op if it already is.
