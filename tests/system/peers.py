@@ -2,7 +2,8 @@
 """The peer benchmark: watchkeeper beside Debian's Linux watchdog daemon and BusyBox's
 `watchdog` applet, on the same aarch64 virtual appliance, in one run. Numbers, not pass/fail.
 
-    tests/bench-peers [--runs N] [--window S] [--step-runs N] [--only PEER,...] [--write]
+    tests/bench-peers [--runs N] [--window S] [--step-runs N] [--kills N] [--only PEER,...]
+                      [--parts PART,...] [--write]
 
 Every peer gets the same job: heartbeat files touched every second by a toucher, a 10 s
 limit on each, the i6300esb watchdog with a 10 s timeout, one check per second. When a file
@@ -28,12 +29,22 @@ Figures (medians, with the range of the runs):
   clock      `date -s` one day forward / back while healthy (false decisions and resets)
              and right after the last heartbeat (is the reset missed or moved?)
   SIGTERM, kill -9   does the watchdog stay armed (sysfs state), and when the board resets
+  kill -9 of a component   watchkeeper only: `kill -9` of a pidfile component -> its
+             "component pc is dead" line, guest kernel-log timestamps (a marker written to
+             /dev/kmsg right before the kill), --kills times: median, p90, max and the
+             distribution. A boot of its own, with one more component in the config ("pc",
+             non-critical, pidfile /run/pc.pid), respawned by the host after each death.
+
+--parts runs only some of the parts (cost, startup, death, steps, signals, kill9); the
+table says "not measured" for the others and --write is refused.
 """
 import argparse
 import datetime
 import json
+import math
 import os
 import platform
+import random
 import re
 import shlex
 import shutil
@@ -54,8 +65,15 @@ HW_TIMEOUT = 10  # hardware watchdog timeout, seconds
 DAY = 86400
 USER_HZ = 100  # the unit of /proc/PID/stat times on every Linux ARM kernel
 TRACE = "/sys/kernel/tracing"
+# watchkeeper's [agent] check_interval in the bench: one check per second, as the daemon's
+# `interval = 1` and the busybox loop. The only place it is set: an agent whose passes no
+# longer poll (issue 10: it wakes at deadlines and on events) may take another value here,
+# which the table's command line then shows.
+WK_CHECK_INTERVAL = "1s"
 
 PEERS = ("watchkeeper", "daemon", "busybox")
+# the parts of a run (--parts): what each guest measures
+PARTS = ("cost", "startup", "death", "steps", "signals", "kill9")
 TITLE = {
     "watchkeeper": "watchkeeper",
     "daemon": "Linux watchdog daemon",
@@ -74,9 +92,11 @@ TRACE_LINE = re.compile(r"\s(\d+\.\d+): (\S+)")
 
 
 # ------------------------------------------------------------------------------ the image
-def watchkeeper_config(hearts):
+def watchkeeper_config(hearts, kill9=False):
     comps = "".join(f'\n[[component]]\nname = "hb{i}"\nheartbeat = "/run/hb/{i}"\n'
                     for i in range(1, hearts + 1))
+    if kill9:
+        comps += KILL9_COMPONENT
     return f"""# peer benchmark: {hearts} heartbeat file(s), {LIMIT} s limit, reset as soon as one is stale
 [watchdog]
 device = "/dev/watchdog"
@@ -84,13 +104,27 @@ timeout = {HW_TIMEOUT}
 feed_interval = "1s"
 
 [agent]
-check_interval = "1s"
+check_interval = "{WK_CHECK_INTERVAL}"
 log = "kmsg"
 
 [defaults]
 timeout = "{LIMIT}s"
 reset_after = "0s"
 {comps}"""
+
+
+# The kill -9 part's extra component (its own image: the other parts' config is unchanged).
+# Non-critical: its deaths never reset the board; no repair: the host respawns it. Its grace
+# covers the time from the agent's start to the host starting it.
+KILL9 = "pc"
+KILL9_COMPONENT = f"""
+[[component]]
+name = "{KILL9}"
+heartbeat = "/run/{KILL9}.beat"
+pidfile = "/run/{KILL9}.pid"
+critical = false
+grace = "10m"
+"""
 
 
 def daemon_config(hearts):
@@ -113,14 +147,16 @@ def shell_vars(command):
     return {k: v for k, v in (shlex.split(l)[0].split("=", 1) for l in out.splitlines() if "=" in l)}
 
 
-def build_image(workdir, hearts_counts):
-    """The benchmark's initramfs: the stock appliance plus all three peers and their configs."""
+def build_image(workdir, hearts_counts, kill9=False):
+    """The benchmark's initramfs: the stock appliance plus all three peers and their configs.
+    KILL9: watchkeeper's configs hold the kill -9 part's pidfile component too."""
     daemon = shell_vars([os.path.join(PEER_DIR, "fetch-daemon.sh"), "arm64"])
-    conf = os.path.join(workdir, "peers-conf")
+    tag = "-kill9" if kill9 else ""
+    conf = os.path.join(workdir, f"peers-conf{tag}")
     os.makedirs(conf, exist_ok=True)
     for n in hearts_counts:
         with open(os.path.join(conf, f"watchkeeper-{n}.toml"), "w") as f:
-            f.write(watchkeeper_config(n))
+            f.write(watchkeeper_config(n, kill9))
         with open(os.path.join(conf, f"daemon-{n}.conf"), "w") as f:
             f.write(daemon_config(n))
     adds = [
@@ -131,7 +167,7 @@ def build_image(workdir, hearts_counts):
     ]
     daemon_files = daemon["WK_DAEMON_FILES"].split()
     adds += [(daemon["WK_DAEMON_ROOT"] + f, f) for f in daemon_files]
-    initrd = os.path.join(workdir, "peers.cpio.gz")
+    initrd = os.path.join(workdir, f"peers{tag}.cpio.gz")
     cmd = [os.path.join(BOARD_DIR, "qemu", "build-initramfs.sh"), "arm64", initrd]
     for src, dest in adds:
         cmd += ["--add", f"{src}:{dest}"]
@@ -365,28 +401,134 @@ def measure_signal(g, signal, log):
     return out
 
 
+# The kill -9 part's component in the guest: one process that writes its pidfile and touches
+# its heartbeat every 0.5 s, run in the foreground of a loop (which reaps it at once, so no
+# zombie is left to the agent) that starts it again when the host says so (/run/pc.respawn).
+KILL9_LOOP = f"""while :; do
+    sh -c 'echo $$ >/run/{KILL9}.pid; while :; do touch /run/{KILL9}.beat; sleep 0.5; done'
+    while [ ! -e /run/{KILL9}.respawn ]; do sleep 0.05; done
+    rm -f /run/{KILL9}.respawn
+done
+"""
+KILL_MARK = f"wk-bench: kill -9 {KILL9}"
+KILL9_DEAD = re.compile(rf"component {KILL9} is dead")
+KILL9_ALIVE = re.compile(rf"component {KILL9} is alive again")
+# the distribution's bins, upper bounds in ms (the last bin is open)
+KILL9_BINS = (10, 20, 50, 100, 250, 500, 1000)
+
+
+def kill9_status(g):
+    """The kill -9 component's state in `watchkeeper status --json` (the bench's config)."""
+    out = g.run("watchkeeper -c /etc/peers/watchkeeper-1.toml status --json 2>/dev/null")[0]
+    try:
+        comps = json.loads(out.strip().splitlines()[-1])["components"]
+    except (ValueError, IndexError, KeyError):
+        return None
+    return next((c["state"] for c in comps if c.get("name") == KILL9), None)
+
+
+def measure_kill9(g, kills, log):
+    """KILLS times: a marker to /dev/kmsg, `kill -9` of the pidfile component, its 'is dead'
+    line; then the host respawns it and waits for 'alive again' (and a random pause, so the
+    kills fall at every phase of the agent's passes). Latencies in guest kernel-log seconds."""
+    g.sh(f"cat >/run/{KILL9}-loop.sh <<'EOF'\n{KILL9_LOOP}EOF\n"
+         f"setsid sh /run/{KILL9}-loop.sh </dev/null >/dev/null 2>&1 &")
+    deadline = time.monotonic() + 30
+    while kill9_status(g) != "alive":
+        if time.monotonic() > deadline:
+            raise HarnessError(f"{g.name}: component {KILL9} not alive 30 s after it was started")
+        time.sleep(0.2)
+    rng = random.Random(kills)
+    latencies, missed = [], 0
+    for k in range(kills):
+        with g._cond:
+            index = len(g.lines)
+        pid = g.sh(f"pid=$(cat /run/{KILL9}.pid); echo \"{KILL_MARK} $pid\" >/dev/kmsg; kill -9 $pid; echo $pid")
+        mark = g.wait_kmsg(re.compile(re.escape(f"{KILL_MARK} {pid}")), index, 10)
+        dead = g.wait_kmsg(KILL9_DEAD, index, LIMIT + 10)
+        if mark and dead:
+            latencies.append(dead[1] - mark[1])
+            log(f"  kill -9 {k + 1}/{kills} (pid {pid}): 'is dead' {(dead[1] - mark[1]) * 1000:.1f} ms after the marker")
+        else:
+            missed += 1
+            log(f"  kill -9 {k + 1}/{kills} (pid {pid}): {'no marker' if not mark else 'no is-dead line'} "
+                f"within {LIMIT + 10} s")
+        g.sh(f"touch /run/{KILL9}.respawn")
+        alive = g.wait_kmsg(KILL9_ALIVE, dead[0] if dead else index, LIMIT + 10)
+        if alive is None:
+            raise HarnessError(f"{g.name}: {KILL9} not alive again within {LIMIT + 10} s of its respawn")
+        time.sleep(rng.uniform(0.5, 1.5))
+    return {"latency_s": latencies, "missed": missed, "kills": kills, "check_interval": WK_CHECK_INTERVAL,
+            **kill9_summary(latencies)}
+
+
+def percentile(values, q):
+    """The Q-quantile (0..1) of VALUES, nearest rank."""
+    xs = sorted(values)
+    return xs[max(0, math.ceil(q * len(xs)) - 1)]
+
+
+def kill9_summary(latencies):
+    if not latencies:
+        return {}
+    ms_ = [x * 1000 for x in latencies]
+    bins, lo = [], 0
+    for hi in KILL9_BINS + (None,):
+        n = sum(1 for x in ms_ if x >= lo and (hi is None or x < hi))
+        bins.append([f"{lo}-{hi} ms" if hi is not None else f">={lo} ms", n])
+        lo = hi
+    return {"median_ms": round(statistics.median(ms_), 1), "p90_ms": round(percentile(ms_, 0.9), 1),
+            "max_ms": round(max(ms_), 1), "min_ms": round(min(ms_), 1), "bins": bins}
+
+
+def kill9_text(r):
+    if not r or not r.get("latency_s"):
+        return "not measured" if not r else f"no 'is dead' line in {r['kills']} kills"
+    text = (f"median {r['median_ms']:.1f} ms, p90 {r['p90_ms']:.1f} ms, max {r['max_ms']:.1f} ms "
+            f"(n={len(r['latency_s'])}; " + ", ".join(f"{b} {n}" for b, n in r["bins"] if n) + ")")
+    if r["missed"]:
+        text += f"; {r['missed']} kill(s) without an 'is dead' line"
+    return text
+
+
 def run_peer(peer, initrd, workdir, args, log):
     def say(text):
         log(f"[{peer}] {text.strip()}")
 
     res = {}
-    with PeerGuest(peer, 1, initrd, os.path.join(workdir, peer)) as g:
-        g.up()
-        say(f"up; exec -> first ping {g.startups[-1][1]} ms; cost windows ({args.windows} x {args.window} s)")
-        res["cost1"] = measure_cost(g, args.windows, args.window)
-        res["death"] = measure_death(g, args.runs, say)
-        res["steps"] = measure_steps(g, args.step_runs, say)
-        res["sigterm"] = measure_signal(g, "TERM", say)
-        res["sigkill"] = measure_signal(g, "KILL", say)
-        res["startup_ms"] = g.startups
-    with PeerGuest(peer, 64, initrd, os.path.join(workdir, peer + "-64")) as g:
-        g.up()
-        say(f"64 heartbeats: up; cost windows ({args.windows} x {args.window} s)")
-        res["cost64"] = measure_cost(g, args.windows, args.window)
-        while len(g.startups) < args.runs:  # more startup samples: one per boot
-            g.force_reset()
+    parts = args.parts
+    if parts & {"cost", "startup", "death", "steps", "signals"}:
+        with PeerGuest(peer, 1, initrd, os.path.join(workdir, peer)) as g:
             g.up()
-        res["startup64_ms"] = g.startups
+            say(f"up; exec -> first ping {g.startups[-1][1]} ms")
+            if "cost" in parts:
+                say(f"cost windows ({args.windows} x {args.window} s)")
+                res["cost1"] = measure_cost(g, args.windows, args.window)
+            if "death" in parts:
+                res["death"] = measure_death(g, args.runs, say)
+            if "steps" in parts:
+                res["steps"] = measure_steps(g, args.step_runs, say)
+            if "signals" in parts:
+                res["sigterm"] = measure_signal(g, "TERM", say)
+                res["sigkill"] = measure_signal(g, "KILL", say)
+            res["startup_ms"] = g.startups
+    if parts & {"cost", "startup"}:
+        with PeerGuest(peer, 64, initrd, os.path.join(workdir, peer + "-64")) as g:
+            g.up()
+            if "cost" in parts:
+                say(f"64 heartbeats: up; cost windows ({args.windows} x {args.window} s)")
+                res["cost64"] = measure_cost(g, args.windows, args.window)
+            while "startup" in parts and len(g.startups) < args.runs:  # more startup samples: one per boot
+                g.force_reset()
+                g.up()
+            res["startup64_ms"] = g.startups
+    if "kill9" in parts and peer == "watchkeeper":
+        with PeerGuest(peer, 1, args.kill9_initrd, os.path.join(workdir, peer + "-kill9")) as g:
+            g.up()
+            say(f"kill -9 of the pidfile component {KILL9}: {args.kills} kills "
+                f"(check_interval {WK_CHECK_INTERVAL})")
+            res["kill9"] = measure_kill9(g, args.kills, say)
+            say(f"kill -9 -> 'is dead': {kill9_text(res['kill9'])}")
     return res
 
 
@@ -479,19 +621,31 @@ def render(results, sizes, versions, args, started):
         ("clock -1 day right after the last beat", lambda r: dead_step_text(r["steps"]["dead-1d"])),
         ("SIGTERM", lambda r: signal_text(r["sigterm"])),
         ("kill -9", lambda r: signal_text(r["sigkill"])),
+        (f"kill -9 of a pidfile component -> its 'is dead' line ({args.kills} kills, guest kernel log)",
+         lambda r: kill9_text(r["kill9"]), "watchkeeper"),
     ]
     out = [f"Run on {started:%Y-%m-%d}, {platform.node() or 'host'}: {platform.system()} "
            f"{platform.machine()}, {os.cpu_count()} cores; guest: QEMU virt, Cortex-A57 (TCG), "
            f"Debian kernel {versions['kernel']}, i6300esb watchdog, libc {versions['libc']} for the daemon.",
            f"Command: `tests/bench-peers --runs {args.runs} --windows {args.windows} --window {args.window} "
-           f"--step-runs {args.step_runs} --jobs {args.jobs}`. Ranges are min to max over n runs.", "",
+           f"--step-runs {args.step_runs} --kills {args.kills} --jobs {args.jobs}"
+           f"{'' if args.parts == set(PARTS) else ' --parts ' + ','.join(p for p in PARTS if p in args.parts)}`"
+           f" (watchkeeper's check_interval {WK_CHECK_INTERVAL}). Ranges are min to max over n runs.", "",
            "| | " + " | ".join(title[p] for p in peers) + " |",
            "|---|" + "---|" * len(peers)]
-    for name, cell in rows:
+    for name, cell, *only in rows:
         if cell is None:
             cells = [size_text(sizes[p]) for p in peers]
         else:
-            cells = [cell(results[p]) for p in peers]
+            cells = []
+            for p in peers:
+                if only and p not in only:
+                    cells.append("n/a (" + " and ".join(only) + " only)")
+                    continue
+                try:
+                    cells.append(cell(results[p]))
+                except KeyError:  # a part --parts left out
+                    cells.append("not measured")
         out.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
@@ -522,7 +676,11 @@ def main():
     ap.add_argument("--windows", type=int, default=3, help="CPU windows per heartbeat count")
     ap.add_argument("--window", type=int, default=60, help="seconds per CPU window")
     ap.add_argument("--step-runs", type=int, default=3, help="repeats of each clock step case")
+    ap.add_argument("--kills", type=int, default=20, help="kill -9s of watchkeeper's pidfile component")
     ap.add_argument("--only", default=",".join(PEERS), help="comma-separated peers")
+    ap.add_argument("--parts", default=",".join(PARTS),
+                    help=f"comma-separated parts to run (default all: {','.join(PARTS)}); "
+                         "cost includes the 64-heartbeat guest, startup its extra boots")
     ap.add_argument("--jobs", type=int, default=1, help="peers measured at once (1: no contention)")
     ap.add_argument("--write", action="store_true", help="put the table into BENCHMARKS.md")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (console logs)")
@@ -531,10 +689,19 @@ def main():
     unknown = sorted(set(peers) - set(PEERS))
     if unknown:
         ap.error(f"unknown peer(s) {unknown}; choose from {', '.join(PEERS)}")
+    args.parts = {p for p in args.parts.split(",") if p}
+    unknown = sorted(args.parts - set(PARTS))
+    if unknown or not args.parts:
+        ap.error(f"unknown or no part(s) {unknown}; choose from {', '.join(PARTS)}")
+    if args.write and args.parts != set(PARTS):
+        ap.error("--write needs every part (the table in BENCHMARKS.md is a full run)")
 
     started = datetime.datetime.now()
     workdir = tempfile.mkdtemp(prefix="wk-peers-")
     initrd, sizes, versions = build_image(workdir, (1, 64))
+    args.kill9_initrd = None
+    if "kill9" in args.parts and "watchkeeper" in peers:
+        args.kill9_initrd = build_image(workdir, (1,), kill9=True)[0]
 
     def log(text):
         print(f"{time.monotonic() - t0:7.1f}s {text}", flush=True)

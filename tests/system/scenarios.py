@@ -16,7 +16,10 @@ a time (--jobs).
   4  agent-killed     kill -9 the agent: reset within the hw timeout; next boot records it
   5  agent-restart    agent stopped and restarted quickly (an upgrade): no reset
   6  reboot-loop      component dead at every boot: hold after max_resets, hold LED, no reset
-  7  clock-jumps      date -s +-1 day while healthy (no reset) and while dead (reset on time)
+  7  clock-jumps      date -s +-1 day while healthy (no reset) and while dead (reset on time);
+                      20 steps at random instants around beats and deadlines (no death, no
+                      reset); a death right after a step: never early, late by at most one
+                      window (measured)
   8  load-oom         CPU hogs + memory hogs into the OOM killer: no reset, agent not killed
   9  kill9-litmus     random component kill -9 every few seconds for a minute: converges
   10 power-cut        QMP system_reset at random instants while the agent writes its state
@@ -198,6 +201,20 @@ def stall(g, t0, t1):
     """Seconds QEMU's threads waited for a host CPU between host times T0 and T1 (summed per
     LED sample, the worst thread each time): how late a busy host made the guest."""
     return sum(x[3] for x in g.led.window(t0, t1) if t0 <= x[1] <= t1) if g.led else 0.0
+
+
+def worst_stall(g, t0, t1, span):
+    """The most QEMU's threads waited for a host CPU within any SPAN seconds between T0 and T1."""
+    xs = [x for x in g.led.window(t0, t1) if t0 <= x[1] <= t1] if g.led else []
+    worst = total = 0.0
+    i = 0
+    for x in xs:
+        total += x[3]
+        while xs[i][1] < x[1] - span:
+            total -= xs[i][3]
+            i += 1
+        worst = max(worst, total)
+    return worst
 
 
 def led_check(ctx, g, what, expect, window, k=None, ok=None, tries=LED_TRIES, seen_is_enough=False):
@@ -622,9 +639,185 @@ def s_reboot_loop(ctx):
               rec.get("end") == "forced" and rec.get("hold_cleared") is True, json.dumps(rec))
 
 
+# clock-jumps: the component "ticker" of tests/system/configs/clock.toml, which the scenario
+# beats itself (a loop in the guest, or a script of beats and steps at chosen instants).
+TICK_TIMEOUT = 3.0
+TICK_GAP = 1.2  # beats around a step near a beat are this far apart
+TICK_BEFORE = 0.7  # the beat after a step near the deadline comes this long before it
+# A death this much before the deadline still counts as on time: the file's ctime comes from
+# the kernel's coarse clock (up to a tick behind) and the wall-to-monotonic translation.
+EARLY_TOLERANCE = 0.02
+DAY = 86400
+# steps at random instants while healthy: a third near a beat, a third before the deadline
+# (the next beat comes after the step), a third around a deadline met by a later beat
+CLOCK_STEPS = 20
+STEP_DEATHS = 6  # deaths right after a step (half forward, half back)
+# Each beat and step of a script is bracketed by kernel-log markers: the beat's (or step's)
+# true instant lies between its "<" and ">" lines on the guest's monotonic clock.
+TICKER_LIB = r"""b() { echo "wk-test: tick $1 <" >/dev/kmsg; touch /run/ticker.beat; echo "wk-test: tick $1 >" >/dev/kmsg; }
+s() { echo "wk-test: step $1 $2 <" >/dev/kmsg; date -s @$(( $(date +%s) + $2 )) >/dev/null; echo "wk-test: step $1 >" >/dev/kmsg; }
+"""
+TICKER_LOOP = r"""echo $$ >/run/ticker-loop.pid
+while [ ! -e /run/ticker.stop ]; do touch /run/ticker.beat; sleep 0.5; done
+"""
+TICK_LINE = re.compile(r"wk-test: (tick|step) (\S+) (?:(-?\d+) )?([<>])$")
+
+
+def ticker_install(g):
+    g.sh(f"cat >/run/ticker-lib.sh <<'EOF'\n{TICKER_LIB}EOF\ncat >/run/ticker-loop.sh <<'EOF'\n{TICKER_LOOP}EOF")
+
+
+def ticker_start(g):
+    """The ticker beats every 0.5 s (a loop in the guest) until ticker_stop."""
+    g.sh("rm -f /run/ticker.stop; setsid sh /run/ticker-loop.sh </dev/null >/dev/null 2>&1 &")
+
+
+def ticker_stop(g):
+    """Stops the loop and waits until it is gone (no beat of it after this returns)."""
+    g.sh("touch /run/ticker.stop; i=0; while [ ! -s /run/ticker-loop.pid ] && [ $i -lt 40 ]; do sleep 0.05; "
+         "i=$((i + 1)); done; pid=$(cat /run/ticker-loop.pid); while kill -0 $pid 2>/dev/null && [ $i -lt 100 ]; "
+         "do sleep 0.05; i=$((i + 1)); done; rm -f /run/ticker-loop.pid")
+
+
+def ticker_marks(g, after=-1.0):
+    """The script markers in the kernel log: {(kind, label): (ts '<', ts '>')}."""
+    marks = {}
+    for ts, text in g.klog(grep="wk-test: "):
+        m = TICK_LINE.search(text)
+        if m and ts > after:
+            lo, hi = marks.get((m.group(1), m.group(2)), (None, None))
+            marks[(m.group(1), m.group(2))] = (ts, hi) if m.group(4) == "<" else (lo, ts)
+    return marks
+
+
+def klog_deaths(g, after):
+    return [(ts, t) for ts, t in g.klog() if " is dead" in t and ts > after]
+
+
+def wait_klog(g, text, after, timeout, what):
+    deadline = time.monotonic() + timeout
+    while True:
+        ts = klog_ts(g, text, after)
+        if ts is not None:
+            return ts
+        if time.monotonic() > deadline:
+            raise HarnessError(f"{g.name}: no '{text}' in the kernel log within {timeout:.0f} s ({what})")
+        time.sleep(0.2)
+
+
+def clock_steps_healthy(ctx, g, rnd):
+    """CLOCK_STEPS steps of +-1 day at random instants around the ticker's beats, before its
+    deadline and around a deadline a later beat met, all in one guest script (the guest times
+    them, not the console): no death, no reset. A death is the agent's fault unless the guest
+    itself beat too late (a starved guest: a gap between two beats that may have reached the
+    timeout), which is the host's."""
+    lines, units, offset = [". /run/ticker-lib.sh"], [], 0
+    kinds = [("beat", "deadline", "met")[i % 3] for i in range(CLOCK_STEPS)]
+    rnd.shuffle(kinds)
+    for i, kind in enumerate(kinds, 1):
+        # from the true time a step goes either way; from a day off it comes back
+        delta = rnd.choice((DAY, -DAY)) if offset == 0 else -offset
+        offset += delta
+        lines.append(f"b h{i}")
+        if kind == "beat":  # x s after a beat (before the next one, if negative)
+            x = rnd.uniform(-0.8, 0.8)
+            lines.append(f"sleep {x:.3f}; s h{i} {delta}; sleep {TICK_GAP - x:.3f}" if x >= 0 else
+                         f"sleep {TICK_GAP + x:.3f}; s h{i} {delta}; sleep {-x:.3f}")
+            units.append(f"{'+' if delta > 0 else '-'}1d {x * 1000:+.0f} ms from a beat")
+        elif kind == "deadline":  # d s before the deadline, then a beat TICK_BEFORE s before it
+            d = rnd.uniform(TICK_BEFORE + 0.05, TICK_TIMEOUT - 0.8)
+            lines.append(f"sleep {TICK_TIMEOUT - d:.3f}; s h{i} {delta}; sleep {d - TICK_BEFORE:.3f}")
+            units.append(f"{'+' if delta > 0 else '-'}1d {d * 1000:.0f} ms before the deadline")
+        else:  # x s from a deadline that a second beat met (moved) g s after the first
+            g2, x = rnd.uniform(1.3, 1.7), rnd.uniform(-0.3, 0.3)
+            lines.append(f"sleep {g2:.3f}; b h{i}m; sleep {TICK_TIMEOUT + x - g2:.3f}; s h{i} {delta}; "
+                         f"sleep {TICK_BEFORE - 0.1 - x:.3f}")
+            units.append(f"{'+' if delta > 0 else '-'}1d {x * 1000:+.0f} ms from a met deadline")
+    lines.append(f"b h{len(kinds) + 1}")
+    script = "\n".join(lines)
+    ctx.log(f"{CLOCK_STEPS} steps of +-1 day at random instants while the ticker is healthy: "
+            + "; ".join(units))
+    ts0 = g.mark("clock steps while healthy")
+    ticker_stop(g)
+    t0 = time.monotonic()
+    g.sh(script, timeout=120)
+    t1 = time.monotonic()
+    ticker_start(g)
+    marks = ticker_marks(g, ts0)
+    steps = [k for k in marks if k[0] == "step"]
+    ctx.check(f"the guest ran the {CLOCK_STEPS} steps (kernel-log markers)", len(steps) == CLOCK_STEPS,
+              f"{len(steps)} step markers")
+    time.sleep(TICK_TIMEOUT + 0.5)  # a death the last steps caused has had its time to come
+    deaths = klog_deaths(g, ts0)
+    resets = no_reset_since(g, t0)
+    stalled = stall(g, t0, t1)
+    ctx.figure("steps of +-1 day at random instants while healthy", CLOCK_STEPS, "",
+               f"{kinds.count('beat')} near a beat, {kinds.count('deadline')} before the deadline, "
+               f"{kinds.count('met')} around a deadline a later beat met; deaths {len(deaths)}, resets {len(resets)}; "
+               f"host stalled the guest {stalled:.3f} s")
+    ticker = [t for _, t in deaths if "component ticker " in t]
+    others = [t for _, t in deaths if "component ticker " not in t]
+    if ticker:
+        ticks = sorted(v for k, v in marks.items() if k[0] == "tick" and None not in v)
+        gaps = [b[1] - a[0] for a, b in itertools.pairwise(ticks)]  # the most two beats can be apart
+        if gaps and max(gaps) >= TICK_TIMEOUT - EARLY_TOLERANCE:
+            raise HostTooBusy(f"{'; '.join(ticker[:3])}, while the guest itself beat late: two beats up to "
+                              f"{max(gaps):.3f} s apart (timeout {TICK_TIMEOUT:.1f} s; planned at most "
+                              f"{TICK_TIMEOUT - TICK_BEFORE:.1f} s): the host starved the guest")
+        ctx.check("no false death of the ticker from a step (every beat came before its deadline)", False,
+                  f"{'; '.join(ticker[:3])}; beats at most {max(gaps):.3f} s apart")
+    worst = worst_stall(g, t0, t1, HB_TIMEOUT)
+    if others and worst >= HB_TIMEOUT - 0.5 - EARLY_TOLERANCE:
+        # sensord and uplink beat every 0.5 s from their own loops: 1.5 s of stall in 2 s starves one
+        raise HostTooBusy(f"{'; '.join(others[:3])}, while the host stalled the guest {worst:.3f} s within "
+                          f"{HB_TIMEOUT:.0f} s (their beats come {HB_TIMEOUT - 0.5:.1f} s before their deadline)")
+    ctx.check("no death and no reset from the steps at random instants", not deaths and not resets,
+              "; ".join(t for _, t in deaths[:3]) + (f"; resets {resets}" if resets else ""))
+
+
+def clock_step_deaths(ctx, g, rnd):
+    """STEP_DEATHS times: the ticker's last beat, a step of +-1 day at a random instant before
+    its deadline, no beat after. Its death must not come before the deadline (never early, by
+    any step) and may be late by at most one look window (up to its timeout), plus the time the
+    host kept the guest from running. Returns the lateness past the deadline of each run."""
+    late = []
+    signs = []
+    for _ in range(STEP_DEATHS // 2):
+        signs += rnd.sample((DAY, -DAY), 2)  # forward then back, or back then forward
+    for i, delta in enumerate(signs, 1):
+        u = rnd.uniform(0.05, TICK_TIMEOUT - 0.05)
+        label = f"d{i}"
+        ts0 = g.mark(f"death after a step {i}")
+        ticker_stop(g)
+        t0 = time.monotonic()
+        g.sh(f". /run/ticker-lib.sh; b {label}; sleep {u:.3f}; s {label} {delta}")
+        ts_dead = wait_klog(g, "component ticker is dead", ts0, 2 * TICK_TIMEOUT + 30, "death after a step")
+        t1 = time.monotonic()
+        m = ticker_marks(g, ts0)
+        (a, b), (sa, sb) = m[("tick", label)], m[("step", label)]
+        stalled = stall(g, t0, t1)
+        lateness = ts_dead - (a + TICK_TIMEOUT)  # past the earliest instant the deadline can be
+        limit = TICK_TIMEOUT + 0.1 + stalled
+        more = f" + {stalled:.3f} s the host stalled the guest" if stalled >= 0.001 else ""
+        ctx.log(f"death {i}: last beat at {a:.3f}-{b:.3f}, step {'+' if delta > 0 else '-'}1 day at "
+                f"{sa:.3f} ({(sa - a) * 1000:.0f} ms after the beat), 'is dead' at {ts_dead:.3f}: "
+                f"{lateness * 1000:+.0f} ms past the deadline")
+        ctx.check(f"death {i} after a step {'+' if delta > 0 else '-'}1 day is not early "
+                  f"(at most {EARLY_TOLERANCE * 1000:.0f} ms before the deadline)",
+                  lateness >= -EARLY_TOLERANCE, f"{lateness * 1000:+.0f} ms")
+        ctx.check(f"death {i} late by at most one window (timeout {TICK_TIMEOUT:.0f} s + 100 ms{more})",
+                  lateness <= limit, f"{lateness * 1000:+.0f} ms")
+        late.append(lateness)
+        ticker_start(g)
+        wait_klog(g, "component ticker is alive again", ts_dead, 30, "the ticker beating again")
+    return late
+
+
 def s_clock_jumps(ctx):
-    g = ctx.guest()
+    g = ctx.guest(append="wk.config=clock")
     boot(ctx, g)
+    ticker_install(g)
+    ticker_start(g)
     wait_alive(ctx, g)
     t0 = time.monotonic()
     for label, delta in (("a day forward", 86400), ("a day back (from the original)", -2 * 86400),
@@ -641,6 +834,21 @@ def s_clock_jumps(ctx):
     ctx.check("no reset and no death while the clock jumped", not no_reset_since(g, t0) and
               not [t for _, t in g.klog() if " is dead" in t], str(no_reset_since(g, t0)))
     healthy_led_check(ctx, g, t0, time.monotonic(), min_blips=5)
+
+    rnd = random.Random(ctx.args.seed + 7)
+    clock_steps_healthy(ctx, g, rnd)
+    t1 = time.monotonic()
+    ts1 = g.mark("deaths after a step")
+    late = clock_step_deaths(ctx, g, rnd)
+    ctx.figure("death right after a step of +-1 day: lateness past the deadline",
+               f"median {statistics.median(late) * 1000:+.0f} ms, max {max(late) * 1000:+.0f} ms, "
+               f"min {min(late) * 1000:+.0f} ms (n={len(late)}: "
+               + ", ".join(f"{x * 1000:+.0f}" for x in late) + " ms)", "",
+               f"never early; at most one window ({TICK_TIMEOUT:.0f} s timeout)")
+    others = [t for _, t in klog_deaths(g, ts1) if "ticker" not in t]
+    ctx.check("no reset, and no other component died, while the ticker died after the steps",
+              not no_reset_since(g, t1) and not others, "; ".join(others[:3]) or str(no_reset_since(g, t1)))
+    wait_alive(ctx, g)
 
     def jumps(ctx, g):
         time.sleep(2)
@@ -971,7 +1179,7 @@ SCENARIOS = [
     (4, "agent-killed", s_agent_killed, 20),
     (5, "agent-restart", s_agent_restart, 40),
     (6, "reboot-loop", s_reboot_loop, 70),
-    (7, "clock-jumps", s_clock_jumps, 50),
+    (7, "clock-jumps", s_clock_jumps, 150),
     (8, "load-oom", s_load_oom, 65),
     (9, "kill9-litmus", s_kill9_litmus, 75),
     (10, "power-cut", s_power_cut, 70),
