@@ -298,7 +298,7 @@ pub fn run(config_path: &Path, agent_binary: &Path) -> RunError {
         Err(e) => return RunError::Agent(e),
     };
     log::info!(
-        "supervising {} components{}; check every {:?}",
+        "supervising {} components{}; safety-net look every {:?}",
         config.components.len(),
         if config.hearts.is_some() {
             " and the hearts directory"
