@@ -242,7 +242,8 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
     /// the status snapshot. Returns when the loop should wake next.
     pub fn step(&mut self) -> Instant {
         let now = self.parts.clock.now();
-        if now >= self.next_pass || core::mem::take(&mut self.woken) {
+        let woken = core::mem::take(&mut self.woken);
+        if woken || now >= self.next_pass {
             self.pass(now);
             let listing = self
                 .hearts

@@ -47,7 +47,9 @@ impl Pins {
         };
         let Process::Running { pid, start_time } = process else {
             *slot = None;
-            return (process, false);
+            // No pidfile (yet): read it again at every safety-net look until a process
+            // is there to pin. A gone process is a death, looked at anyway.
+            return (process, process == Process::Unknown);
         };
         if slot
             .as_ref()
@@ -180,6 +182,7 @@ mod tests {
             start_time: start_time(pid).unwrap() + 1,
         };
         assert_eq!(pins.follow(0, other), (Process::Gone { pid }, false));
-        assert_eq!(pins.follow(0, Process::Unknown), (Process::Unknown, false));
+        // No pidfile yet: polled until one names a process.
+        assert_eq!(pins.follow(0, Process::Unknown), (Process::Unknown, true));
     }
 }
