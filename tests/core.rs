@@ -533,6 +533,55 @@ fn a_vanished_process_is_dead_at_once_and_pid_reuse_is_caught() {
     }));
 }
 
+#[test]
+fn a_beat_from_before_a_pinned_process_exited_is_not_a_return() {
+    let mut sup = Supervisor::new(settings(), Instant::ZERO, None, 1);
+    sup.add(policy(30, 600), Instant::ZERO).unwrap();
+    let running = Process::Running {
+        pid: 100,
+        start_time: 5000,
+    };
+    let obs = |beats, at, process| Observation {
+        heartbeat: Some(stamp_at(beats, at)),
+        process,
+        poll_process: false,
+    };
+    let mut actions = Vec::new();
+    sup.observe(0, look(secs(0)), obs(1, secs(0), running));
+    sup.observe(0, look(secs(1)), obs(2, secs(1), running));
+    sup.tick(secs(1), |a| actions.push(a));
+    // It beats at 5 s (no look: it is alive, its deadline is far) and is killed at 6 s.
+    sup.process_exited(0, 100, secs(6));
+    sup.tick(secs(6), |a| actions.push(a));
+    assert!(actions.contains(&Action::Died {
+        component: 0,
+        cause: Cause::ProcessGone { pid: 100 },
+        since: secs(6)
+    }));
+    // The safety net's next look: the pidfile is gone (its restart is under way) and the
+    // file has changed since the last look, but at 5 s, before the death.
+    actions.clear();
+    sup.observe(0, look(secs(7)), obs(3, secs(5), Process::Unknown));
+    sup.tick(secs(7), |a| actions.push(a));
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::Recovered { .. })),
+        "{actions:?}"
+    );
+    // The restarted process's first beat brings it back.
+    sup.observe(
+        0,
+        look(secs(8)),
+        obs(4, secs(7).saturating_add(SEC / 2), Process::Unknown),
+    );
+    sup.tick(secs(8), |a| actions.push(a));
+    assert!(actions.contains(&Action::Recovered {
+        component: 0,
+        was_dead: true
+    }));
+}
+
 /// The dating of beats, over random beat and wall-clock step sequences, looked at from
 /// random instants: a death is never declared early (beyond the filesystem's timestamp
 /// granularity); it is late by at most the look window that saw the last beat when that

@@ -670,8 +670,12 @@ impl Component {
                     );
                 }
             }
-            Health::Dead { .. } => {
-                if let (Some(beat), None, None) = (beat, self.process_cause, exited) {
+            Health::Dead { since, .. } => {
+                // A beat from before the death (a pinned process that touched its file
+                // and was then killed, seen at the next look) is not a return.
+                if let (Some(beat), None, None) = (beat, self.process_cause, exited)
+                    && beat >= since
+                {
                     self.health = Health::Alive { last_beat: beat };
                     self.entered = beat;
                     self.attempts = 0;
