@@ -23,6 +23,7 @@ use core::fmt::Write as _;
 use core::time::Duration;
 
 use heapless::index_map::FnvIndexMap;
+use nix::errno::Errno;
 
 use super::{NameBuf, Reason};
 use crate::config::HeartsConfig;
@@ -30,7 +31,7 @@ use crate::core::supervisor::{Look, Observation, Policy, Process, Stamp, Supervi
 use crate::core::time::Instant;
 use crate::limits::MAX_COMPONENTS;
 use crate::os::dirwatch::{DirWatch, Seen};
-use crate::os::heartbeat::{DirState, DirTrouble, Entry, HeartsDir, Reader, Refusals};
+use crate::os::heartbeat::{Checked, DirState, DirTrouble, Entry, HeartsDir, Reader, Refusals};
 use crate::os::repair::Launcher;
 use crate::os::rundir::RunDir;
 
@@ -251,14 +252,7 @@ impl Hearts {
             refusals,
             ..
         } = self;
-        let checked = dir.check();
-        if let Ok(c) = checked
-            && (c.state != DirState::Same || !*watch_tried)
-            && let Some(fd) = dir.fd()
-        {
-            *watch_tried = true;
-            watch.watch(fd, dir.path());
-        }
+        let mut checked = check_watched(dir, watch, watch_tried);
         let list = *listing || checked.is_err() || checked.is_ok_and(|c| c.state != DirState::Same);
         *recheck = false;
         if !list {
@@ -283,11 +277,16 @@ impl Hearts {
                 .saturating_sub(configured.len())
                 .saturating_sub(supervised),
         };
-        let scanned = checked.and_then(|c| {
-            dir.scan(|reader, entry| table.visit(&mut scan, reader, entry))
-                .map_err(DirTrouble::Unreadable)
-                .map(|whole| (c.state, whole))
-        });
+        let mut scanned = table.list(&mut scan, dir, checked);
+        if scanned == Err(DirTrouble::Unreadable(Errno::ENOENT)) {
+            // Removed between its check and its listing (getdents on a deleted directory
+            // fails with ENOENT): checked again, which creates it anew, and listed anew,
+            // so an `rm -rf` is reported as what it is, not as unreadable. What the cut
+            // listing saw is not in the new directory.
+            table.unsee();
+            checked = check_watched(dir, watch, watch_tried);
+            scanned = table.list(&mut scan, dir, checked);
+        }
         // Lost or replaced: hearts not (yet) in the directory scanned are kept, silent.
         let lost = !matches!(scanned, Ok((DirState::Same, _)));
         // Listed only in part: a heart not seen may still be there; keep it (silent).
@@ -324,6 +323,24 @@ impl Hearts {
     }
 }
 
+/// Checks that the directory held is the one its path names, and watches it when it is
+/// new, or not yet watched.
+fn check_watched(
+    dir: &mut HeartsDir,
+    watch: &mut DirWatch,
+    watch_tried: &mut bool,
+) -> Result<Checked, DirTrouble> {
+    let checked = dir.check();
+    if let Ok(c) = checked
+        && (c.state != DirState::Same || !*watch_tried)
+        && let Some(fd) = dir.fd()
+    {
+        *watch_tried = true;
+        watch.watch(fd, dir.path());
+    }
+    checked
+}
+
 impl Table {
     /// Every supervised heart: its name, supervisor index and entry.
     fn supervised(&self) -> impl Iterator<Item = (&str, usize, Heart)> + '_ {
@@ -331,6 +348,29 @@ impl Table {
             Heart::Supervised { index, .. } => Some((name.as_str(), usize::from(*index), *heart)),
             Heart::Bad { .. } => None,
         })
+    }
+
+    /// Lists the directory `checked`, visiting each entry; its state, and whether the
+    /// listing was whole.
+    fn list(
+        &mut self,
+        scan: &mut Scan<'_>,
+        dir: &mut HeartsDir,
+        checked: Result<Checked, DirTrouble>,
+    ) -> Result<(DirState, bool), DirTrouble> {
+        let c = checked?;
+        dir.scan(|reader, entry| self.visit(scan, reader, entry))
+            .map_err(DirTrouble::Unreadable)
+            .map(|whole| (c.state, whole))
+    }
+
+    /// Clears the `seen` marks of a listing that did not finish.
+    fn unsee(&mut self) {
+        for heart in self.by_name.values_mut() {
+            match heart {
+                Heart::Supervised { seen, .. } | Heart::Bad { seen, .. } => *seen = false,
+            }
+        }
     }
 
     /// One entry of the directory: refused, admitted, re-read if replaced, observed.
