@@ -312,7 +312,6 @@ pub struct Checked {
 pub struct HeartsDir {
     path: PathBuf,
     fd: Option<OwnedFd>,
-    held_before: bool,
     buffer: Box<[MaybeUninit<u8>]>,
     last_dir_stamp: Option<Stamp>,
 }
@@ -357,13 +356,11 @@ impl HeartsDir {
         let mut dir = HeartsDir {
             path: path.to_owned(),
             fd: None,
-            held_before: false,
             buffer: vec![MaybeUninit::uninit(); DIRENT_BUFFER].into_boxed_slice(),
             last_dir_stamp: None,
         };
         if let Ok((fd, _)) = dir.reopen() {
             dir.fd = Some(fd);
-            dir.held_before = true;
         }
         dir
     }
@@ -390,28 +387,28 @@ impl HeartsDir {
     /// it when not), and says whether its entries changed. Two or three system calls
     /// when nothing happened.
     pub fn check(&mut self) -> Result<Checked, DirTrouble> {
-        let mut state = DirState::Same;
         if let Some(fd) = &self.fd {
             match nix::sys::stat::fstat(fd) {
                 Ok(held) if held.st_nlink > 0 && self.still_named(&held) => {
                     let stamp = stamp_of(&held);
                     let changed = Some(stamp) != self.last_dir_stamp;
                     self.last_dir_stamp = Some(stamp);
-                    return Ok(Checked { state, changed });
+                    return Ok(Checked {
+                        state: DirState::Same,
+                        changed,
+                    });
                 }
-                _ => {
-                    self.fd = None;
-                    state = DirState::Replaced;
-                }
+                _ => self.fd = None,
             }
         }
         let (fd, created) = self.reopen()?;
-        if created {
-            state = DirState::Recreated;
-        } else if self.held_before {
-            state = DirState::Replaced;
-        }
-        self.held_before = true;
+        // A directory not held before this check is listed whole, like any other: even
+        // the first one opened after trouble at startup.
+        let state = if created {
+            DirState::Recreated
+        } else {
+            DirState::Replaced
+        };
         self.last_dir_stamp = nix::sys::stat::fstat(&fd).ok().map(|st| stamp_of(&st));
         self.fd = Some(fd);
         Ok(Checked {
@@ -821,6 +818,24 @@ mod tests {
             })
         );
         std::fs::remove_dir_all(path).unwrap();
+    }
+
+    #[test]
+    fn a_directory_usable_only_after_startup_is_listed_whole() {
+        let base = std::env::temp_dir().join(format!("wk-hearts-late-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        let path = base.join("hearts");
+        nix::unistd::mkfifo(&path, Mode::from_bits_truncate(0o600)).unwrap();
+        let mut hearts = HeartsDir::open(&path);
+        assert_eq!(hearts.check(), Err(DirTrouble::NotDirectory));
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        std::fs::write(path.join("late"), "30").unwrap();
+        // Not `Same`: the caller lists a directory it never held.
+        assert_eq!(hearts.check().unwrap().state, DirState::Replaced);
+        assert_eq!(scan_all(&mut hearts).0, ["late"]);
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]
