@@ -1,13 +1,14 @@
 //! The agent loop: the thin shell that carries the core's decisions out.
 //!
 //! The loop waits ([`Agent::wait`]) until the earliest of the core's next deadline, the
-//! LED's next edge and the next safety-net look, or until a pinned process exits
-//! ([`Pins`]) or the hearts directory's entries change ([`hearts`]). Each pass then reaps
-//! finished repairs, reports exits, looks at the heartbeats (and pidfiles) the core says
-//! are due, brings the hearts directory in step, lets the [`Supervisor`] decide, and
-//! carries out its actions: problem files, repairs, logging, feeding, the reset path.
-//! Every `check_interval` a pass is also a safety-net look: held signals are read, the run
-//! and state directories checked, an operator's clear-hold request taken.
+//! LED's next edge, the hearts directory's next listing and the agent's next upkeep, or
+//! until a pinned process exits ([`Pins`]) or the hearts directory's entries change
+//! ([`hearts`]). Each pass then reaps finished repairs, reports exits, looks at the
+//! heartbeats (and pidfiles) the core says are due, brings the hearts directory in step,
+//! lets the [`Supervisor`] decide, and carries out its actions: problem files, repairs,
+//! logging, feeding, the reset path. Every [`UPKEEP_EVERY`] `check_interval`s a pass is
+//! also the agent's upkeep: held signals are read, the run, state and hearts directories
+//! checked, an operator's clear-hold request taken.
 //!
 //! Invariants: nothing here allocates after [`Agent::new`] returns (every buffer and table
 //! is sized at startup); the watchdog is fed only through the core's `Feed`, which follows a
@@ -48,6 +49,11 @@ use hearts::Hearts;
 /// repair step, a withheld escalation), plus the global ones (a hold ended, then a reset or
 /// a feed; the fallback reboot comes alone), with room to spare.
 const MAX_ACTIONS: usize = 3 * MAX_COMPONENTS + 4;
+/// The agent's upkeep (its own directories, clear-hold requests, held signals) comes once
+/// in this many `check_interval`s: none of it is a component's life, all of it is for
+/// people, who do not tell one second from five; each costs a handful of syscalls that
+/// would otherwise be most of a healthy agent's CPU.
+pub const UPKEEP_EVERY: u32 = 5;
 /// A component's name, held without allocating (validated where it came in).
 type NameBuf = heapless::String<MAX_NAME_LEN>;
 type Reason = heapless::String<MAX_REASON_LEN>;
@@ -120,8 +126,8 @@ pub struct Agent<P: OutputPin, C: Clock> {
     exited: Box<heapless::Vec<usize, MAX_COMPONENTS>>,
     /// Something became ready at the last wake-up: pass now, whatever the deadline.
     woken: bool,
-    next_safety_net: Instant,
-    check_interval: Duration,
+    next_upkeep: Instant,
+    upkeep_interval: Duration,
     names: Vec<NameBuf>,
     hearts: Option<Hearts>,
     repairs: Repairs,
@@ -201,7 +207,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
                     .map(|r| launcher(&r.argv))
                     .transpose()
                     .map_err(StartError::HeartsRepair)?;
-                Some(Hearts::new(h, repair, now))
+                Some(Hearts::new(h, repair, now, config.agent.check_interval))
             }
             None => None,
         };
@@ -211,8 +217,8 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             pins: Pins::new(config.components.len()),
             exited: Box::default(),
             woken: false,
-            next_safety_net: now,
-            check_interval: config.agent.check_interval,
+            next_upkeep: now,
+            upkeep_interval: config.agent.check_interval * UPKEEP_EVERY,
             names,
             hearts,
             repairs: Repairs::default(),
@@ -249,11 +255,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
                 .hearts
                 .as_ref()
                 .map_or(Instant::NEVER, |h| h.next_deadline());
-            self.next_pass = self
-                .sup
-                .next_deadline()
-                .min(self.next_safety_net)
-                .min(listing);
+            self.next_pass = self.sup.next_deadline().min(self.next_upkeep).min(listing);
         }
         let led_edge = self.update_led(now);
         if self.written_generation != Some(self.sup.generation()) {
@@ -317,12 +319,12 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
         }
     }
 
-    /// One pass: on a safety-net look the signals, directories and requests; then reap,
-    /// exits, the looks that are due, tick, act.
+    /// One pass: at an upkeep the signals, directories and requests; then reap, exits,
+    /// the looks that are due, tick, act.
     fn pass(&mut self, now: Instant) {
-        let safety_net = now >= self.next_safety_net;
-        if safety_net {
-            self.next_safety_net = now.saturating_add(self.check_interval);
+        let upkeep = now >= self.next_upkeep;
+        if upkeep {
+            self.next_upkeep = now.saturating_add(self.upkeep_interval);
             crate::os::signals::consume(now);
             self.check_dirs(now);
             self.clear_hold_if_requested();
@@ -330,7 +332,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
         self.reap(now);
         self.report_exits(now);
         let hearts_due = match self.hearts.as_mut() {
-            Some(hearts) => hearts.due(now, safety_net, &self.sup),
+            Some(hearts) => hearts.due(now, upkeep, &self.sup),
             None => false,
         };
         if hearts_due || (0..self.watched.len()).any(|index| self.sup.look_due(index, now)) {

@@ -2,9 +2,10 @@
 //! components, kept in step with the directory.
 //!
 //! The directory is listed when inotify says its entries changed ([`DirWatch`]), when a
-//! look finds a heart gone or replaced, and at every safety-net look where inotify cannot
-//! be trusted; its identity is checked at every safety-net look. A heart's own file is
-//! looked at when the supervisor says it is due, like a configured heartbeat.
+//! look finds a heart gone or replaced, and every `check_interval` (the safety net) where
+//! inotify cannot be trusted or a refusal is still to be reported; its identity is checked
+//! at every upkeep of the agent. A heart's own file is looked at when the supervisor says
+//! it is due, like a configured heartbeat.
 //!
 //! A file whose content is a timeout becomes a component of the supervisor, from its
 //! startup grace; a file replaced (another size or inode) is read again and its timeout
@@ -70,6 +71,9 @@ pub(super) struct Hearts {
     listing: bool,
     /// Events were read: the directory is listed at this instant.
     listing_at: Option<Instant>,
+    /// The safety net's next listing, where events cannot be trusted or are not enough.
+    safety_listing_at: Instant,
+    check_interval: Duration,
     /// The next scan checks that the directory held is the one its path names.
     recheck: bool,
     config: HeartsConfig,
@@ -115,7 +119,12 @@ impl Hearts {
     /// Opens the directory of `config`; `launcher` repairs any heart (all allocation
     /// happens here). Trouble with the directory is reported by the first scan, and
     /// retried at every scan: it never stops the agent.
-    pub(super) fn new(config: &HeartsConfig, launcher: Option<Launcher>, now: Instant) -> Hearts {
+    pub(super) fn new(
+        config: &HeartsConfig,
+        launcher: Option<Launcher>,
+        now: Instant,
+        check_interval: Duration,
+    ) -> Hearts {
         let mut names = Box::new(heapless::Vec::new());
         // Cannot fail: the capacity is MAX_COMPONENTS.
         let _ = names.resize(MAX_COMPONENTS, NameBuf::new());
@@ -126,6 +135,8 @@ impl Hearts {
             events_ready: false,
             listing: true,
             listing_at: None,
+            safety_listing_at: now,
+            check_interval,
             recheck: true,
             config: config.clone(),
             launcher,
@@ -165,9 +176,18 @@ impl Hearts {
         self.watch.fd()
     }
 
-    /// When a listing is due after events, if one is.
+    /// When a listing is due: after events, or by the safety net.
     pub(super) fn next_deadline(&self) -> Instant {
-        self.listing_at.unwrap_or(Instant::NEVER)
+        let events = self.listing_at.unwrap_or(Instant::NEVER);
+        if self.needs_safety_net() {
+            events.min(self.safety_listing_at)
+        } else {
+            events
+        }
+    }
+
+    fn needs_safety_net(&self) -> bool {
+        !self.watch.trusted() || self.refusals.owed()
     }
 
     /// The watch descriptor became readable.
@@ -176,8 +196,9 @@ impl Hearts {
     }
 
     /// Whether a pass at `now` has work here: events to read, a listing or a check due,
-    /// or a heart due for a look. `safety_net`: the pass is a safety-net look.
-    pub(super) fn due(&mut self, now: Instant, safety_net: bool, sup: &Supervisor) -> bool {
+    /// or a heart due for a look. `upkeep`: the pass is the agent's upkeep, which checks
+    /// the directory's identity.
+    pub(super) fn due(&mut self, now: Instant, upkeep: bool, sup: &Supervisor) -> bool {
         if core::mem::take(&mut self.events_ready) {
             let seen = self.watch.drain();
             if seen != Seen::Nothing && self.listing_at.is_none() {
@@ -189,9 +210,10 @@ impl Hearts {
             self.listing_at = None;
             self.listing = true;
         }
-        if safety_net {
-            self.recheck = true;
-            self.listing |= !self.watch.trusted() || self.refusals.owed();
+        self.recheck |= upkeep;
+        if now >= self.safety_listing_at {
+            self.safety_listing_at = now.saturating_add(self.check_interval);
+            self.listing |= self.needs_safety_net();
         }
         self.listing
             || self.recheck
@@ -598,7 +620,7 @@ mod tests {
             sup.add(policy(&config, Duration::from_secs(3)), now)
                 .unwrap();
             Fixture {
-                hearts: Hearts::new(&config, None, now),
+                hearts: Hearts::new(&config, None, now, Duration::from_secs(1)),
                 run: RunDir::open(&root.join("run")),
                 configured: [NameBuf::try_from(CONFIGURED).unwrap()],
                 sup,

@@ -298,14 +298,15 @@ pub fn run(config_path: &Path, agent_binary: &Path) -> RunError {
         Err(e) => return RunError::Agent(e),
     };
     log::info!(
-        "supervising {} components{}; safety-net look every {:?}",
+        "supervising {} components{}; safety-net look every {:?}, upkeep every {:?}",
         config.components.len(),
         if config.hearts.is_some() {
             " and the hearts directory"
         } else {
             ""
         },
-        config.agent.check_interval
+        config.agent.check_interval,
+        config.agent.check_interval * crate::agent::UPKEEP_EVERY
     );
     agent.run()
 }

@@ -8,7 +8,7 @@
 //! listed at every safety-net look instead. A full event queue (`IN_Q_OVERFLOW`), a
 //! directory deleted or moved, or more events than one drain reads, ask for a full listing.
 //! A directory removed while the agent holds it open raises nothing until it is closed, and
-//! a mount over it nothing at all: its identity is checked at every safety-net look.
+//! a mount over it nothing at all: its identity is checked at every upkeep of the agent.
 //! A heartbeat `touch` raises only `IN_ATTRIB`, which is not watched: beats are dated from
 //! the files, not from events.
 //!

@@ -12,7 +12,7 @@
 //! - [`HELD`] are the signals whose default action would end or stop the agent and that an
 //!   operator (`kill -HUP` out of habit, Ctrl-Z), a stray process or the kernel (a resource
 //!   limit) may send without meaning "reset the board". They are blocked and read from a
-//!   non-blocking signalfd at every safety-net look ([`consume`]): each is logged with its sender and
+//!   non-blocking signalfd at every upkeep of the agent ([`consume`]): each is logged with its sender and
 //!   what the agent does about it (nothing), at most once per [`LOG_EVERY`] per signal, with
 //!   the count of the ones held in between, so a flood neither stops the loop (blocked
 //!   signals do not even wake it) nor floods the log. If the signalfd cannot be made they
@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use crate::core::time::Instant;
 
-/// Blocked at startup, read and logged at every safety-net look; never fatal.
+/// Blocked at startup, read and logged at every upkeep of the agent; never fatal.
 pub const HELD: [Signal; 14] = [
     Signal::SIGHUP,
     Signal::SIGUSR1,
@@ -158,7 +158,7 @@ fn set_disposition(sig: Signal, handler: SigHandler) {
     }
 }
 
-/// Reads the held signals pending and logs them (rate-limited). Called at every safety-net look.
+/// Reads the held signals pending and logs them (rate-limited). Called at every upkeep of the agent.
 pub(crate) fn consume(now: Instant) {
     let mut state = state();
     let Held { fd, seen } = &mut *state;
