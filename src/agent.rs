@@ -6,9 +6,10 @@
 //! ([`hearts`]). Each pass then reaps finished repairs, reports exits, looks at the
 //! heartbeats (and pidfiles) the core says are due, brings the hearts directory in step,
 //! lets the [`Supervisor`] decide, and carries out its actions: problem files, repairs,
-//! logging, feeding, the reset path. Every [`UPKEEP_EVERY`] `check_interval`s a pass is
-//! also the agent's upkeep: held signals are read, the run, state and hearts directories
-//! checked, an operator's clear-hold request taken.
+//! logging, feeding, the reset path. Every [`UPKEEP_EVERY`] `check_interval`s the next
+//! pass (a feed, most often, so that the upkeep costs no wake-up of its own) is also the
+//! agent's upkeep: held signals are read, the run, state and hearts directories checked,
+//! an operator's clear-hold request taken.
 //!
 //! Invariants: nothing here allocates after [`Agent::new`] returns (every buffer and table
 //! is sized at startup); the watchdog is fed only through the core's `Feed`, which follows a
@@ -126,8 +127,12 @@ pub struct Agent<P: OutputPin, C: Clock> {
     exited: Box<heapless::Vec<usize, MAX_COMPONENTS>>,
     /// Something became ready at the last wake-up: pass now, whatever the deadline.
     woken: bool,
+    /// The upkeep is due from this instant, and taken by the first pass after it.
     next_upkeep: Instant,
     upkeep_interval: Duration,
+    /// How long after it is due the upkeep waits for a pass to ride on (a feed comes within
+    /// a `feed_interval`) before it wakes the loop itself: at most one upkeep interval.
+    upkeep_wait: Duration,
     names: Vec<NameBuf>,
     hearts: Option<Hearts>,
     repairs: Repairs,
@@ -219,6 +224,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             woken: false,
             next_upkeep: now,
             upkeep_interval: config.agent.check_interval * UPKEEP_EVERY,
+            upkeep_wait: feed_interval.min(config.agent.check_interval * UPKEEP_EVERY),
             names,
             hearts,
             repairs: Repairs::default(),
@@ -255,7 +261,8 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
                 .hearts
                 .as_ref()
                 .map_or(Instant::NEVER, |h| h.next_deadline());
-            self.next_pass = self.sup.next_deadline().min(self.next_upkeep).min(listing);
+            let upkeep = self.next_upkeep.saturating_add(self.upkeep_wait);
+            self.next_pass = self.sup.next_deadline().min(upkeep).min(listing);
         }
         let led_edge = self.update_led(now);
         if self.written_generation != Some(self.sup.generation()) {

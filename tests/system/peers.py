@@ -533,6 +533,12 @@ def run_peer(peer, initrd, workdir, args, log):
                 g.force_reset()
                 g.up()
             res["startup64_ms"] = g.startups
+    if "cost" in parts and peer == "watchkeeper":
+        # The floor under both CPU rows: what feeding alone costs at this feed_interval.
+        with PeerGuest(peer, 0, initrd, os.path.join(workdir, peer + "-0")) as g:
+            g.up()
+            say(f"no component, feeding only: cost windows ({args.windows} x {args.window} s)")
+            res["cost0"] = measure_cost(g, args.windows, args.window)
     if "kill9" in parts and peer == "watchkeeper":
         with PeerGuest(peer, 1, args.kill9_initrd, os.path.join(workdir, peer + "-kill9")) as g:
             g.up()
@@ -619,6 +625,8 @@ def render(results, sizes, versions, args, started):
         ("reset: board reset after the last beat", lambda r: median_range(r["death"]["reset_s"], secs)),
         ("CPU per hour, 1 heartbeat", lambda r: cpu_text(r["cost1"])),
         ("CPU per hour, 64 heartbeats", lambda r: cpu_text(r["cost64"])),
+        (f"CPU per hour, no component: feeding alone, every {WK_FEED_INTERVAL}",
+         lambda r: cpu_text(r["cost0"]), "watchkeeper"),
         ("VmRSS / VmHWM, 1 heartbeat", lambda r: memory_text(r["cost1"])),
         ("VmRSS / VmHWM, 64 heartbeats", lambda r: memory_text(r["cost64"])),
         ("startup: exec to first feed, 1 heartbeat",
@@ -709,7 +717,7 @@ def main():
 
     started = datetime.datetime.now()
     workdir = tempfile.mkdtemp(prefix="wk-peers-")
-    initrd, sizes, versions = build_image(workdir, (1, 64))
+    initrd, sizes, versions = build_image(workdir, (0, 1, 64))
     args.kill9_initrd = None
     if "kill9" in args.parts and "watchkeeper" in peers:
         args.kill9_initrd = build_image(workdir, (1,), kill9=True)[0]
