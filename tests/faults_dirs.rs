@@ -629,13 +629,17 @@ fn state_disk_full_still_says_how_the_previous_boot_ended_and_shows_a_fault() {
     assert!(sb.log().contains("No space left on device"), "{}", sb.log());
     assert_state_fault(&sb, &mut agent);
     // Space again: the next retry (every 30 s) writes the record, the fault goes away.
+    // `svc` beats all along: its 30 s timeout would otherwise end about when the retry
+    // comes, and its death would turn the LED from healthy before `status` saw it.
     fs::remove_file(state.join("filler")).unwrap();
+    let beat = || fs::write(sb.path("svc.beat"), b"").unwrap();
     wait_while_running(
         &sb,
         &mut agent,
         "the history written again",
         Duration::from_secs(60),
         || {
+            beat();
             sb.log()
                 .contains("works again: the reset history is written")
         },
@@ -643,7 +647,10 @@ fn state_disk_full_still_says_how_the_previous_boot_ended_and_shows_a_fault() {
     sb.wait_for(
         "status to show the LED healthy",
         Duration::from_secs(60),
-        || sb.status_json()["agent"]["led"] == "healthy",
+        || {
+            beat();
+            sb.status_json()["agent"]["led"] == "healthy"
+        },
     );
     let history = fs::read_to_string(state.join("history")).unwrap();
     assert_eq!(history.lines().count(), 3, "{history}");
