@@ -37,6 +37,7 @@ use crate::limits::{MAX_COMPONENTS, MAX_NAME_LEN, MAX_REASON_LEN, MAX_STATUS_LEN
 use crate::os::clock::Clock;
 use crate::os::heartbeat;
 use crate::os::led::{FaultLed, PinError};
+use crate::os::notify::Notifier;
 use crate::os::pidfd::Pins;
 use crate::os::repair::{self, Repairs};
 use crate::os::rundir::{Checked, RunDir};
@@ -77,6 +78,8 @@ pub struct Parts<P: OutputPin, C: Clock> {
     pub hold_until: Option<Instant>,
     /// Seed for the backoff jitter.
     pub seed: u64,
+    /// The service manager to tell that the board is guarded, after the first feed.
+    pub notifier: Option<Notifier>,
 }
 
 /// Why the agent could not be built from its config (a startup error).
@@ -573,12 +576,20 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             }
             Action::Feed => {
                 let Some(watchdog) = self.parts.watchdog.as_mut() else {
+                    // Unguarded, and its status says so: a boot that waited for it forever
+                    // would be worse.
+                    if let Some(notifier) = self.parts.notifier.as_mut() {
+                        notifier.ready();
+                    }
                     return;
                 };
                 let fed = watchdog.keepalive();
                 if fed.is_ok() {
                     // Only for observers: a failure here changes nothing for the board.
                     let _ = self.parts.run.mark_fed();
+                    if let Some(notifier) = self.parts.notifier.as_mut() {
+                        notifier.ready();
+                    }
                 }
                 match fed {
                     Ok(()) if self.feed_failing => {

@@ -127,6 +127,7 @@ critical = false
         fault: false,
         hold_until: Some(Instant::from_millis(60_000)),
         seed: 42,
+        notifier: None,
     };
     let mut agent = Agent::new(&config, parts).unwrap();
     let heart = dir.join("hearts/backup");
@@ -409,6 +410,7 @@ fn broken_and_recreated_directories_allocate_nothing() {
         fault: false,
         hold_until: None,
         seed: 7,
+        notifier: None,
     };
     let mut agent = Agent::new(&config, parts).unwrap();
     let (run, state) = (dir.join("run"), dir.join("state"));
@@ -480,4 +482,26 @@ fn broken_and_recreated_directories_allocate_nothing() {
     assert!(feeds.get() >= 8, "fed {} times in 12 s", feeds.get());
     assert_eq!(patterns, [Pattern::Healthy, Pattern::Component(1)]);
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn telling_the_service_manager_ready_allocates_nothing() {
+    watchkeeper::os::logging::init();
+    let dir = temp_dir("notify");
+    let socket = dir.join("notify.sock");
+    let listener = std::os::unix::net::UnixDatagram::bind(&socket).unwrap();
+    let mut notifier =
+        watchkeeper::os::notify::Notifier::new(socket.as_os_str(), "guarding the board").unwrap();
+    let ((), allocations) = counted(|| notifier.ready());
+    assert_eq!(allocations, NONE);
+    let mut buf = [0u8; 256];
+    let n = listener.recv(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"READY=1\n"));
+    // And with nobody listening any more: the failure is logged, still without allocating.
+    drop(listener);
+    let mut notifier =
+        watchkeeper::os::notify::Notifier::new(socket.as_os_str(), "guarding the board").unwrap();
+    let ((), allocations) = counted(|| notifier.ready());
+    assert_eq!(allocations, NONE);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

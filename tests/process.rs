@@ -356,3 +356,51 @@ fn kill_9_mid_write_leaves_every_state_file_readable() {
     );
     kill9(&mut component);
 }
+
+#[test]
+fn a_service_manager_hears_ready_after_the_first_feed_and_repairs_do_not_inherit_its_socket() {
+    use std::os::unix::net::UnixDatagram;
+    let sb = Sandbox::new("notify");
+    let socket = sb.path("notify.sock");
+    let listener = UnixDatagram::bind(&socket).unwrap();
+    listener
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    // A component that never beats: its repair records the environment it was given.
+    let env_file = sb.path("repair.env");
+    sb.config(&format!(
+        "[[component]]\nname = \"mute\"\nheartbeat = \"{d}/mute.beat\"\ntimeout = \"1s\"\ngrace = \"100ms\"\ncritical = false\nrepair = [\"/bin/sh\", \"-c\", \"env > {e}\"]\n",
+        d = sb.dir.display(),
+        e = env_file.display()
+    ));
+    let mut command = sb.command(&["run"]);
+    command.env("NOTIFY_SOCKET", &socket);
+    let mut agent = spawn_logged(&sb, &mut command);
+    let mut buf = [0u8; 512];
+    let n = listener
+        .recv(&mut buf)
+        .unwrap_or_else(|e| panic!("no readiness ({e})\n{}", sb.log()));
+    let message = std::str::from_utf8(&buf[..n]).unwrap();
+    assert!(
+        sb.last_feed().is_some(),
+        "READY=1 before the first feed: {message}"
+    );
+    assert_eq!(
+        message,
+        format!(
+            "READY=1\nMAINPID={}\nSTATUS=no watchdog device (device = \"none\"): decisions are only logged",
+            agent.id()
+        )
+    );
+    sb.wait_for("the repair's environment", Duration::from_secs(20), || {
+        fs::read_to_string(&env_file).is_ok_and(|e| e.contains("WATCHKEEPER_COMPONENT=mute"))
+    });
+    let env = fs::read_to_string(&env_file).unwrap();
+    assert!(!env.contains("NOTIFY_SOCKET"), "{env}");
+    listener
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    assert!(listener.recv(&mut buf).is_err(), "readiness sent twice");
+    sb.assert_alive_and_feeding(&mut agent, &sb.path("run"));
+    kill9(&mut agent);
+}

@@ -17,6 +17,7 @@ use crate::config::{self, Config, ConfigError};
 use crate::core::history::End;
 use crate::os::clock::{Clock, SystemClock};
 use crate::os::led::{self, LedSpec};
+use crate::os::notify::{NOTIFY_SOCKET, Notifier};
 use crate::os::rundir::RunDir;
 use crate::os::state::{self, Aside, Finding, Started, State};
 use crate::os::watchdog::{
@@ -275,6 +276,11 @@ pub fn run(config_path: &Path, agent_binary: &Path) -> RunError {
         log::warn!("{warning}");
     }
     let may_reboot = config.watchdog.device.is_some();
+    let readiness = match (watchdog.is_some(), may_reboot) {
+        (true, true) => "guarding the board: the watchdog is fed after each healthy check",
+        (true, false) => "no watchdog device (device = \"none\"): decisions are only logged",
+        (false, _) => "NOT GUARDED: the watchdog device cannot be used (see the log)",
+    };
     let seed = this_boot
         .bytes()
         .fold(u64::from(std::process::id()), |h, b| {
@@ -292,6 +298,14 @@ pub fn run(config_path: &Path, agent_binary: &Path) -> RunError {
         fault,
         hold_until,
         seed,
+        notifier: match Notifier::from_env(readiness) {
+            None => None,
+            Some(Ok(notifier)) => Some(notifier),
+            Some(Err(e)) => {
+                log::warn!("{NOTIFY_SOCKET} {e}");
+                None
+            }
+        },
     };
     let agent = match Agent::new(&config, parts) {
         Ok(agent) => agent,

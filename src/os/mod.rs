@@ -10,6 +10,7 @@ pub(crate) mod harden;
 pub mod heartbeat;
 pub mod led;
 pub mod logging;
+pub mod notify;
 pub mod pidfd;
 pub mod repair;
 pub mod rundir;

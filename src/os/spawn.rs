@@ -87,9 +87,12 @@ fn check(call: &'static str, rc: libc::c_int) -> Result<(), PrepareError> {
     }
 }
 
+/// Left out of a spawned program's environment (see `sd_notify(3)`, `sd_watchdog_enabled(3)`).
+const SERVICE_MANAGER_VARIABLES: [&str; 3] = ["NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC"];
+
 impl Prepared {
     /// Prepares `program` (run as is: no `PATH` search), with `args` after it, and the
-    /// agent's current environment.
+    /// agent's current environment, less the service manager's notify variables.
     pub fn new(program: &OsStr, args: &[Arg<'_>]) -> Result<Self, PrepareError> {
         let slot: Box<[Cell<u8>; SLOT_LEN]> = Box::new([const { Cell::new(0) }; SLOT_LEN]);
         let mut strings = vec![cstring(program)?];
@@ -109,6 +112,11 @@ impl Prepared {
         argv.push(ptr::null_mut());
         let mut envp = Vec::new();
         for (key, value) in std::env::vars_os() {
+            // The service manager's notify variables are for the agent, its main process:
+            // a repair that inherited them could speak for it.
+            if SERVICE_MANAGER_VARIABLES.iter().any(|v| key == *v) {
+                continue;
+            }
             let mut pair = key;
             pair.push("=");
             pair.push(value);

@@ -69,6 +69,7 @@ fn measure_pass(components: usize) -> (Duration, Duration, usize) {
         fault: false,
         hold_until: None,
         seed: 1,
+        notifier: None,
     };
     let mut agent = Agent::new(&config, parts).unwrap();
     let passes = (200_000 / components).clamp(200, 20_000);
