@@ -58,11 +58,12 @@ fn a_killed_component_is_marked_repaired_and_cleared() {
     let script = component_script(&sb, "svc");
     let restart = sb.path("restart.sh");
     // The repair restarts the component in the background, as an init script would, and
-    // records what the agent put in its environment.
+    // records what the agent put in its environment. It restarts it only once the test
+    // has read the problem file (`go`, or 10 s): a quick repair clears it within a poll.
     fs::write(
         &restart,
         format!(
-            "#!/bin/sh\necho \"$WATCHKEEPER_COMPONENT $WATCHKEEPER_PROBLEM $(cat /proc/self/oom_score_adj)\" >> {d}/repairs\nsetsid {s} </dev/null >/dev/null 2>&1 &\n",
+            "#!/bin/sh\necho \"$WATCHKEEPER_COMPONENT $WATCHKEEPER_PROBLEM $(cat /proc/self/oom_score_adj)\" >> {d}/repairs\ni=0\nwhile [ ! -e {d}/go ] && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done\nsetsid {s} </dev/null >/dev/null 2>&1 &\n",
             d = sb.dir.display(),
             s = script.display()
         ),
@@ -96,6 +97,7 @@ fn a_killed_component_is_marked_repaired_and_cleared() {
             .unwrap()
             .starts_with("watchkeeper: process ")
     );
+    fs::write(sb.path("go"), b"").unwrap();
     sb.wait_for(
         "the repair to bring it back",
         Duration::from_secs(10),
