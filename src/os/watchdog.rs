@@ -69,8 +69,12 @@ pub trait Watchdog {
 pub enum WatchdogError {
     /// The device node does not exist.
     NotFound { path: Arc<Path> },
-    /// Another process holds the device open (it admits one opener at a time).
-    Busy { path: Arc<Path> },
+    /// Another process holds the device open (it admits one opener at a time); `holder`
+    /// is the first found in `/proc`, when one is.
+    Busy {
+        path: Arc<Path>,
+        holder: Option<Holder>,
+    },
     /// Opening failed for another reason (permissions, not a device, ...).
     Open { path: Arc<Path>, errno: Errno },
     /// The driver rejected a standard ioctl while being set up.
@@ -94,11 +98,33 @@ impl fmt::Display for WatchdogError {
                  or set device = \"none\" on a development host",
                 path.display()
             ),
-            WatchdogError::Busy { path } => write!(
+            WatchdogError::Busy {
+                path,
+                holder: Some(holder),
+            } if holder.pid == 1 && holder.program == "systemd" => write!(
                 f,
-                "{}: held open by another process (systemd RuntimeWatchdogSec=, OpenWrt procd, \
-                 another watchdog daemon or a running watchkeeper): disable that one, or point \
-                 watchkeeper at another watchdog device",
+                "{}: held open by systemd (pid 1), its own watchdog: set RuntimeWatchdogSec=off \
+                 (and RebootWatchdogSec=off, KExecWatchdogSec=off) in /etc/systemd/system.conf \
+                 or a drop-in in /etc/systemd/system.conf.d/, and reboot; or point watchkeeper \
+                 at another watchdog device",
+                path.display()
+            ),
+            WatchdogError::Busy {
+                path,
+                holder: Some(holder),
+            } => write!(
+                f,
+                "{}: held open by {} (pid {}): stop that one (and keep it from starting), or \
+                 point watchkeeper at another watchdog device",
+                path.display(),
+                holder.program,
+                holder.pid
+            ),
+            WatchdogError::Busy { path, holder: None } => write!(
+                f,
+                "{}: held open by another process, not found in /proc (systemd \
+                 RuntimeWatchdogSec=, OpenWrt procd, another watchdog daemon or a running \
+                 watchkeeper): disable that one, or point watchkeeper at another watchdog device",
                 path.display()
             ),
             WatchdogError::Open { path, errno } => write!(
@@ -408,10 +434,64 @@ fn open_device(path: &Arc<Path>) -> Result<OwnedFd, WatchdogError> {
         let path = path.clone();
         match errno {
             Errno::ENOENT => WatchdogError::NotFound { path },
-            Errno::EBUSY => WatchdogError::Busy { path },
+            Errno::EBUSY => WatchdogError::Busy {
+                holder: holder_of(&path),
+                path,
+            },
             errno => WatchdogError::Open { path, errno },
         }
     })
+}
+
+/// A process that holds a file open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub pid: i32,
+    /// Its `/proc/PID/comm`.
+    pub program: String,
+}
+
+/// The first process found with `path` open (`/proc/PID/fd/*`, compared by device and
+/// inode). The legacy `/dev/watchdog` and `/dev/watchdog0` are one watchdog under two
+/// nodes: a holder of either is the holder of both. Only on the error path: it allocates.
+fn holder_of(path: &Path) -> Option<Holder> {
+    let id = |st: &nix::sys::stat::FileStat| (st.st_dev, st.st_ino);
+    let mut wanted = vec![id(&nix::sys::stat::stat(path).ok()?)];
+    for (a, b) in [
+        ("/dev/watchdog", "/dev/watchdog0"),
+        ("/dev/watchdog0", "/dev/watchdog"),
+    ] {
+        if path == Path::new(a)
+            && let Ok(st) = nix::sys::stat::stat(b)
+        {
+            wanted.push(id(&st));
+        }
+    }
+    let me = std::process::id().to_string();
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let pid = entry.file_name();
+        let Some(pid_number) = pid.to_str().and_then(|p| p.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid.to_str() == Some(me.as_str()) {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        let holds = fds
+            .flatten()
+            .any(|fd| nix::sys::stat::stat(&fd.path()).is_ok_and(|st| wanted.contains(&id(&st))));
+        if holds {
+            let program = std::fs::read_to_string(entry.path().join("comm"))
+                .map_or_else(|_| "?".to_owned(), |c| c.trim_end().to_owned());
+            return Some(Holder {
+                pid: pid_number,
+                program,
+            });
+        }
+    }
+    None
 }
 
 /// Without info the driver may still take WDIOC_SETTIMEOUT; its refusal is harmless.
@@ -598,16 +678,60 @@ mod tests {
     }
 
     #[test]
-    fn busy_names_the_usual_holders() {
-        let text = WatchdogError::Busy {
-            path: Arc::from(Path::new("/dev/watchdog0")),
-        }
-        .to_string();
+    fn busy_names_the_holder_and_what_to_change() {
+        let busy = |holder| {
+            WatchdogError::Busy {
+                path: Arc::from(Path::new("/dev/watchdog0")),
+                holder,
+            }
+            .to_string()
+        };
+        let text = busy(None);
         assert!(text.starts_with("/dev/watchdog0: "), "{text}");
         assert!(
             text.contains("RuntimeWatchdogSec") && text.contains("procd"),
             "{text}"
         );
+        let text = busy(Some(Holder {
+            pid: 1,
+            program: "systemd".into(),
+        }));
+        assert!(
+            text.contains("held open by systemd (pid 1)")
+                && text.contains("RuntimeWatchdogSec=off")
+                && text.contains("system.conf.d"),
+            "{text}"
+        );
+        let text = busy(Some(Holder {
+            pid: 812,
+            program: "watchdog".into(),
+        }));
+        assert!(text.contains("held open by watchdog (pid 812)"), "{text}");
+    }
+
+    #[test]
+    fn the_holder_of_a_file_is_found_in_proc() {
+        let path = std::env::temp_dir().join(format!("wk-holder-{}", std::process::id()));
+        std::fs::write(&path, b"").unwrap();
+        // A child holds it open on its stdin; the agent's own descriptors never count.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .stdin(std::fs::File::open(&path).unwrap())
+            .spawn()
+            .unwrap();
+        let holder = holder_of(&path);
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(
+            holder,
+            Some(Holder {
+                pid: child.id() as i32,
+                program: "sleep".into()
+            })
+        );
+        let _held_by_me = std::fs::File::open(&path).unwrap();
+        assert_eq!(holder_of(&path), None);
+        std::fs::remove_file(&path).unwrap();
     }
 
     /// /dev/null answers every ioctl with ENOTTY and accepts writes: a driver that speaks only

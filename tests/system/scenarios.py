@@ -315,6 +315,12 @@ def s_healthy_soak(ctx):
         ticks, rss, up = out.splitlines()
         return sum(int(x) for x in ticks.split()), int(rss.split()[1]), float(up)
 
+    # The device admits one opener: a second one is refused with the holder named, from the
+    # real driver's EBUSY (`disarm` opens it; it cannot disarm what the agent holds).
+    out, rc = g.run("watchkeeper disarm 2>&1")
+    ctx.check("a second opener of the watchdog is refused, naming the agent as its holder",
+              rc != 0 and f"held open by watchkeeper (pid {pid})" in out, f"rc {rc}: {out.strip()}")
+
     cpu0, rss0, up0 = proc_figures()
     t0 = time.monotonic()
     soak = ctx.args.soak
