@@ -25,8 +25,10 @@ Figures (medians, with the range of the runs):
   detection  last heartbeat -> the peer's decision line in the kernel log, minus the limit
   reset      last heartbeat -> the watchdog device fires (QEMU's WATCHDOG event) or, for a
              reboot the guest asks for, QEMU's RESET event (host clock)
-  cost       CPU (utime+stime+cutime+cstime of /proc/PID/stat, children included) per hour
-             of healthy supervision, and VmRSS and VmHWM (/proc/PID/status), per fixed window
+  cost       CPU (the scheduler's run time of /proc/PID/schedstat, plus the reaped children's
+             cutime+cstime of /proc/PID/stat) per hour of healthy supervision, and VmRSS and
+             VmHWM (/proc/PID/status), per fixed window; watchkeeper also with no component
+             (feeding alone, the floor under its rows)
   startup    exec of the peer -> the driver's first ping, from a function trace of the
              i6300esb driver (tracefs), one sample per boot (at least --runs boots)
   size       the files the peer needs on the image
