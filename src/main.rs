@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use nix::errno::Errno;
+use watchkeeper::cli::shutdown::{self, ShutdownError};
 use watchkeeper::cli::startup::{DisarmError, RunError};
 use watchkeeper::cli::{startup, status, version};
 use watchkeeper::config::{self, ConfigError, DEFAULT_PATH};
@@ -28,6 +29,8 @@ commands:
   beat NAME|PATH   touch a heartbeat: a component's or heart's by NAME, or a file by PATH
   clear-hold       let a running agent force resets again after a reboot-loop hold
   disarm           write the magic 'V': the watchdog stops counting (maintenance only)
+  shutdown         at a reboot or power-off: stop the agent, leave the watchdog counting
+                   [watchdog] shutdown_timeout, record the shutdown
 
 options:
   -c, --config FILE  config file (default /etc/watchkeeper.toml)
@@ -66,6 +69,7 @@ enum Failure {
     /// `clear-hold` could not leave its request in the run directory.
     ClearHold(Errno),
     Disarm(DisarmError),
+    Shutdown(ShutdownError),
     /// The command's output could not be written (other than to a reader gone away).
     Output(io::Error),
     /// `beat` could not touch this heartbeat.
@@ -86,6 +90,7 @@ impl fmt::Display for Failure {
             Failure::Run(e) => e.fmt(f),
             Failure::ClearHold(errno) => write!(f, "cannot ask the agent: {}", errno.desc()),
             Failure::Disarm(e) => e.fmt(f),
+            Failure::Shutdown(e) => e.fmt(f),
             Failure::Output(e) => write!(f, "cannot write the output: {e}"),
             Failure::Touch(path, e) => write!(f, "cannot touch {}: {e}", path.display()),
             Failure::NoSuchName { name, config_path } => write!(
@@ -166,6 +171,11 @@ fn dispatch(args: &[OsString]) -> Result<(), Failure> {
         }
         ["disarm"] => {
             let message = startup::disarm(&config_path).map_err(Failure::Disarm)?;
+            say(&message);
+            Ok(())
+        }
+        ["shutdown"] => {
+            let message = shutdown::shutdown(&config_path).map_err(Failure::Shutdown)?;
             say(&message);
             Ok(())
         }

@@ -22,6 +22,7 @@ fn minimal_config_gets_the_documented_defaults() {
     );
     assert_eq!(c.watchdog.timeout, Duration::from_secs(15));
     assert_eq!(c.watchdog.feed_interval, Duration::from_millis(3750));
+    assert_eq!(c.watchdog.shutdown_timeout, Duration::from_secs(120));
     assert_eq!(c.agent.check_interval, Duration::from_secs(1));
     assert_eq!(c.agent.state_dir, Path::new("/var/lib/watchkeeper"));
     assert_eq!(c.agent.run_dir, Path::new("/run/watchkeeper"));
@@ -47,6 +48,7 @@ fn a_full_config_parses() {
 device = "/dev/watchdog0"
 timeout = 10
 feed_interval = "2s"
+shutdown_timeout = "5m"
 
 [agent]
 check_interval = "250ms"
@@ -89,6 +91,7 @@ critical = false
 "#;
     let c = parse(text).unwrap();
     assert_eq!(c.watchdog.feed_interval, Duration::from_secs(2));
+    assert_eq!(c.watchdog.shutdown_timeout, Duration::from_secs(300));
     assert_eq!(c.agent.realtime_priority, None);
     assert_eq!(c.agent.log, LogTarget::Kmsg);
     assert_eq!(
@@ -137,8 +140,12 @@ fn errors_name_file_line_column_and_what_is_allowed() {
             "/etc/wk.toml:2:11: watchdog timeout must be whole seconds",
         ),
         (
+            "[watchdog]\nshutdown_timeout = \"2h\"\n",
+            "/etc/wk.toml:2:20: watchdog shutdown_timeout must be whole seconds from 1 to 3600",
+        ),
+        (
             "[watchdog]\ntimout = 10\n",
-            "/etc/wk.toml:2:1: unknown key `timout`, expected one of `device`, `timeout`, `feed_interval`",
+            "/etc/wk.toml:2:1: unknown key `timout`, expected one of `device`, `timeout`, `feed_interval`, `shutdown_timeout`",
         ),
         (
             "[agent]\nlog = \"syslog\"\n",

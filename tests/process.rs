@@ -151,6 +151,41 @@ fn a_component_that_stays_dead_forces_a_recorded_reset() {
 }
 
 #[test]
+fn a_shutdown_is_recorded_and_an_agent_started_again_in_the_boot_takes_it_back() {
+    let sb = Sandbox::new("shutdown");
+    sb.config(&format!(
+        "[hearts]\ndir = \"{d}/hearts\"\ncritical = false\n",
+        d = sb.dir.display()
+    ));
+    // No agent has run in this boot: the command records the boot's start too.
+    let out = sb.run(&["shutdown"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("shutdown recorded"), "{said}");
+    let json = sb.status_json();
+    let boot = &json["boots"][0];
+    assert_eq!(boot["end"], "shutdown", "{json}");
+    assert!(
+        boot["reason"].as_str().unwrap().contains("after 120 s"),
+        "the default bound: {json}"
+    );
+    assert!(sb.status().contains("shutdown by an operator"));
+    // The boot went on after all: its end is open again.
+    let mut agent = sb.start();
+    sb.wait_for(
+        "the agent's restart in the boot",
+        Duration::from_secs(10),
+        || sb.log().contains("restarted within the same boot"),
+    );
+    sb.wait_for(
+        "the record back to running",
+        Duration::from_secs(10),
+        || sb.status_json()["boots"][0]["end"] == "running",
+    );
+    kill9(&mut agent);
+}
+
+#[test]
 fn a_healthy_agent_feeds_and_status_says_when() {
     let sb = Sandbox::new("feeds");
     let (mut component, mut agent) = start_with_svc(&sb, "");

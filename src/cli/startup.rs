@@ -215,6 +215,9 @@ pub fn run(config_path: &Path, agent_binary: &Path) -> RunError {
                 previous.component,
                 previous.reason
             ),
+            End::Shutdown {
+                watchdog_fired: false,
+            } => log::info!("previous boot {}: {}", previous.number, previous.reason),
             _ => log::warn!("previous boot {}: {}", previous.number, previous.reason),
         },
         Started::First => match no_record {

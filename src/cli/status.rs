@@ -497,6 +497,10 @@ fn end_text(boot: &Boot, current: bool) -> String {
         End::Running => "ended without a record: how it ended is unknown (a reset whose reason could not be saved, as when the state directory is full or read-only, or a reset before the next boot could record it)".to_owned(),
         End::Forced => format!("reset by watchkeeper{uptime}: {component}: {reason}"),
         End::Unrequested { .. } => reason.to_string(),
+        End::Shutdown { .. } => match boot.uptime_ms {
+            Some(ms) => format!("{reason}, {} up", human(ms)),
+            None => reason.to_string(),
+        },
     }
 }
 

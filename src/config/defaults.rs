@@ -22,6 +22,9 @@ pub(crate) const DEVICE_NONE: &str = "none";
 pub(crate) const WATCHDOG_TIMEOUT: Duration = Duration::from_secs(15);
 /// `[watchdog] feed_interval` is the timeout divided by this.
 pub(crate) const FEEDS_PER_TIMEOUT: u32 = 4;
+/// `[watchdog] shutdown_timeout`: longer than systemd's default stop timeout of one unit
+/// (90 s), so that one slow unit does not end a clean shutdown in a hardware reset.
+pub(crate) const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// `[agent] check_interval`.
 pub(crate) const CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -77,5 +80,6 @@ pub fn watchdog() -> WatchdogConfig {
         device: Some(PathBuf::from(DEVICE)),
         timeout: WATCHDOG_TIMEOUT,
         feed_interval: WATCHDOG_TIMEOUT / FEEDS_PER_TIMEOUT,
+        shutdown_timeout: SHUTDOWN_TIMEOUT,
     }
 }

@@ -44,9 +44,10 @@ impl fmt::Display for Config {
         }
         writeln!(
             f,
-            "timeout = {}\nfeed_interval = {}\n",
+            "timeout = {}\nfeed_interval = {}\nshutdown_timeout = {}\n",
             secs(w.timeout),
-            secs(w.feed_interval)
+            secs(w.feed_interval),
+            secs(w.shutdown_timeout)
         )?;
         let a = &self.agent;
         writeln!(f, "[agent]\ncheck_interval = {}", secs(a.check_interval))?;

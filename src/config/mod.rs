@@ -67,6 +67,8 @@ pub struct WatchdogConfig {
     pub device: Option<PathBuf>,
     pub timeout: Duration,
     pub feed_interval: Duration,
+    /// The watchdog timeout `watchkeeper shutdown` leaves in force: the bound on a shutdown.
+    pub shutdown_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

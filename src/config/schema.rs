@@ -362,6 +362,7 @@ pub(super) struct RawWatchdog {
     pub(super) device: Option<Spanned<Text>>,
     pub(super) timeout: Option<Spanned<Dur>>,
     pub(super) feed_interval: Option<Spanned<Dur>>,
+    pub(super) shutdown_timeout: Option<Spanned<Dur>>,
 }
 
 #[derive(Default)]
@@ -510,12 +511,14 @@ impl Section for RawConfig {
 }
 
 impl Section for RawWatchdog {
-    const KEYS: &'static [&'static str] = &["device", "timeout", "feed_interval"];
+    const KEYS: &'static [&'static str] =
+        &["device", "timeout", "feed_interval", "shutdown_timeout"];
     fn set(&mut self, key: &str, value: &Value<'_>) -> Result<bool, ReadError> {
         match key {
             "device" => self.device = spanned(value)?,
             "timeout" => self.timeout = spanned(value)?,
             "feed_interval" => self.feed_interval = spanned(value)?,
+            "shutdown_timeout" => self.shutdown_timeout = spanned(value)?,
             _ => return Ok(false),
         }
         Ok(true)

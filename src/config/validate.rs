@@ -87,16 +87,12 @@ impl RawWatchdog {
             }
             None => Some(PathBuf::from(defaults::DEVICE)),
         };
-        let timeout = match &self.timeout {
-            Some(t) => {
-                let d = t.get_ref().0;
-                if d.subsec_nanos() != 0 || !(1..=3600).contains(&d.as_secs()) {
-                    return Err(at(t, "watchdog timeout must be whole seconds from 1 to 3600 (the driver API counts seconds)".into()));
-                }
-                d
-            }
-            None => defaults::WATCHDOG_TIMEOUT,
-        };
+        let timeout = driver_seconds(&self.timeout, "timeout", defaults::WATCHDOG_TIMEOUT)?;
+        let shutdown_timeout = driver_seconds(
+            &self.shutdown_timeout,
+            "shutdown_timeout",
+            defaults::SHUTDOWN_TIMEOUT,
+        )?;
         let feed_interval = match &self.feed_interval {
             Some(f) => {
                 let d = f.get_ref().0;
@@ -117,8 +113,30 @@ impl RawWatchdog {
             device,
             timeout,
             feed_interval,
+            shutdown_timeout,
         })
     }
+}
+
+/// A watchdog timeout: whole seconds from 1 to 3600, as the driver API counts them.
+fn driver_seconds(
+    value: &Option<Spanned<Dur>>,
+    key: &str,
+    default: Duration,
+) -> Result<Duration, Invalid> {
+    let Some(t) = value else {
+        return Ok(default);
+    };
+    let d = t.get_ref().0;
+    if d.subsec_nanos() != 0 || !(1..=3600).contains(&d.as_secs()) {
+        return Err(at(
+            t,
+            format!(
+                "watchdog {key} must be whole seconds from 1 to 3600 (the driver API counts seconds)"
+            ),
+        ));
+    }
+    Ok(d)
 }
 
 /// Where `[agent]` set its directories (`None`: the default).

@@ -2,8 +2,12 @@
 //!
 //! One record per boot, newest last, at most [`HISTORY_LEN`]: when the boot started, how
 //! it ended and why. Each boot the agent first records "running" for the new boot; a
-//! forced reset overwrites that with the component and reason before feeding stops. A
-//! record still "running" when the next boot starts ended in a reset nobody asked for.
+//! forced reset overwrites that with the component and reason before feeding stops, and
+//! `watchkeeper shutdown` overwrites it with "shutdown" when an operator takes the board
+//! down. A record still "running" when the next boot starts ended in a reset nobody asked
+//! for; a "shutdown" followed by a watchdog reset ended in a shutdown that hung. An agent
+//! started again within a boot recorded as "shutdown" puts it back to "running": that
+//! boot went on, so how it ends is still to be seen.
 //!
 //! The guard measures time across boots as the sum of the boots' uptimes (an unknown
 //! uptime counts as zero, which errs towards holding). Wall-clock times are kept for
@@ -33,6 +37,9 @@ pub enum End {
     /// Reset that the agent did not ask for; `watchdog_fired` when the driver says the
     /// watchdog reset the board (the agent hung or was killed, or the kernel hung).
     Unrequested { watchdog_fired: bool },
+    /// An operator shut the board down or rebooted it (`watchkeeper shutdown` ran);
+    /// `watchdog_fired` when the shutdown hung and the watchdog ended it.
+    Shutdown { watchdog_fired: bool },
 }
 
 impl End {
@@ -47,6 +54,12 @@ impl End {
             End::Unrequested {
                 watchdog_fired: false,
             } => "unrequested",
+            End::Shutdown {
+                watchdog_fired: false,
+            } => "shutdown",
+            End::Shutdown {
+                watchdog_fired: true,
+            } => "shutdown-hung",
         }
     }
 
@@ -59,6 +72,12 @@ impl End {
             },
             End::Unrequested {
                 watchdog_fired: false,
+            },
+            End::Shutdown {
+                watchdog_fired: false,
+            },
+            End::Shutdown {
+                watchdog_fired: true,
             },
         ]
         .into_iter()
@@ -142,21 +161,41 @@ impl History {
     }
 
     /// Starts the record of a new boot, unless the agent merely restarted within the boot
-    /// that has the latest record. Closes a previous record left "running" as unrequested.
+    /// that has the latest record (which then is "running" again, even after a shutdown
+    /// was recorded). Closes a previous record left "running" as unrequested, and one left
+    /// "shutdown" as a shutdown that hung when the watchdog fired.
     pub fn start_boot(&mut self, boot_id: &str, wall: i64, watchdog_fired: bool) -> BootStart<'_> {
-        if self.boots.back().is_some_and(|b| b.boot_id == boot_id) {
+        if let Some(current) = self.boots.back_mut()
+            && current.boot_id == boot_id
+        {
+            if matches!(current.end, End::Shutdown { .. }) {
+                current.end = End::Running;
+                current.uptime_ms = None;
+                current.reason.clear();
+            }
             return BootStart::Restarted;
         }
         let number = self.boots.back().map_or(1, |b| b.number + 1);
-        if let Some(previous) = self.boots.back_mut()
-            && previous.end == End::Running
-        {
-            previous.end = End::Unrequested { watchdog_fired };
-            previous.reason = bounded(if watchdog_fired {
-                "hardware watchdog reset not requested by watchkeeper (agent hung or killed, or kernel hang)"
-            } else {
-                "reset not requested by watchkeeper (power loss, reboot command, or a crash the watchdog driver did not flag)"
-            });
+        if let Some(previous) = self.boots.back_mut() {
+            match previous.end {
+                End::Running => {
+                    previous.end = End::Unrequested { watchdog_fired };
+                    previous.reason = bounded(if watchdog_fired {
+                        "hardware watchdog reset not requested by watchkeeper (agent hung or killed, or kernel hang)"
+                    } else {
+                        "reset not requested by watchkeeper (power loss, reboot command, or a crash the watchdog driver did not flag)"
+                    });
+                }
+                End::Shutdown { .. } if watchdog_fired => {
+                    previous.end = End::Shutdown {
+                        watchdog_fired: true,
+                    };
+                    previous.reason = bounded(
+                        "shutdown by an operator, hung: the hardware watchdog reset the board before it finished",
+                    );
+                }
+                _ => {}
+            }
         }
         if self.boots.is_full() {
             self.boots.pop_front();
@@ -187,6 +226,26 @@ impl History {
             boot.uptime_ms = Some(u64::try_from(uptime.as_millis()).unwrap_or(u64::MAX));
             boot.component = bounded(component);
             boot.reason = bounded(reason);
+        }
+    }
+
+    /// Records that an operator is taking the board down (a reboot or a power-off), with
+    /// the watchdog timeout left to bound it.
+    pub fn record_shutdown(&mut self, uptime: Duration, bound: Duration) {
+        if let Some(boot) = self.boots.back_mut() {
+            boot.end = End::Shutdown {
+                watchdog_fired: false,
+            };
+            boot.uptime_ms = Some(u64::try_from(uptime.as_millis()).unwrap_or(u64::MAX));
+            boot.component.clear();
+            let mut reason = heapless::String::<MAX_REASON_LEN>::new();
+            // Cannot overflow: the text is far shorter than a reason.
+            let _ = write!(
+                reason,
+                "shutdown by an operator (the watchdog would end it after {} s)",
+                bound.as_secs()
+            );
+            boot.reason = reason;
         }
     }
 
@@ -363,6 +422,50 @@ mod tests {
     }
 
     #[test]
+    fn a_shutdown_is_clean_unless_the_watchdog_ended_it() {
+        let mut h = History::default();
+        h.start_boot("a", 0, false);
+        h.record_shutdown(Duration::from_secs(50), Duration::from_secs(120));
+        let BootStart::After(previous) = h.start_boot("b", 0, false) else {
+            panic!("a new boot")
+        };
+        assert_eq!(
+            previous.end,
+            End::Shutdown {
+                watchdog_fired: false
+            }
+        );
+        assert!(
+            previous.reason.contains("after 120 s"),
+            "{}",
+            previous.reason
+        );
+        assert_eq!(previous.uptime_ms, Some(50_000));
+        h.record_shutdown(Duration::from_secs(9), Duration::from_secs(30));
+        let BootStart::After(previous) = h.start_boot("c", 0, true) else {
+            panic!("a new boot")
+        };
+        assert_eq!(previous.end.as_str(), "shutdown-hung");
+        assert!(previous.reason.contains("hung"), "{}", previous.reason);
+        assert!(!h.hold_needed(1, HOUR), "a shutdown is no forced reset");
+    }
+
+    #[test]
+    fn an_agent_started_again_after_a_shutdown_record_takes_it_back() {
+        let mut h = History::default();
+        h.start_boot("a", 0, false);
+        h.record_shutdown(Duration::from_secs(5), Duration::from_secs(120));
+        assert_eq!(h.start_boot("a", 0, false), BootStart::Restarted);
+        let current = h.current().unwrap();
+        assert_eq!((current.end, current.uptime_ms), (End::Running, None));
+        assert!(current.reason.is_empty());
+        let BootStart::After(previous) = h.start_boot("b", 0, true) else {
+            panic!("a new boot")
+        };
+        assert_eq!(previous.end.as_str(), "watchdog");
+    }
+
+    #[test]
     fn guard_table() {
         // (uptimes of previous forced boots, max_resets, window, hold expected)
         let cases: &[(&[u64], u32, Duration, bool)] = &[
@@ -407,6 +510,9 @@ mod tests {
         let mut h = History::default();
         for i in 0..(HISTORY_LEN + 5) {
             h.start_boot(&format!("{i:036}"), 1_700_000_000 + i as i64, i % 2 == 0);
+            if i % 3 == 0 {
+                h.record_shutdown(Duration::from_secs(60), Duration::from_secs(120));
+            }
         }
         h.record_forced_reset(
             "sensor-1",

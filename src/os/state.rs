@@ -298,6 +298,12 @@ impl State {
         self.write_in_loop()
     }
 
+    /// Records that an operator is taking the board down, bounded by `bound`, durably.
+    pub fn record_shutdown(&mut self, uptime: Duration, bound: Duration) -> Result<(), StateError> {
+        self.history.record_shutdown(uptime, bound);
+        self.persist()
+    }
+
     /// Records that an operator cleared the hold in this boot, durably. Allocation-free,
     /// also when it fails.
     pub fn record_hold_cleared(&mut self) -> Result<(), WriteError<'_>> {

@@ -786,6 +786,7 @@ const KEYS: &[&str] = &[
     "device",
     "timeout",
     "feed_interval",
+    "shutdown_timeout",
     "check_interval",
     "state_dir",
     "run_dir",
