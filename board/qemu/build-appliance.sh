@@ -10,6 +10,7 @@
 #   /etc/init.d/{sensord,uplink}     their init scripts, which the repairs call
 #   /etc/default/{sensord,uplink}    their settings (startup delay, beat interval)
 #   /etc/wk/autostart.d/50-watchkeeper   starts the components, then `watchkeeper run`
+#   /etc/wk/shutdown.d/50-watchkeeper    `watchkeeper shutdown` at a reboot or power-off
 # Does not build the binary (cargo build --release --target ... does).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -41,6 +42,7 @@ adds=(
     --add "$BINARY:/usr/sbin/watchkeeper"
     --add "$CONFIG:/etc/watchkeeper.toml"
     --add "$A/50-watchkeeper:/etc/wk/autostart.d/50-watchkeeper"
+    --add "$A/50-watchkeeper-shutdown:/etc/wk/shutdown.d/50-watchkeeper"
 )
 for c in sensord uplink; do
     adds+=(--add "$A/component:/usr/sbin/$c" --add "$A/init.d-service:/etc/init.d/$c"

@@ -281,7 +281,7 @@ def _component(r, pulses, darks, lead, k, why):
             elif not sure:
                 cur["doubt"] = True
             elif precise(p, "component"):
-                cur["ons"].append(p.length)
+                cur["ons"].append(p)
         d = dark_after.get(i)
         if d is None:  # the pulse runs to the window's end
             break
@@ -302,11 +302,14 @@ def _component(r, pulses, darks, lead, k, why):
     r.groups = sizes
     r.uncertain_groups = sum(g["doubt"] for g in groups)
     ons = [o for g in counted for o in g["ons"]]
-    on = _median(ons)
+    on = _median([p.length for p in ons])
     lo, hi = ON_BAND["component"]
     # a cut group is at least as long as it looks: more than k blinks is wrong either way
     too_many = [g["n"] for g in groups if not g["doubt"] and g["n"] > k]
-    on_ok = on is None or lo <= on <= hi
+    # wrong only when what the agent meant is surely out of the band: a blink seen 1 ms
+    # long that may have risen 30 ms late is not
+    on_ok = on is None or (_median([p.length - p.fall_u for p in ons]) <= hi
+                           and _median([p.length + p.rise_u for p in ons]) >= lo)
     r.ok = k in sizes and not too_many and on_ok
     within = _ms(PRECISE["component"])
     blink = (f"blink on {_ms(on)} ms (band {_ms(lo)}-{_ms(hi)}, {len(ons)} measured within {within} ms)"

@@ -1185,8 +1185,8 @@ def s_bad_input(ctx):
               not no_reset_since(g, b2.t_boot) and len(g.boots) == 2, str(no_reset_since(g, b2.t_boot)))
     s = g.status()
     prev = boots_by_number(s).get(1, {})
-    ctx.check("status works with the broken config and shows the reboot as not requested",
-              s["agent"]["running"] and prev.get("end") == "unrequested", json.dumps(prev))
+    ctx.check("status works with the broken config and shows the `reboot` as a shutdown by an operator",
+              s["agent"]["running"] and prev.get("end") == "shutdown", json.dumps(prev))
     lg = g.sh("cmp /var/lib/watchkeeper/last-good.toml /etc/wk/configs/../../watchkeeper.toml >/dev/null 2>&1; "
               "grep -c timout /var/lib/watchkeeper/last-good.toml || true")
     ctx.check("last-good.toml was not replaced by the broken config", lg.strip().endswith("0"), lg)

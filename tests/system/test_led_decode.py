@@ -125,6 +125,19 @@ class ComponentCode(unittest.TestCase):
         self.assertTrue(r.reliable, r.text)
         self.assertFalse(r.ok, r.text)
 
+    def test_blink_seen_past_the_band_only_by_its_sampling_passes(self):
+        # 245 ms meant, sampled every 30 ms: seen up to 30 ms longer, never surely too long
+        for start in (0.0, 0.01, 0.02):
+            s = stream([(0, start), (1, 0.245), (0, 1.8 - start)], 4.2, every=0.03)
+            r = decode(s, 0.0, 4.2, "component", k=1)
+            self.assertTrue(r.ok, r.text)
+
+    def test_blink_surely_past_the_band_fails_however_it_is_sampled(self):
+        for start in (0.0, 0.01, 0.02):
+            s = stream([(0, start), (1, 0.31), (0, 1.8 - start)], 4.2, every=0.03)
+            r = decode(s, 0.0, 4.2, "component", k=1)
+            self.assertFalse(r.ok, r.text)
+
     def test_one_good_group_decides_despite_a_bad_one(self):
         s = stream(code(2), 6.0, gaps=[(0.45, 0.35)])  # first group unreliable, second fine
         r = decode(s, 0.0, 6.0, "component", k=2)
