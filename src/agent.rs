@@ -43,7 +43,7 @@ use crate::os::repair::{self, Repairs};
 use crate::os::rundir::{Checked, RunDir};
 use crate::os::spawn::PrepareError;
 use crate::os::state::State;
-use crate::os::watchdog::{self, Watchdog};
+use crate::os::watchdog::{self, Takeover, Watchdog};
 use crate::snapshot;
 use hearts::Hearts;
 
@@ -80,6 +80,8 @@ pub struct Parts<P: OutputPin, C: Clock> {
     pub seed: u64,
     /// The service manager to tell that the board is guarded, after the first feed.
     pub notifier: Option<Notifier>,
+    /// Whether the watchdog was already running when the agent opened it.
+    pub takeover: Takeover,
 }
 
 /// Why the agent could not be built from its config (a startup error).
@@ -711,6 +713,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             hold: self.sup.in_hold(),
             resetting: self.sup.resetting(),
             config: self.config_path.as_os_str().as_bytes(),
+            takeover: self.parts.takeover.as_str(),
         };
         let mut writer = snapshot::Writer::new(out, &agent)?;
         for index in self.sup.indices() {

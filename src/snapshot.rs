@@ -7,8 +7,8 @@
 //! here as `|`):
 //!
 //! ```text
-//! watchkeeper-status 2
-//! agent|PID|START_TIME|BOOT_ID|WRITTEN_MS|LED|HOLD|RESETTING|CONFIG
+//! watchkeeper-status 3
+//! agent|PID|START_TIME|BOOT_ID|WRITTEN_MS|LED|HOLD|RESETTING|CONFIG|TAKEOVER
 //! component|NAME|POSITION|STATE|SINCE_MS|REPAIRS|REASON
 //! end|LISTED|OMITTED
 //! ```
@@ -32,7 +32,7 @@ use crate::limits::{MAX_COMPONENTS, MAX_STATUS_LEN};
 /// First word of the header line.
 pub(crate) const MAGIC: &str = "watchkeeper-status";
 /// The format version this build writes and reads.
-pub(crate) const VERSION: u32 = 2;
+pub(crate) const VERSION: u32 = 3;
 /// Room kept for the `end` record while components are written.
 const END_RESERVE: usize = 64;
 
@@ -61,6 +61,8 @@ pub struct AgentRecord<'a, L: Display> {
     pub resetting: bool,
     /// The config path's bytes (a path need not be UTF-8).
     pub config: &'a [u8],
+    /// Whether the watchdog was running when the agent took it over (a `Takeover` word).
+    pub takeover: &'a str,
 }
 
 /// One component record, as the agent writes it.
@@ -146,6 +148,8 @@ impl<'o, const N: usize> Writer<'o, N> {
             u8::from(agent.resetting)
         )?;
         escape_bytes(out, agent.config)?;
+        out.push('\t').map_err(|_| fmt::Error)?;
+        escaped(out, agent.takeover)?;
         writeln!(out)?;
         if out.len() + END_RESERVE > N {
             return Err(fmt::Error);
@@ -202,6 +206,7 @@ pub struct Agent {
     pub hold: bool,
     pub resetting: bool,
     pub config: Text,
+    pub takeover: Text,
 }
 
 /// A component record, as read.
@@ -369,7 +374,8 @@ fn parse_agent(line: &str) -> Result<Agent, Defect> {
         hold,
         resetting,
         config,
-    ] = fields::<9>(line, "agent")?;
+        takeover,
+    ] = fields::<10>(line, "agent")?;
     if kind != "agent" {
         return Err(Defect::NoAgent);
     }
@@ -384,6 +390,7 @@ fn parse_agent(line: &str) -> Result<Agent, Defect> {
         hold: flag(hold, "the hold flag")?,
         resetting: flag(resetting, "the resetting flag")?,
         config: unescape(config)?,
+        takeover: unescape(takeover)?,
     })
 }
 
@@ -502,6 +509,7 @@ mod tests {
             hold: true,
             resetting: false,
             config,
+            takeover: "running",
         };
         let mut writer = Writer::new(&mut out, &agent).unwrap();
         for (i, (name, reason)) in components.iter().enumerate() {
@@ -550,6 +558,7 @@ mod tests {
             assert_eq!(s.agent.identity.boot_id, b"b\toot\n");
             assert_eq!(s.agent.identity.start_time, u64::MAX);
             assert!(s.agent.hold && !s.agent.resetting);
+            assert_eq!(s.agent.takeover, b"running");
             assert_eq!(s.omitted, 0);
             assert_eq!(s.components.len(), components.len());
             for (got, (name, reason)) in s.components.iter().zip(&components) {
@@ -578,7 +587,7 @@ mod tests {
 
     #[test]
     fn defects_name_their_line() {
-        let good = "watchkeeper-status 2\nagent\t1\t2\tb\t3\thealthy\t0\t0\t/c\ncomponent\tn\t1\talive\t0\t0\t\nend\t1\t0\n";
+        let good = "watchkeeper-status 3\nagent\t1\t2\tb\t3\thealthy\t0\t0\t/c\trunning\ncomponent\tn\t1\talive\t0\t0\t\nend\t1\t0\n";
         assert!(parse(good.as_bytes()).is_ok());
         let cases: &[(&[u8], usize, Defect)] = &[
             (b"", 1, Defect::Empty),
@@ -589,54 +598,54 @@ mod tests {
                 Defect::OtherVersion(Some(1)),
             ),
             (b"watchkeeper-status x\n", 1, Defect::OtherVersion(None)),
-            (b"watchkeeper-status 2\n", 2, Defect::NoAgent),
+            (b"watchkeeper-status 3\n", 2, Defect::NoAgent),
             (
-                b"watchkeeper-status 2\nagent\t1\t2\tb\t3\th\t0\t0\t/c\xff\nend\t0\t0\n",
+                b"watchkeeper-status 3\nagent\t1\t2\tb\t3\th\t0\t0\t/c\xff\trunning\nend\t0\t0\n",
                 2,
                 Defect::NotUtf8,
             ),
             (
-                b"watchkeeper-status 2\nagent\t1\t2\tb\t3\th\t0\t0\t/\0c\nend\t0\t0\n",
+                b"watchkeeper-status 3\nagent\t1\t2\tb\t3\th\t0\t0\t/\0c\trunning\nend\t0\t0\n",
                 2,
                 Defect::ControlByte,
             ),
             (
-                b"watchkeeper-status 2\nagent\t1\t2\tb\t3\th\t0\t0\t\\q\nend\t0\t0\n",
+                b"watchkeeper-status 3\nagent\t1\t2\tb\t3\th\t0\t0\t\\q\trunning\nend\t0\t0\n",
                 2,
                 Defect::BadEscape,
             ),
             (
-                b"watchkeeper-status 2\nagent\t+1\t2\tb\t3\th\t0\t0\t/c\nend\t0\t0\n",
+                b"watchkeeper-status 3\nagent\t+1\t2\tb\t3\th\t0\t0\t/c\trunning\nend\t0\t0\n",
                 2,
                 Defect::BadNumber("the pid"),
             ),
             (
-                b"watchkeeper-status 2\nagent\t1\t2\tb\t3\th\t0\t0\t/c\nend\t0\t0",
+                b"watchkeeper-status 3\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\nend\t0\t0",
                 3,
                 Defect::NoEnd,
             ),
             (
-                b"watchkeeper-status 2\nagent\t1\t2\tb\t3\th\t0\t0\t/c\n",
+                b"watchkeeper-status 3\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\n",
                 3,
                 Defect::NoEnd,
             ),
             (
-                b"watchkeeper-status 2\nagent\t1\t2\tb\t3\th\t0\t0\t/c\nend\t1\t0\n",
+                b"watchkeeper-status 3\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\nend\t1\t0\n",
                 3,
                 Defect::WrongCount,
             ),
             (
-                b"watchkeeper-status 2\nagent\t1\t2\tb\t3\th\t0\t0\t/c\nend\t0\t0\nx\n",
+                b"watchkeeper-status 3\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\nend\t0\t0\nx\n",
                 4,
                 Defect::AfterEnd,
             ),
             (
-                b"watchkeeper-status 2\nagent\t1\t2\tb\t3\th\t0\t0\t/c\nbogus\nend\t0\t0\n",
+                b"watchkeeper-status 3\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\nbogus\nend\t0\t0\n",
                 3,
                 Defect::UnknownRecord,
             ),
             (
-                b"watchkeeper-status 2\nagent\t1\t2\tb\t3\th\t2\t0\t/c\nend\t0\t0\n",
+                b"watchkeeper-status 3\nagent\t1\t2\tb\t3\th\t2\t0\t/c\trunning\nend\t0\t0\n",
                 2,
                 Defect::BadFlag("the hold flag"),
             ),
@@ -661,7 +670,7 @@ mod tests {
     #[test]
     fn garbage_never_panics() {
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let good = b"watchkeeper-status 2\nagent\t1\t2\tb\t3\th\t0\t0\t/c\ncomponent\tn\t1\talive\t0\t0\tr\\x41\nend\t1\t0\n";
+        let good = b"watchkeeper-status 3\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\ncomponent\tn\t1\talive\t0\t0\tr\\x41\nend\t1\t0\n";
         for _ in 0..20_000 {
             let mut bytes = good.to_vec();
             for _ in 0..(seed % 4 + 1) {

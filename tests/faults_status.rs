@@ -46,6 +46,7 @@ fn forged(pid: u32, start_time: u64, boot_id: &str) -> String {
         hold: false,
         resetting: false,
         config: b"/etc/forged.toml",
+        takeover: "stopped",
     };
     let mut writer = Writer::new(&mut out, &agent).unwrap();
     writer.component(&ComponentRecord {
@@ -195,9 +196,9 @@ fn a_garbage_or_foreign_snapshot_is_said_to_be_one() {
         ),
         (
             "a newer format",
-            b"watchkeeper-status 3\nwhatever\n".to_vec(),
+            b"watchkeeper-status 4\nwhatever\n".to_vec(),
             "other_version",
-            "format version 3",
+            "format version 4",
         ),
         (
             "terminal escapes",

@@ -31,6 +31,7 @@ use watchkeeper::os::led::FaultLed;
 use watchkeeper::os::repair::{self, Repairs};
 use watchkeeper::os::rundir::RunDir;
 use watchkeeper::os::state::State;
+use watchkeeper::os::watchdog::Takeover;
 
 fn touch(path: &Path) {
     watchkeeper::os::heartbeat::touch(path, false).unwrap();
@@ -128,6 +129,7 @@ critical = false
         hold_until: Some(Instant::from_millis(60_000)),
         seed: 42,
         notifier: None,
+        takeover: Takeover::Stopped,
     };
     let mut agent = Agent::new(&config, parts).unwrap();
     let heart = dir.join("hearts/backup");
@@ -411,6 +413,7 @@ fn broken_and_recreated_directories_allocate_nothing() {
         hold_until: None,
         seed: 7,
         notifier: None,
+        takeover: Takeover::Stopped,
     };
     let mut agent = Agent::new(&config, parts).unwrap();
     let (run, state) = (dir.join("run"), dir.join("state"));

@@ -21,7 +21,7 @@ use crate::os::notify::{NOTIFY_SOCKET, Notifier};
 use crate::os::rundir::RunDir;
 use crate::os::state::{self, Aside, Finding, Started, State};
 use crate::os::watchdog::{
-    self, BootStatus, Device, NoDevice, WDIOF_CARDRESET, Watchdog, WatchdogError,
+    self, BootStatus, Device, NoDevice, Takeover, WDIOF_CARDRESET, Watchdog, WatchdogError,
 };
 use crate::os::{harden, logging};
 
@@ -113,34 +113,59 @@ pub fn load_config(path: &Path) -> (Config, Vec<String>) {
     (salvage.into_config(path), errors)
 }
 
-fn open_watchdog(config: &Config) -> (Option<Box<dyn Watchdog>>, Option<u32>) {
+/// The watchdog as the agent found it.
+struct Opened {
+    /// `None` when the device could not be opened.
+    watchdog: Option<Box<dyn Watchdog>>,
+    boot_status: Option<u32>,
+    takeover: Takeover,
+}
+
+fn open_watchdog(config: &Config) -> Opened {
     let Some(path) = &config.watchdog.device else {
         log::warn!("watchdog device \"none\": nothing is fed, every decision is only logged");
-        return (Some(Box::new(NoDevice::new(config.watchdog.timeout))), None);
+        return Opened {
+            watchdog: Some(Box::new(NoDevice::new(config.watchdog.timeout))),
+            boot_status: None,
+            takeover: Takeover::NoDevice,
+        };
     };
+    let takeover = Takeover::before_open(path);
     match Device::open(path, config.watchdog.timeout) {
         Ok(device) => {
+            let was = match takeover {
+                Takeover::Running => "already running",
+                Takeover::Stopped => "started now",
+                Takeover::Unknown | Takeover::NoDevice => "running before unknown",
+            };
             // After a restart, the time left says how close the board came to a reset.
             match device.time_left() {
                 Some(left) => log::info!(
-                    "watchdog {} ({}): timeout {:?}, {left:?} left before this start's first feed",
+                    "watchdog {} ({}, {was}): timeout {:?}, {left:?} left before this start's first feed",
                     path.display(),
                     device.identity(),
                     device.timeout()
                 ),
                 None => log::info!(
-                    "watchdog {} ({}): timeout {:?}",
+                    "watchdog {} ({}, {was}): timeout {:?}",
                     path.display(),
                     device.identity(),
                     device.timeout()
                 ),
             }
-            let status = device.boot_status();
-            (Some(Box::new(device)), status)
+            Opened {
+                boot_status: device.boot_status(),
+                watchdog: Some(Box::new(device)),
+                takeover,
+            }
         }
         Err(e) => {
             log::error!("{e}");
-            (None, None)
+            Opened {
+                watchdog: None,
+                boot_status: None,
+                takeover: Takeover::NoDevice,
+            }
         }
     }
 }
@@ -164,7 +189,11 @@ pub fn run(config_path: &Path, agent_binary: &Path) -> RunError {
         version::LINE,
         config.path.display()
     );
-    let (watchdog, boot_status) = open_watchdog(&config);
+    let Opened {
+        watchdog,
+        boot_status,
+        takeover,
+    } = open_watchdog(&config);
     fault |= watchdog.is_none();
 
     // Why the previous boot's record is missing, when it cannot simply be the first boot.
@@ -309,6 +338,7 @@ pub fn run(config_path: &Path, agent_binary: &Path) -> RunError {
                 None
             }
         },
+        takeover,
     };
     let agent = match Agent::new(&config, parts) {
         Ok(agent) => agent,

@@ -550,6 +550,17 @@ fn render_text(seen: &Seen) -> String {
                 Some(ms) => writeln!(out, "watchdog: last fed {} ago", human(ms)),
                 None => writeln!(out, "watchdog: no feed recorded in {}", seen.run_dir),
             };
+            let took_over = match a.takeover.as_slice() {
+                b"running" => Some(
+                    "already running (left armed by an agent before, or started by the bootloader or kernel)",
+                ),
+                b"stopped" => Some("not running: the agent started it"),
+                b"unknown" => Some("unknown whether it was running (the kernel does not tell)"),
+                _ => None,
+            };
+            if let Some(took_over) = took_over {
+                let _ = writeln!(out, "watchdog when the agent took it over: {took_over}");
+            }
             let _ = writeln!(
                 out,
                 "reboot-loop hold: {}",
@@ -700,6 +711,8 @@ fn render_json(seen: &Seen) -> String {
         json_bytes(&mut out, &a.config);
         out.push_str(",\"led\":");
         json_bytes(&mut out, &a.led);
+        out.push_str(",\"watchdog_at_takeover\":");
+        json_bytes(&mut out, &a.takeover);
         let _ = write!(
             out,
             ",\"hold\":{},\"resetting\":{},\"omitted_components\":{},\"fed_age_ms\":",

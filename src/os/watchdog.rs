@@ -429,6 +429,53 @@ impl fmt::Display for BootStatus {
     }
 }
 
+/// Whether the watchdog was already counting when the agent took it over: left armed by an
+/// agent before this one, or started by the bootloader or the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Takeover {
+    Running,
+    Stopped,
+    /// The kernel does not tell (no `CONFIG_WATCHDOG_SYSFS`, a driver outside the core).
+    Unknown,
+    /// No device was opened.
+    NoDevice,
+}
+
+impl Takeover {
+    /// The word for it in the status snapshot and `status --json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Takeover::Running => "running",
+            Takeover::Stopped => "stopped",
+            Takeover::Unknown => "unknown",
+            Takeover::NoDevice => "none",
+        }
+    }
+
+    /// What the kernel's sysfs `state` of the device at `path` says, read before the open
+    /// that would start it. The legacy `/dev/watchdog` (misc 10:130) is `watchdog0`.
+    pub fn before_open(path: &Path) -> Takeover {
+        const LEGACY: (u64, u64) = (10, 130);
+        let Ok(st) = nix::sys::stat::stat(path) else {
+            return Takeover::Unknown;
+        };
+        let (major, minor) = (
+            nix::sys::stat::major(st.st_rdev),
+            nix::sys::stat::minor(st.st_rdev),
+        );
+        let state = if (major, minor) == LEGACY {
+            String::from("/sys/class/watchdog/watchdog0/state")
+        } else {
+            format!("/sys/dev/char/{major}:{minor}/state")
+        };
+        match std::fs::read_to_string(state).as_deref().map(str::trim_end) {
+            Ok("active") => Takeover::Running,
+            Ok("inactive") => Takeover::Stopped,
+            _ => Takeover::Unknown,
+        }
+    }
+}
+
 fn open_device(path: &Arc<Path>) -> Result<OwnedFd, WatchdogError> {
     open(&**path, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(|errno| {
         let path = path.clone();

@@ -25,7 +25,7 @@ use watchkeeper::core::time::Instant;
 use watchkeeper::os::led::FaultLed;
 use watchkeeper::os::rundir::RunDir;
 use watchkeeper::os::state::State;
-use watchkeeper::os::watchdog::NoDevice;
+use watchkeeper::os::watchdog::{NoDevice, Takeover};
 
 fn scratch(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("wk-bench-{tag}-{}", std::process::id()));
@@ -70,6 +70,7 @@ fn measure_pass(components: usize) -> (Duration, Duration, usize) {
         hold_until: None,
         seed: 1,
         notifier: None,
+        takeover: Takeover::NoDevice,
     };
     let mut agent = Agent::new(&config, parts).unwrap();
     let passes = (200_000 / components).clamp(200, 20_000);

@@ -1770,9 +1770,9 @@ fn snapshot_text(rng: &mut Rng) -> Vec<u8> {
             "",
         ])
         .to_string();
-    let version = rng.pick(&["2", "2", "2", "1", "3", "x"]).to_string();
+    let version = rng.pick(&["3", "3", "3", "2", "4", "x"]).to_string();
     let mut text = format!(
-        "watchkeeper-status {version}\nagent\t{pid}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+        "watchkeeper-status {version}\nagent\t{pid}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
         rng.pick(NUMBERS),
         rng.pick(&["", "x", "0f0e-boot", "\\t", "\\x1b[2J"]),
         rng.pick(NUMBERS),
@@ -1788,6 +1788,7 @@ fn snapshot_text(rng: &mut Rng) -> Vec<u8> {
             "/\\xff\\t",
             "/é😀"
         ]),
+        rng.pick(&["running", "stopped", "unknown", "none", "", "\\x00"]),
     );
     let count = rng.below(5);
     for i in 0..count {

@@ -555,7 +555,9 @@ def s_agent_killed(ctx):
 def s_agent_restart(ctx):
     g = ctx.guest()
     boot(ctx, g)
-    wait_alive(ctx, g)
+    s = wait_alive(ctx, g)
+    ctx.check("the first agent of the boot found the watchdog stopped (the i6300esb is not running at boot)",
+              s["agent"].get("watchdog_at_takeover") == "stopped", str(s["agent"].get("watchdog_at_takeover")))
     t0 = time.monotonic()
     restarts = [
         ("SIGTERM, new agent 1 s later", "kill -TERM {pid}; sleep 1"),
@@ -571,8 +573,9 @@ def s_agent_restart(ctx):
         t = time.monotonic()
         g.sh(stop.format(pid=pid) + "; setsid /usr/sbin/watchkeeper run </dev/null >>/run/log/wk-restart.log 2>&1 &")
         s = g.wait_agent(timeout=10)
-        ctx.check(f"{what}: new agent running", s["agent"]["pid"] != pid,
-                  f"pid {pid} -> {s['agent']['pid']}")
+        ctx.check(f"{what}: new agent running, and it found the watchdog left running",
+                  s["agent"]["pid"] != pid and s["agent"].get("watchdog_at_takeover") == "running",
+                  f"pid {pid} -> {s['agent']['pid']}, at takeover: {s['agent'].get('watchdog_at_takeover')}")
         ctx.figure(f"{what}: old agent stopped -> new agent running (status)", time.monotonic() - t, "s",
                    f"hardware timeout {HW_TIMEOUT:.0f} s")
         time.sleep(2)
