@@ -12,6 +12,12 @@ have arm-linux-gnueabihf-gcc || need_apt+=(gcc-arm-linux-gnueabihf)
 have cpio || need_apt+=(cpio)
 have mke2fs || [ -x /sbin/mke2fs ] || need_apt+=(e2fsprogs)
 have python3 || need_apt+=(python3)
+# The Debian appliance (board/qemu/build-debian.sh) and its packages (board/build-deb).
+have mmdebstrap || need_apt+=(mmdebstrap)
+have fakeroot || need_apt+=(fakeroot)
+# mmdebstrap's unshare mode maps the user's subordinate ids when it is not root
+[ "$(id -u)" -eq 0 ] || have newuidmap || need_apt+=(uidmap)
+have dpkg-deb || need_apt+=(dpkg)
 
 # The machine's qemu-utils comes from bookworm-backports; the emulators must match it.
 need_qemu=()

@@ -100,7 +100,7 @@ class Guest:
     """One QEMU process running the appliance; it may go through several boots."""
 
     def __init__(self, board, initrd, disk=None, workdir=None, append="", no_reboot=False,
-                 extra_qemu_args=(), name=None, echo=False):
+                 extra_qemu_args=(), name=None, echo=False, mem=None):
         if board not in BOARDS:
             raise ValueError(f"board must be one of {sorted(BOARDS)}")
         self.board = board
@@ -108,6 +108,7 @@ class Guest:
         self.initrd, self.disk = initrd, disk
         self.append, self.no_reboot = append, no_reboot
         self.extra_qemu_args = list(extra_qemu_args)
+        self.mem = mem  # guest RAM (qemu.sh --mem), None: the board's default
         self.echo = echo  # also print the console to stdout as it arrives
         self._own_workdir = workdir is None
         self.workdir = workdir or tempfile.mkdtemp(prefix="wk-qemu-")
@@ -146,6 +147,8 @@ class Guest:
             cmd += ["--append", self.append]
         if self.no_reboot:
             cmd += ["--no-reboot"]
+        if self.mem:
+            cmd += ["--mem", self.mem]
         if self.extra_qemu_args:
             cmd += ["--"] + self.extra_qemu_args
         self.command = cmd

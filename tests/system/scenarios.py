@@ -26,6 +26,17 @@ a time (--jobs).
   11 bad-input        broken config update: no reset loop, fault LED, last good supervises;
                       hostile hearts entries refused, nothing followed or read
   12 armv7            healthy, dead component reset, agent killed, on the 32-bit board
+  13 debian-systemd   Debian 12 + systemd (arm64), the package installed with dpkg: clean
+                      reboot recorded as a shutdown; the agent up before multi-user.target,
+                      LED healthy; the sample service killed and repaired through systemctl;
+                      a package upgrade (no reset); kill -9 of the agent (systemd restarts
+                      it: no reset); stop + disarm (no reset); `systemctl stop` (reset within
+                      the hw timeout); a service left dead (reset, named after the reboot)
+  14 debian-shutdowns a shutdown that hangs (a unit whose stop never ends): reset within
+                      shutdown_timeout, recorded as shutdown-hung; RuntimeWatchdogSec on:
+                      systemd holds the device, the agent's error names it and the fix
+  15 debian-armhf     Debian 12 + systemd on the 32-bit board: clean reboot, healthy, a
+                      service left dead resets the board and status names it
 
 usage: scenarios.py [--only NAME|NUMBER[,...]] [--jobs N] [--soak SECONDS] [--seed N]
                     [--setup] [--no-build] [--keep] [--verbose]
@@ -54,6 +65,7 @@ from appliance import (Appliance, all_alive, build_appliance, build_binary,  # n
                        classify_led, component, ms, new_disk)
 from led_decode import GROUP_GAP, HIDE, decode, precise  # noqa: E402
 from qemu_harness import REPO, HarnessError  # noqa: E402
+import debian  # noqa: E402
 
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 
@@ -127,6 +139,15 @@ class Ctx:
         self.guests.append(g)
         g.start()
         self.log(f"QEMU {board} started (append {g.append!r}); console log {g.console_log_path}")
+        return g
+
+    def debian_guest(self, arch, append="", tag=None):
+        """Boots a fresh Debian appliance (a new copy of its root disk), LED sampling running."""
+        tag = tag or f"{self.name}-{len(self.guests) + 1}"
+        g = debian.DebianAppliance(self.images[f"debian-{arch}"], self.workdir, tag, append=append)
+        self.guests.append(g)
+        g.start()
+        self.log(f"QEMU {g.board} started with Debian {arch}; console log {g.console_log_path}")
         return g
 
     def close(self):
@@ -1209,6 +1230,298 @@ def s_armv7(ctx):
     agent_killed(ctx, g, 2, wd_fires_event=False)
 
 
+# ----------------------------------------------------------------------------- the Debian appliance
+# The config the Debian scenarios install over the package's conffile: the sample service
+# (board/qemu/debian/wk-sample.service), repaired through systemctl.
+DEB_HW_TIMEOUT = 5.0
+DEB_SHUTDOWN_TIMEOUT = 20.0
+DEB_RESET_AFTER = 10.0
+DEB_CONFIG = f"""[watchdog]
+device = "/dev/watchdog"
+timeout = {DEB_HW_TIMEOUT:.0f}
+feed_interval = "1s"
+shutdown_timeout = {DEB_SHUTDOWN_TIMEOUT:.0f}
+[agent]
+check_interval = "250ms"
+log = "kmsg"
+[led]
+kind = "gpio"
+chip = "/dev/gpiochip0"
+line = 4
+[[component]]
+name = "sample"
+heartbeat = "/run/wk-sample.beat"
+pidfile = "/run/wk-sample.pid"
+timeout = "3s"
+grace = "20s"
+reset_after = "{DEB_RESET_AFTER:.0f}s"
+repair = ["systemctl", "restart", "wk-sample"]
+repair_timeout = "10s"
+repair_backoff = "3s"
+"""
+DEB_BOOT_TIMEOUT = {"aarch64": 150, "armv7": 300}
+
+
+def deb_boot(ctx, g, n=None, agent=True):
+    """Boot N of a Debian guest: its control shell, systemd's start-up done, and (AGENT) the
+    agent running. Returns (Boot, status or None)."""
+    b = g.wait_ready(n, timeout=DEB_BOOT_TIMEOUT[g.board])
+    state = g.run("systemctl is-system-running --wait", timeout=DEB_BOOT_TIMEOUT[g.board])[0].strip()
+    failed = g.run("systemctl --failed --no-legend --plain")[0].strip()
+    ctx.log(f"boot {b.index}: control shell {b.t_ready - b.t_boot:.1f} s after WK-BOOT; systemd: {state}"
+            + (f"; failed units: {failed}" if failed else ""))
+    s = g.wait_agent(timeout=60) if agent else None
+    return b, s
+
+
+def deb_install(ctx, g, images, deb_key="deb"):
+    """dpkg -i of the package in the running guest; returns the seconds it took."""
+    t = time.monotonic()
+    out = g.install(images[deb_key])
+    took = time.monotonic() - t
+    ctx.log(f"dpkg -i {images[deb_key]} ({took:.1f} s):\n" + "\n".join(out.splitlines()[-6:]))
+    return took
+
+
+def deb_configure(g):
+    """Installs DEB_CONFIG as /etc/watchkeeper.toml (the conffile, changed by the admin)."""
+    g.sh(f"cat >/etc/watchkeeper.toml <<'EOF'\n{DEB_CONFIG}EOF\nwatchkeeper check >/dev/null && sync")
+
+
+def deb_guest_ready(ctx, arch, tag=None):
+    """A fresh Debian guest with the package installed, DEB_CONFIG in place and the agent
+    restarted on it (no reboot). Returns the guest."""
+    g = ctx.debian_guest(arch, tag=tag)
+    deb_boot(ctx, g, agent=False)
+    deb_install(ctx, g, ctx.images[f"debian-{arch}"])
+    deb_configure(g)
+    g.sh("systemctl restart watchkeeper")
+    g.wait_agent(timeout=30)
+    wait_alive(ctx, g)
+    return g
+
+
+def deb_previous(g, number):
+    return boots_by_number(g.status()).get(number, {})
+
+
+def deb_unit_order(ctx, g):
+    """The agent up (READY=1 after its first feed) before multi-user.target and the service
+    it supervises; boot to first feed."""
+    up = g.monotonic_of("watchkeeper.service")
+    multi = g.monotonic_of("multi-user.target")
+    sample = g.monotonic_of("wk-sample.service", "ExecMainStartTimestampMonotonic")
+    ctx.check("watchkeeper.service active (READY=1 after the first feed) before multi-user.target "
+              "and before the service it supervises starts",
+              None not in (up, multi, sample) and up < multi and up < sample,
+              f"watchkeeper ready at {up} s, wk-sample started at {sample} s, multi-user.target at {multi} s")
+    ctx.figure("kernel start -> agent's first feed (READY=1, systemd's monotonic clock)", up, "s")
+    driver = klog_ts(g, "i6300ESB") or klog_ts(g, "Software Watchdog") or klog_ts(g, "softdog")
+    if driver is not None:
+        ctx.figure("watchdog driver ready -> agent's first feed", up - driver, "s")
+    ctx.figure("kernel start -> multi-user.target", multi, "s")
+
+
+def s_debian_systemd(ctx):
+    """Debian 12 + systemd, arm64: install, clean reboot, healthy boot, repair through
+    systemctl, upgrade, the agent killed and hung, `systemctl stop`, a service left dead."""
+    arch = "arm64"
+    images = ctx.images[f"debian-{arch}"]
+    g = ctx.debian_guest(arch)
+    deb_boot(ctx, g, agent=False)
+    took = deb_install(ctx, g, images)
+    ctx.figure("dpkg -i of the package (fresh install)", took, "s")
+    units = g.run("systemctl is-enabled watchkeeper watchkeeper-shutdown; "
+                  "systemctl is-active watchkeeper watchkeeper-shutdown")[0].split()
+    ctx.check("the package enabled and started the agent and its shutdown unit",
+              units == ["enabled", "enabled", "active", "active"], " ".join(units))
+    s = g.wait_agent(timeout=30)
+    ctx.check("the default conffile: the agent feeds the watchdog and supervises nothing yet",
+              s["agent"]["running"] and s["components"] == [] and s["agent"].get("watchdog_at_takeover") == "stopped",
+              json.dumps(s["agent"]))
+    deb_configure(g)
+    t_reboot = time.monotonic()
+    g.run_nowait("systemctl reboot")
+    ctx.log("sample service configured, `systemctl reboot`")
+    b2, s = deb_boot(ctx, g, 2)
+    ctx.figure("systemctl reboot -> next WK-BOOT", b2.t_boot - t_reboot, "s")
+    ctx.check("the reboot was clean: no watchdog fired", not g.events_since(t_reboot, "WATCHDOG"),
+              str(g.events_since(t_reboot, "WATCHDOG")))
+    ctx.check("the previous boot is recorded as a shutdown by an operator",
+              deb_previous(g, 1).get("end") == "shutdown", json.dumps(deb_previous(g, 1)))
+    ctx.check("wk-control is not what took the shutdown down: the shutdown marker came",
+              any("WK-SHUTDOWN" in l for t, l in g.lines if t_reboot <= t <= b2.t_boot))
+
+    # healthy boot
+    s = wait_alive(ctx, g)
+    deb_unit_order(ctx, g)
+    ctx.check("the agent found the watchdog stopped at boot (the i6300esb is not running then)",
+              s["agent"].get("watchdog_at_takeover") == "stopped", str(s["agent"].get("watchdog_at_takeover")))
+    t = time.monotonic()
+    time.sleep(3.5)
+    healthy_led_check(ctx, g, t, time.monotonic(), min_blips=1)
+
+    # repair through systemctl
+    old = int(g.sh("cat /run/wk-sample.pid"))
+    t_kill = time.monotonic()
+    g.sh(f"echo 'wk-test: kill -9 sample {old}' >/dev/kmsg; kill -9 {old}")
+    ts_kill = klog_ts(g, f"wk-test: kill -9 sample {old}")
+    _, s = g.wait_status(lambda st: component(st, "sample")["state"] == "alive" and not st["problems"]
+                         and component(st, "sample")["repair_attempts"] >= 1, 40,
+                         what="sample repaired")
+    new = int(g.sh("cat /run/wk-sample.pid"))
+    restarted = g.sh("systemctl show -P MainPID wk-sample").strip()
+    ctx.check("the sample service was killed and repaired through `systemctl restart` (a new main pid)",
+              new != old and restarted == str(new), f"pid {old} -> {new}, systemd's main pid {restarted}")
+    ts_dead = klog_ts(g, "component sample is dead", ts_kill)
+    ts_alive = klog_ts(g, "component sample is alive again", ts_kill)
+    if None not in (ts_dead, ts_kill, ts_alive):
+        ctx.figure("sample: kill -> 'is dead' (pidfd)", ts_dead - ts_kill, "s")
+        ctx.figure("sample: kill -> alive again through systemctl", ts_alive - ts_kill, "s")
+    ctx.check("no reset during the repair", not no_reset_since(g, t_kill), str(no_reset_since(g, t_kill)))
+
+    # upgrade
+    pid = g.agent_pid()
+    t_up = time.monotonic()
+    took = deb_install(ctx, g, images, "deb_upgrade")
+    ctx.figure("dpkg -i of a newer package (upgrade)", took, "s")
+    s = g.wait_agent(timeout=30)
+    version = g.sh("dpkg-query -W -f='${Version}' watchkeeper").strip()
+    left = [t for _, t in g.klog("left before this start's first feed")]
+    ctx.check("the upgrade restarted the agent (new pid, new version installed)",
+              [s["agent"]["pid"]] != pid and version.endswith("+wk.upgrade"), f"{pid} -> {s['agent']['pid']}, {version}")
+    if left:
+        ctx.log(f"log: {left[-1]}")
+    time.sleep(3 * DEB_HW_TIMEOUT)
+    ctx.check(f"no reset across the upgrade ({3 * DEB_HW_TIMEOUT:.0f} s watched)",
+              not no_reset_since(g, t_up) and len(g.boots) == 2, str(no_reset_since(g, t_up)))
+
+    # kill -9: systemd restarts it well within the hardware timeout
+    pid = g.agent_pid()[0]
+    t_k = time.monotonic()
+    g.sh(f"kill -9 {pid}")
+    s = g.wait_agent(timeout=20)
+    ctx.figure("agent kill -9 -> restarted by systemd (status answers)", time.monotonic() - t_k, "s",
+               f"hardware timeout {DEB_HW_TIMEOUT:.0f} s")
+    time.sleep(2 * DEB_HW_TIMEOUT)
+    ctx.check("kill -9 of the agent: systemd restarted it (Restart=always) and the board was not reset",
+              s["agent"]["pid"] != pid and s["agent"].get("watchdog_at_takeover") == "running"
+              and not no_reset_since(g, t_k), f"pid {pid} -> {s['agent']['pid']}, {no_reset_since(g, t_k)}")
+
+    # maintenance: stop + disarm keeps the board up; start again
+    g.sh("systemctl stop watchkeeper && watchkeeper disarm")
+    t_m = time.monotonic()
+    time.sleep(2 * DEB_HW_TIMEOUT)
+    ctx.check("`systemctl stop watchkeeper && watchkeeper disarm`: no reset", not no_reset_since(g, t_m),
+              str(no_reset_since(g, t_m)))
+    g.sh("systemctl start watchkeeper")
+    wait_alive(ctx, g)
+
+    # `systemctl stop` alone: the board resets within the hardware timeout
+    t_s = time.monotonic()
+    g.sh("systemctl stop watchkeeper")
+    t_ack = time.monotonic()
+    t_reset, desc = reset_instant(g, t_s, timeout=DEB_HW_TIMEOUT + 30)
+    ctx.log(f"reset: {desc}")
+    reset_window_check(ctx, "systemctl stop watchkeeper -> board reset", t_reset - t_ack, t_reset - t_s,
+                       DEB_HW_TIMEOUT - 1.2, DEB_HW_TIMEOUT + MARGIN, stall(g, t_s, t_reset))
+    b3, s = deb_boot(ctx, g, 3)
+    prev = deb_previous(g, 2)
+    ctx.check("the stop is recorded as a watchdog reset the agent did not ask for",
+              prev.get("end") == "watchdog", json.dumps(prev))
+
+    # a service left dead: repairs fail (the unit is masked), forced reset, named after it
+    g.sh("systemctl mask --runtime wk-sample >/dev/null 2>&1; "
+         "echo \"wk-test: kill -9 sample $(cat /run/wk-sample.pid)\" >/dev/kmsg; systemctl kill -s KILL wk-sample")
+    t_d = time.monotonic()
+    ctx.log("wk-sample masked (its repair fails) and killed")
+    t_reset, desc = reset_instant(g, t_d, timeout=DEB_RESET_AFTER + DEB_HW_TIMEOUT + 40)
+    ctx.log(f"reset: {desc}")
+    reset_window_check(ctx, "sample left dead -> board reset", t_reset - t_d, t_reset - t_d,
+                       DEB_RESET_AFTER, DEB_RESET_AFTER + DEB_HW_TIMEOUT + MARGIN, stall(g, t_d, t_reset))
+    deb_boot(ctx, g, 4)
+    prev = deb_previous(g, 3)
+    ctx.check("after the reboot, status names the dead service as the reason of the reset",
+              prev.get("end") == "forced" and prev.get("component") == "sample", json.dumps(prev))
+    text = g.status_text()
+    line = next((l for l in text.splitlines() if re.search(r"boot 3\s", l)), "")
+    ctx.check("`watchkeeper status` (text) says so", "reset by watchkeeper" in line and "sample" in line, line.strip())
+    wait_alive(ctx, g)
+
+
+def s_debian_shutdowns(ctx):
+    """Debian 12 + systemd, arm64: a shutdown that hangs ends in a reset within
+    shutdown_timeout, recorded; systemd's RuntimeWatchdogSec holds the device: the agent's
+    error names systemd and what to change."""
+    g = deb_guest_ready(ctx, "arm64")
+    g.sh("cat >/etc/systemd/system/wk-hang.service <<'EOF'\n[Unit]\nDescription=a stop that never ends\n"
+         "[Service]\nExecStart=/bin/sleep infinity\nExecStop=/bin/sleep infinity\nTimeoutStopSec=infinity\nEOF\n"
+         "systemctl daemon-reload && systemctl start wk-hang && sync")
+    t_r = time.monotonic()
+    g.run_nowait("systemctl reboot")
+    ctx.log("wk-hang.service (a stop that never ends) started, `systemctl reboot`")
+    t_reset, desc = reset_instant(g, t_r, timeout=DEB_SHUTDOWN_TIMEOUT + 60)
+    ctx.log(f"reset: {desc}")
+    ctx.check("the hung shutdown ended in a hardware watchdog reset", "WATCHDOG" in desc, desc)
+    reset_window_check(ctx, "systemctl reboot (hung) -> watchdog reset", t_reset - t_r, t_reset - t_r,
+                       DEB_SHUTDOWN_TIMEOUT - 1.0, DEB_SHUTDOWN_TIMEOUT + 2.0 + MARGIN, stall(g, t_r, t_reset))
+    deb_boot(ctx, g, 2)
+    prev = deb_previous(g, 1)
+    ctx.check("the hung shutdown is recorded as such (the driver says its watchdog reset the board)",
+              prev.get("end") == "shutdown-hung" and "hung" in prev.get("reason", ""), json.dumps(prev))
+
+    g.sh("systemctl disable --now wk-hang >/dev/null 2>&1; rm /etc/systemd/system/wk-hang.service; "
+         "mkdir -p /etc/systemd/system.conf.d && "
+         "printf '[Manager]\\nRuntimeWatchdogSec=30\\n' >/etc/systemd/system.conf.d/90-runtime-watchdog.conf && sync")
+    t_r = time.monotonic()
+    g.run_nowait("systemctl reboot")
+    ctx.log("RuntimeWatchdogSec=30 set in /etc/systemd/system.conf.d, `systemctl reboot`")
+    deb_boot(ctx, g, 3, agent=False)
+    ctx.check("the clean reboot came first (no watchdog fired)", not g.events_since(t_r, "WATCHDOG"))
+    holder = g.sh("ls -l /proc/1/fd 2>/dev/null | grep -c watchdog || true").strip()
+    ctx.check("systemd (pid 1) holds the watchdog device", holder not in ("", "0"), holder)
+    s = g.wait_agent(timeout=60)
+    err = [t for _, t in g.klog("held open by systemd")]
+    ctx.log(f"log: {err[0] if err else '(none)'}")
+    ctx.check("the agent's error names systemd (pid 1) and says what to change",
+              err and "RuntimeWatchdogSec=off" in err[0] and "pid 1" in err[0], err[0] if err else "no such line")
+    ctx.check("the agent runs on without the device, showing the fault (its status)",
+              s["agent"]["running"] and s["agent"].get("watchdog_at_takeover") == "none", json.dumps(s["agent"]))
+    active = g.sh("systemctl is-active watchkeeper").strip()
+    ctx.check("the boot went on: the unit is active (READY=1 said the device cannot be used)", active == "active", active)
+
+
+def s_debian_armhf(ctx):
+    """Debian 12 + systemd on the 32-bit board (softdog): healthy, then a service left dead
+    resets the board and status names it."""
+    g = ctx.debian_guest("armhf")
+    b, _ = deb_boot(ctx, g, agent=False)
+    ctx.figure("armhf QEMU start -> control shell", b.t_ready - g.t_start, "s")
+    deb_install(ctx, g, ctx.images["debian-armhf"])
+    deb_configure(g)
+    t_reboot = time.monotonic()
+    g.run_nowait("systemctl reboot")
+    deb_boot(ctx, g, 2)
+    ctx.check("the clean reboot is recorded as a shutdown by an operator",
+              deb_previous(g, 1).get("end") == "shutdown", json.dumps(deb_previous(g, 1)))
+    ctx.check("and came with no watchdog reset", not g.events_since(t_reboot, "WATCHDOG"))
+    wait_alive(ctx, g)
+    deb_unit_order(ctx, g)
+    t = time.monotonic()
+    time.sleep(7)
+    healthy_led_check(ctx, g, t, time.monotonic(), min_blips=2)
+    g.sh("systemctl mask --runtime wk-sample >/dev/null 2>&1; systemctl kill -s KILL wk-sample")
+    t_d = time.monotonic()
+    t_reset, desc = reset_instant(g, t_d, timeout=DEB_RESET_AFTER + DEB_HW_TIMEOUT + 60)
+    ctx.log(f"reset: {desc}")
+    reset_window_check(ctx, "sample left dead -> board reset", t_reset - t_d, t_reset - t_d,
+                       DEB_RESET_AFTER, DEB_RESET_AFTER + DEB_HW_TIMEOUT + MARGIN, stall(g, t_d, t_reset))
+    deb_boot(ctx, g, 3)
+    prev = deb_previous(g, 2)
+    ctx.check("after the reboot, status names the dead service", prev.get("end") == "forced"
+              and prev.get("component") == "sample", json.dumps(prev))
+
+
 SCENARIOS = [
     # (number, name, function, estimated seconds)
     (1, "healthy-soak", s_healthy_soak, None),
@@ -1223,6 +1536,9 @@ SCENARIOS = [
     (10, "power-cut", s_power_cut, 70),
     (11, "bad-input", s_bad_input, 60),
     (12, "armv7", s_armv7, 80),
+    (13, "debian-systemd", s_debian_systemd, 240),
+    (14, "debian-shutdowns", s_debian_shutdowns, 150),
+    (15, "debian-armhf", s_debian_armhf, 200),
 ]
 
 
@@ -1340,7 +1656,9 @@ def main():
 
     t0 = time.monotonic()
     print(f"scenarios: {', '.join(s[1] for s in chosen)} (jobs {args.jobs}, seed {args.seed})", flush=True)
-    boards = sorted({"armv7" if s[1] == "armv7" else "aarch64" for s in chosen})
+    boards = sorted({"armv7" if s[1] == "armv7" else "aarch64" for s in chosen if not s[1].startswith("debian-")})
+    debian_arches = sorted({"armhf" if s[1] == "debian-armhf" else "arm64" for s in chosen
+                            if s[1].startswith("debian-")})
     images = {}
     try:
         if args.setup:
@@ -1353,6 +1671,12 @@ def main():
             images[board] = build_appliance(board, os.path.join(args.workdir, "images"),
                                             configs_dir=CONFIGS_DIR)
             print(f"appliance image for {board}: {images[board]}", flush=True)
+        for arch in debian_arches:
+            print(f"Debian {arch} appliance: board/qemu/build-debian.sh, board/build-deb", flush=True)
+            d = debian.build(arch, os.path.join(args.workdir, "images"))
+            images[f"debian-{arch}"] = d
+            print(f"Debian {arch} root filesystem: {d['root']} "
+                  + (f"(built in {d['image_seconds']:.0f} s)" if d["image_seconds"] else "(cached)"), flush=True)
     except (HarnessError, OSError, subprocess.CalledProcessError) as e:
         print(f"cannot build the appliance: {e}", flush=True)
         print(f"scenarios: 0 passed, {len(chosen)} failed")

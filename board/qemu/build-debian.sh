@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# build-debian.sh ARCH OUTDIR
+#
+# The Debian virtual appliance: a real Debian 12 with systemd as PID 1, for the same QEMU
+# boards as the BusyBox appliance. Writes
+#   OUTDIR/debian-ARCH.ext4         the root filesystem, 1 GiB, ext4 labelled wkroot
+#                                   (mmdebstrap in unshare mode, packed with `mke2fs -d`: no
+#                                   root mounts); copy it per guest (cp --sparse=always)
+#   OUTDIR/debian-ARCH.cpio.gz      its initramfs (board/qemu/debian/init: mounts /dev/vda,
+#                                   switch_root to systemd)
+# ARCH is arm64 or armhf. The image is cached in the fetch-kernel.sh cache directory, under
+# a key of everything that goes into it (this script, board/qemu/debian/, the control shell,
+# the kernel release): a cached build is offline and takes a second. Not root: the tarball
+# is unpacked and packed under fakeroot, so the image's files are still root's.
+#
+# What the image holds beyond minbase + systemd, udev, kmod, procps, util-linux: the cached
+# kernel's watchdog module in /lib/modules (udev loads the i6300esb; armhf's softdog is
+# named in modules-load.d), the control shell as wk-control.service on ttyAMA0 (serial
+# getty masked), a shutdown marker unit, the sample service wk-sample, no docs or man
+# pages. Not watchkeeper: the tests install its package with dpkg in the running guest.
+# Packages come from this machine's own apt sources.
+set -euo pipefail
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+usage() { sed -n '2,20p' "${BASH_SOURCE[0]}" >&2; exit 2; }
+[ $# -eq 2 ] || usage
+ARCH=$1 OUT=$2
+case $ARCH in
+    arm64) WATCHDOG_MODULE=i6300esb ;;
+    armhf) WATCHDOG_MODULE=softdog ;;
+    *) usage ;;
+esac
+mkdir -p "$OUT"
+eval "$("$HERE/fetch-kernel.sh" "$ARCH")"
+G=$HERE/debian
+CONTROL_SHELL=$HERE/rootfs/etc/wk/control-shell
+
+# The key: what goes into the tarball (not the initramfs's init), names and modes included.
+key=$( { cat "${BASH_SOURCE[0]}" "$CONTROL_SHELL";
+         for f in "$G"/*; do [ "${f##*/}" = init ] || { stat -c '%n %a' "$f"; cat "$f"; }; done
+         echo "$ARCH $WK_KERNEL_RELEASE $WATCHDOG_MODULE"; } | sha256sum | cut -c1-16)
+cache_dir=$(dirname "$WK_KERNEL")
+cached=$cache_dir/debian-bookworm-$key.ext4
+
+if [ ! -s "$cached" ]; then
+    sources=()
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+        [ -s "$f" ] && sources+=("$f")
+    done
+    [ ${#sources[@]} -gt 0 ] || { echo "build-debian: this machine has no apt sources" >&2; exit 1; }
+    rm -rf "$cache_dir"/debian-bookworm-*   # older keys: one image per architecture
+    tmp=$cache_dir/debian-bookworm-$key.tmp
+    t0=$(date +%s)
+    echo "build-debian: building the Debian 12 $ARCH root filesystem (mmdebstrap)..." >&2
+    kmod_dir=/lib/modules/$WK_KERNEL_RELEASE/kernel/drivers/watchdog
+    mmdebstrap --mode=unshare --format=tar --variant=minbase --arch="$ARCH" \
+        --include=systemd,systemd-sysv,udev,kmod,procps,util-linux \
+        --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
+        --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
+        --customize-hook="mkdir -p \"\$1$kmod_dir\" \"\$1/usr/local/sbin\" \"\$1/etc/systemd/system.conf.d\" \"\$1/etc/modules-load.d\"" \
+        --customize-hook="copy-in $WK_MODULES_DIR/$WATCHDOG_MODULE.ko $kmod_dir" \
+        --customize-hook="chroot \"\$1\" depmod $WK_KERNEL_RELEASE" \
+        --customize-hook="copy-in $CONTROL_SHELL /usr/local/sbin" \
+        --customize-hook="mv \"\$1/usr/local/sbin/control-shell\" \"\$1/usr/local/sbin/wk-control-shell\"" \
+        --customize-hook="copy-in $G/wk-sample /usr/local/sbin" \
+        --customize-hook="copy-in $G/wk-control.service $G/wk-shutdown-marker.service $G/wk-sample.service /etc/systemd/system" \
+        --customize-hook="copy-in $G/system.conf /etc/systemd/system.conf.d" \
+        --customize-hook="mv \"\$1/etc/systemd/system.conf.d/system.conf\" \"\$1/etc/systemd/system.conf.d/wk-console.conf\"" \
+        --customize-hook="echo $WATCHDOG_MODULE >\"\$1/etc/modules-load.d/watchdog.conf\"" \
+        --customize-hook="echo '/dev/vda / ext4 rw,errors=remount-ro 0 1' >\"\$1/etc/fstab\"" \
+        --customize-hook="echo wk-debian-$ARCH >\"\$1/etc/hostname\"" \
+        --customize-hook="chroot \"\$1\" systemctl mask serial-getty@ttyAMA0.service getty@tty1.service" \
+        --customize-hook="chroot \"\$1\" systemctl enable wk-control.service wk-shutdown-marker.service wk-sample.service" \
+        bookworm "$tmp.tar" "${sources[@]}" >&2
+    # /dev is left out: the initramfs moves its devtmpfs there.
+    rm -rf "$tmp.d"
+    mkdir "$tmp.d"
+    pack="tar -xpf '$tmp.tar' -C '$tmp.d' --exclude='./dev/*' &&
+          mke2fs -q -F -t ext4 -L wkroot -d '$tmp.d' '$tmp.ext4' 1G"
+    if [ "$(id -u)" -eq 0 ]; then sh -c "$pack"; else fakeroot sh -c "$pack"; fi
+    rm -rf "$tmp.d" "$tmp.tar"
+    mv "$tmp.ext4" "$cached"
+    echo "build-debian: $ARCH root filesystem built in $(( $(date +%s) - t0 )) s ($(du -m "$cached" | cut -f1) MB used of 1 GiB)" >&2
+fi
+ln -sf "$cached" "$OUT/debian-$ARCH.ext4"
+
+list=$(mktemp)
+trap 'rm -f "$list"' EXIT
+{
+    echo "file /init $G/init 0755 0 0"
+    echo "file /bin/busybox $WK_BUSYBOX 0755 0 0"
+    echo "nod /dev/console 0600 0 0 c 5 1"
+    echo "dir /newroot 0755 0 0"
+    for m in virtio_mmio virtio_blk crc32c_generic crc16 mbcache jbd2 ext4; do
+        echo "file /lib/modules/$m.ko $WK_MODULES_DIR/$m.ko 0644 0 0"
+    done
+} >"$list"
+python3 "$HERE/gen_cpio.py" "$list" "$OUT/debian-$ARCH.cpio.gz"
+echo "$OUT/debian-$ARCH.ext4 $OUT/debian-$ARCH.cpio.gz"
