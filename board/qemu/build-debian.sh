@@ -41,6 +41,9 @@ key=$( { cat "${BASH_SOURCE[0]}" "$CONTROL_SHELL";
 cache_dir=$(dirname "$WK_KERNEL")
 cached=$cache_dir/debian-bookworm-$key.ext4
 
+# One build at a time per architecture: a second one waits, then finds the image cached.
+exec 9>"$cache_dir/debian-build.lock"
+flock 9
 if [ ! -s "$cached" ]; then
     sources=()
     for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
@@ -66,7 +69,7 @@ if [ ! -s "$cached" ]; then
         --customize-hook="copy-in $G/system.conf /etc/systemd/system.conf.d" \
         --customize-hook="mv \"\$1/etc/systemd/system.conf.d/system.conf\" \"\$1/etc/systemd/system.conf.d/wk-console.conf\"" \
         --customize-hook="echo $WATCHDOG_MODULE >\"\$1/etc/modules-load.d/watchdog.conf\"" \
-        --customize-hook="echo '/dev/vda / ext4 rw,errors=remount-ro 0 1' >\"\$1/etc/fstab\"" \
+        --customize-hook="echo 'LABEL=wkroot / ext4 rw,errors=remount-ro 0 0' >\"\$1/etc/fstab\"" \
         --customize-hook="echo wk-debian-$ARCH >\"\$1/etc/hostname\"" \
         --customize-hook="chroot \"\$1\" systemctl mask serial-getty@ttyAMA0.service getty@tty1.service" \
         --customize-hook="chroot \"\$1\" systemctl enable wk-control.service wk-shutdown-marker.service wk-sample.service" \

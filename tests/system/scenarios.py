@@ -1255,8 +1255,8 @@ pidfile = "/run/wk-sample.pid"
 timeout = "3s"
 grace = "20s"
 reset_after = "{DEB_RESET_AFTER:.0f}s"
-repair = ["systemctl", "restart", "wk-sample"]
-repair_timeout = "10s"
+repair = ["/usr/bin/systemctl", "restart", "wk-sample"]
+repair_timeout = "5s"
 repair_backoff = "3s"
 """
 DEB_BOOT_TIMEOUT = {"aarch64": 150, "armv7": 300}
@@ -1303,6 +1303,15 @@ def deb_guest_ready(ctx, arch, tag=None):
 
 def deb_previous(g, number):
     return boots_by_number(g.status()).get(number, {})
+
+
+def deb_break_sample(g):
+    """Breaks wk-sample for this boot (a drop-in in /run: its start fails at once, as a broken
+    service's would) and kills it: its repairs fail, it stays dead."""
+    g.sh("mkdir -p /run/systemd/system/wk-sample.service.d && "
+         "printf '[Service]\\nExecStart=\\nExecStart=/bin/false\\n' "
+         ">/run/systemd/system/wk-sample.service.d/broken.conf && systemctl daemon-reload && "
+         "echo \"wk-test: kill -9 sample $(cat /run/wk-sample.pid)\" >/dev/kmsg && systemctl kill -s KILL wk-sample")
 
 
 def deb_unit_order(ctx, g):
@@ -1366,9 +1375,9 @@ def s_debian_systemd(ctx):
     t_kill = time.monotonic()
     g.sh(f"echo 'wk-test: kill -9 sample {old}' >/dev/kmsg; kill -9 {old}")
     ts_kill = klog_ts(g, f"wk-test: kill -9 sample {old}")
-    _, s = g.wait_status(lambda st: component(st, "sample")["state"] == "alive" and not st["problems"]
-                         and component(st, "sample")["repair_attempts"] >= 1, 40,
-                         what="sample repaired")
+    g.wait_guest(f"test \"$(cat /run/wk-sample.pid)\" != {old}", 40, interval=0.2, what="a new sample process")
+    _, s = g.wait_status(lambda st: component(st, "sample")["state"] == "alive" and not st["problems"], 40,
+                         what="sample alive again")
     new = int(g.sh("cat /run/wk-sample.pid"))
     restarted = g.sh("systemctl show -P MainPID wk-sample").strip()
     ctx.check("the sample service was killed and repaired through `systemctl restart` (a new main pid)",
@@ -1430,11 +1439,10 @@ def s_debian_systemd(ctx):
     ctx.check("the stop is recorded as a watchdog reset the agent did not ask for",
               prev.get("end") == "watchdog", json.dumps(prev))
 
-    # a service left dead: repairs fail (the unit is masked), forced reset, named after it
-    g.sh("systemctl mask --runtime wk-sample >/dev/null 2>&1; "
-         "echo \"wk-test: kill -9 sample $(cat /run/wk-sample.pid)\" >/dev/kmsg; systemctl kill -s KILL wk-sample")
+    # a service left dead: its repairs fail (it is broken), forced reset, named after it
+    deb_break_sample(g)
     t_d = time.monotonic()
-    ctx.log("wk-sample masked (its repair fails) and killed")
+    ctx.log("wk-sample broken (a runtime drop-in: it exits at once, so its repairs fail) and killed")
     t_reset, desc = reset_instant(g, t_d, timeout=DEB_RESET_AFTER + DEB_HW_TIMEOUT + 40)
     ctx.log(f"reset: {desc}")
     reset_window_check(ctx, "sample left dead -> board reset", t_reset - t_d, t_reset - t_d,
@@ -1510,7 +1518,7 @@ def s_debian_armhf(ctx):
     t = time.monotonic()
     time.sleep(7)
     healthy_led_check(ctx, g, t, time.monotonic(), min_blips=2)
-    g.sh("systemctl mask --runtime wk-sample >/dev/null 2>&1; systemctl kill -s KILL wk-sample")
+    deb_break_sample(g)
     t_d = time.monotonic()
     t_reset, desc = reset_instant(g, t_d, timeout=DEB_RESET_AFTER + DEB_HW_TIMEOUT + 60)
     ctx.log(f"reset: {desc}")
