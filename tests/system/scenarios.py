@@ -1325,7 +1325,9 @@ def deb_unit_order(ctx, g):
               None not in (up, multi, sample) and up < multi and up < sample,
               f"watchkeeper ready at {up} s, wk-sample started at {sample} s, multi-user.target at {multi} s")
     ctx.figure("kernel start -> agent's first feed (READY=1, systemd's monotonic clock)", up, "s")
-    driver = klog_ts(g, "i6300ESB") or klog_ts(g, "Software Watchdog") or klog_ts(g, "softdog")
+    # the drivers' own lines (i6300esb: "0000:00:01.0: initialized. heartbeat=30 sec", softdog:
+    # "softdog: initialized. soft_noboot=0 ..."), not the agent's, which name the driver too
+    driver = klog_ts(g, "initialized. heartbeat=") or klog_ts(g, "softdog: initialized")
     if driver is not None:
         ctx.figure("watchdog driver ready -> agent's first feed", up - driver, "s")
     ctx.figure("kernel start -> multi-user.target", multi, "s")
