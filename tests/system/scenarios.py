@@ -34,7 +34,8 @@ a time (--jobs).
                       the hw timeout); a service left dead (reset, named after the reboot)
   14 debian-shutdowns a shutdown that hangs (a unit whose stop never ends): reset within
                       shutdown_timeout, recorded as shutdown-hung; RuntimeWatchdogSec on:
-                      systemd holds the device, the agent's error names it and the fix
+                      systemd holds the device, the agent's error names it and the fix; a
+                      hung agent (SIGSTOP: systemd restarts nothing) resets the board
   15 debian-armhf     Debian 12 + systemd on the 32-bit board: clean reboot, healthy, a
                       service left dead resets the board and status names it
 
@@ -1462,7 +1463,7 @@ def s_debian_systemd(ctx):
 def s_debian_shutdowns(ctx):
     """Debian 12 + systemd, arm64: a shutdown that hangs ends in a reset within
     shutdown_timeout, recorded; systemd's RuntimeWatchdogSec holds the device: the agent's
-    error names systemd and what to change."""
+    error names systemd and what to change; a hung agent resets the board."""
     g = deb_guest_ready(ctx, "arm64")
     g.sh("cat >/etc/systemd/system/wk-hang.service <<'EOF'\n[Unit]\nDescription=a stop that never ends\n"
          "[Service]\nExecStart=/bin/sleep infinity\nExecStop=/bin/sleep infinity\nTimeoutStopSec=infinity\nEOF\n"
@@ -1499,6 +1500,25 @@ def s_debian_shutdowns(ctx):
               s["agent"]["running"] and s["agent"].get("watchdog_at_takeover") == "none", json.dumps(s["agent"]))
     active = g.sh("systemctl is-active watchkeeper").strip()
     ctx.check("the boot went on: the unit is active (READY=1 said the device cannot be used)", active == "active", active)
+
+    # a hung agent: systemd sees a live process and restarts nothing; the watchdog resets
+    g.sh("rm /etc/systemd/system.conf.d/90-runtime-watchdog.conf && sync")
+    g.run_nowait("systemctl reboot")
+    deb_boot(ctx, g, 4)
+    s = wait_alive(ctx, g)
+    pid = s["agent"]["pid"]
+    t_h = time.monotonic()
+    g.sh(f"kill -STOP {pid}")
+    t_ack = time.monotonic()
+    ctx.log(f"RuntimeWatchdogSec removed, rebooted; kill -STOP watchkeeper (pid {pid})")
+    t_reset, desc = reset_instant(g, t_h, timeout=DEB_HW_TIMEOUT + 30)
+    ctx.log(f"reset: {desc}")
+    reset_window_check(ctx, "agent hung (SIGSTOP) -> board reset", t_reset - t_ack, t_reset - t_h,
+                       DEB_HW_TIMEOUT - 1.2, DEB_HW_TIMEOUT + MARGIN, stall(g, t_h, t_reset))
+    deb_boot(ctx, g, 5)
+    prev = deb_previous(g, 4)
+    ctx.check("the hung agent's boot is recorded as a watchdog reset the agent did not ask for",
+              prev.get("end") == "watchdog", json.dumps(prev))
 
 
 def s_debian_armhf(ctx):
@@ -1547,7 +1567,7 @@ SCENARIOS = [
     (11, "bad-input", s_bad_input, 60),
     (12, "armv7", s_armv7, 80),
     (13, "debian-systemd", s_debian_systemd, 240),
-    (14, "debian-shutdowns", s_debian_shutdowns, 150),
+    (14, "debian-shutdowns", s_debian_shutdowns, 180),
     (15, "debian-armhf", s_debian_armhf, 200),
 ]
 
