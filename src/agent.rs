@@ -37,7 +37,7 @@ use crate::limits::{MAX_COMPONENTS, MAX_NAME_LEN, MAX_REASON_LEN, MAX_STATUS_LEN
 use crate::os::clock::Clock;
 use crate::os::heartbeat;
 use crate::os::led::{FaultLed, PinError};
-use crate::os::notify::Notifier;
+use crate::os::notify::{FEED_FAILED_STATUS, Notifier};
 use crate::os::pidfd::Pins;
 use crate::os::repair::{self, Repairs};
 use crate::os::rundir::{Checked, RunDir};
@@ -589,8 +589,11 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
                 if fed.is_ok() {
                     // Only for observers: a failure here changes nothing for the board.
                     let _ = self.parts.run.mark_fed();
-                    if let Some(notifier) = self.parts.notifier.as_mut() {
-                        notifier.ready();
+                }
+                if let Some(notifier) = self.parts.notifier.as_mut() {
+                    match fed {
+                        Ok(()) => notifier.ready(),
+                        Err(_) => notifier.ready_with(FEED_FAILED_STATUS),
                     }
                 }
                 match fed {

@@ -396,6 +396,45 @@ fn kill_9_mid_write_leaves_every_state_file_readable() {
     kill9(&mut component);
 }
 
+/// `/dev/full` stands for a watchdog that opens but cannot be fed: no watchdog ioctl (ENOTTY),
+/// so the agent pings by write(2), which fails with ENOSPC.
+#[test]
+fn a_first_feed_that_fails_still_ends_the_start_job_and_says_the_board_is_not_guarded() {
+    use std::os::unix::net::UnixDatagram;
+    let sb = Sandbox::new("notify-unfed");
+    let socket = sb.path("notify.sock");
+    let listener = UnixDatagram::bind(&socket).unwrap();
+    listener
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    sb.config_text(&sb.header().replace("\"none\"", "\"/dev/full\""));
+    let mut command = sb.command(&["run"]);
+    command.env("NOTIFY_SOCKET", &socket);
+    let mut agent = spawn_logged(&sb, &mut command);
+    let mut buf = [0u8; 512];
+    let n = listener
+        .recv(&mut buf)
+        .unwrap_or_else(|e| panic!("no readiness ({e})\n{}", sb.log()));
+    let message = std::str::from_utf8(&buf[..n]).unwrap();
+    assert_eq!(
+        message,
+        format!(
+            "READY=1\nMAINPID={}\nSTATUS={}",
+            agent.id(),
+            "NOT GUARDED: the watchdog device is open but the first feed failed (see the log); it resets the board if it still counts"
+        )
+    );
+    // The fed file's time is its creation until a feed succeeds: it must not move.
+    let created = sb.last_feed();
+    sb.wait_for("the feed error in the log", Duration::from_secs(20), || {
+        sb.log().contains("/dev/full: keepalive failed")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(sb.last_feed(), created, "a failed feed is not a feed");
+    assert!(agent.try_wait().unwrap().is_none(), "the agent must go on");
+    kill9(&mut agent);
+}
+
 #[test]
 fn a_service_manager_hears_ready_after_the_first_feed_and_repairs_do_not_inherit_its_socket() {
     use std::os::unix::net::UnixDatagram;

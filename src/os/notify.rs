@@ -1,6 +1,8 @@
 //! Readiness for a service manager (systemd's `sd_notify` protocol, sender side): when
-//! `NOTIFY_SOCKET` names a socket, the agent sends `READY=1` there once the board is
-//! guarded, after its first feed, so that units ordered after it start on a watched board.
+//! `NOTIFY_SOCKET` names a socket, the agent sends `READY=1` there once, after its first
+//! feed, so that units ordered after it start on a watched board. Its `STATUS=` says whether
+//! they do: a device that cannot be opened, or a first feed that failed, ends the start job
+//! too (the boot goes on), with a status that says the board is not guarded.
 //!
 //! Invariants: the address is read and the socket made at startup; the message is sent
 //! once, without blocking (`MSG_DONTWAIT`) and from a buffer on the stack, so a service
@@ -17,6 +19,9 @@ use nix::sys::socket::{MsgFlags, SockFlag, SockType, UnixAddr, sendto, socket};
 
 /// The environment variable systemd sets for a `Type=notify` service.
 pub const NOTIFY_SOCKET: &str = "NOTIFY_SOCKET";
+
+/// The status sent with the readiness when the first feed failed.
+pub const FEED_FAILED_STATUS: &str = "NOT GUARDED: the watchdog device is open but the first feed failed (see the log); it resets the board if it still counts";
 
 /// Longest message sent: `READY=1`, `MAINPID=` and a `STATUS=` line.
 const MESSAGE_LEN: usize = 256;
@@ -85,15 +90,22 @@ impl Notifier {
         })
     }
 
-    /// Sends `READY=1` with the status line, the first time only.
+    /// Sends `READY=1` with the status line decided at startup, the first time only.
     pub fn ready(&mut self) {
+        self.ready_with(self.status);
+    }
+
+    /// Sends `READY=1` with `status` instead, the first time only: for a first feed that
+    /// failed, which must end the start job too (the boot would otherwise wait for a board
+    /// that the hardware resets anyway) but must not say the board is guarded.
+    pub fn ready_with(&mut self, status: &str) {
         if core::mem::replace(&mut self.sent, true) {
             return;
         }
         let mut message = heapless::String::<MESSAGE_LEN>::new();
         // Cut, not refused, when the status is long: readiness matters, its words less.
         let _ = write!(message, "READY=1\nMAINPID={}\nSTATUS=", std::process::id());
-        for c in self.status.chars() {
+        for c in status.chars() {
             if message.push(c).is_err() {
                 break;
             }
