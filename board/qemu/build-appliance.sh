@@ -9,13 +9,15 @@
 #   /usr/sbin/{sensord,uplink}       the sample components (appliance/component)
 #   /etc/init.d/{sensord,uplink}     their init scripts, which the repairs call
 #   /etc/default/{sensord,uplink}    their settings (startup delay, beat interval)
-#   /etc/wk/autostart.d/50-watchkeeper   starts the components, then `watchkeeper run`
-#   /etc/wk/shutdown.d/50-watchkeeper    `watchkeeper shutdown` at a reboot or power-off
+#   /etc/wk/prepare.d/50-appliance   chooses the config, starts the components (sysinit)
+#   /etc/inittab                     the base one plus board/init/inittab's BusyBox lines:
+#                                    init respawns `watchkeeper run` and runs `watchkeeper
+#                                    shutdown` at a reboot or power-off
 # Does not build the binary (cargo build --release --target ... does).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-usage() { sed -n '2,14p' "${BASH_SOURCE[0]}" >&2; exit 2; }
+usage() { sed -n '2,16p' "${BASH_SOURCE[0]}" >&2; exit 2; }
 [ $# -ge 2 ] || usage
 BOARD=$1 OUT=$2; shift 2
 case $BOARD in
@@ -37,12 +39,26 @@ done
 [ -x "$BINARY" ] || { echo "build-appliance: no watchkeeper binary at $BINARY (cargo build --release --target $TRIPLE)" >&2; exit 1; }
 [ -f "$CONFIG" ] || { echo "build-appliance: no config $CONFIG" >&2; exit 1; }
 
+# The agent's lines go before the base inittab's last ::shutdown: line, which unmounts the
+# disk that `watchkeeper shutdown` records the shutdown on.
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+BASE=$HERE/rootfs/etc/inittab
+{
+    grep -v '^::shutdown:' "$BASE"
+    echo "# board/init/inittab (BusyBox init)"
+    grep '^::' "$REPO/board/init/inittab"
+    grep '^::shutdown:' "$BASE"
+} >"$WORK/inittab"
+grep -q '^::respawn:/usr/sbin/watchkeeper run$' "$WORK/inittab" ||
+    { echo "build-appliance: board/init/inittab has no BusyBox respawn line for the agent" >&2; exit 1; }
+
 A=$HERE/appliance
 adds=(
     --add "$BINARY:/usr/sbin/watchkeeper"
     --add "$CONFIG:/etc/watchkeeper.toml"
-    --add "$A/50-watchkeeper:/etc/wk/autostart.d/50-watchkeeper"
-    --add "$A/50-watchkeeper-shutdown:/etc/wk/shutdown.d/50-watchkeeper"
+    --add "$WORK/inittab:/etc/inittab"
+    --add "$A/prepare:/etc/wk/prepare.d/50-appliance"
 )
 for c in sensord uplink; do
     adds+=(--add "$A/component:/usr/sbin/$c" --add "$A/init.d-service:/etc/init.d/$c"
@@ -53,4 +69,4 @@ if [ -n "$CONFIGS" ]; then
         [ -e "$f" ] && adds+=(--add "$f:/etc/wk/configs/${f##*/}")
     done
 fi
-exec "$HERE/build-initramfs.sh" "$ARCH" "$OUT" "${adds[@]}"
+"$HERE/build-initramfs.sh" "$ARCH" "$OUT" "${adds[@]}"

@@ -13,7 +13,7 @@
 #                   Typical: --add target/.../watchkeeper:/usr/sbin/watchkeeper
 #                            --add watchkeeper.toml:/etc/watchkeeper.toml
 #                            --add components/:/usr/lib/watchkeeper/components
-#                            --add start.sh:/etc/wk/autostart.d/50-watchkeeper
+#                            --add start.sh:/etc/wk/autostart.d/50-start
 #   --module-param NAME:PARAMS   default insmod parameters, e.g. softdog:soft_margin=30
 #                   (the kernel command line "softdog.soft_margin=N" adds to them per boot)
 #
@@ -72,7 +72,7 @@ add_path() { # SRC DEST: a file, or a directory tree
 {
     echo "# skeleton"
     for d in /bin /sbin /usr/bin /usr/sbin /dev /proc /sys /run /tmp /root /mnt /var/lib/watchkeeper \
-             /lib/modules/wk /etc/wk/autostart.d; do
+             /lib/modules/wk /etc/wk/prepare.d /etc/wk/autostart.d; do
         echo "dir $d 0755 0 0"
     done
     # The kernel opens /dev/console for /init before anything can mount devtmpfs.

@@ -474,7 +474,7 @@ class Appliance(Guest):
             except HarnessError:
                 if time.monotonic() > deadline:
                     out, rc = self.run("command -v watchkeeper; pidof watchkeeper; "
-                                       "tail -n 5 /run/log/50-watchkeeper.log 2>&1")
+                                       "dmesg | grep watchkeeper | tail -n 5")
                     raise HarnessError(f"{self.name}: no running watchkeeper after {timeout}s "
                                        f"(`watchkeeper status --json` does not answer); guest says:\n{out}") from None
             if time.monotonic() > deadline:
