@@ -32,6 +32,8 @@ pub const MAX_STATUS_LEN: usize = 128 * 1024;
 /// Bytes in a config file, and so in the last good copy kept of one: one limit, enforced
 /// when a config is first accepted, so that a saved copy always fits the read-back.
 pub const MAX_CONFIG_LEN: usize = 1024 * 1024;
+/// Bytes of a daemon's `STATUS=` text (sd_notify) kept for `status`; longer text is cut.
+pub const MAX_NOTIFY_STATUS_LEN: usize = 128;
 /// Hearts-directory refusals named one by one in a report; the rest are counted.
 pub const MAX_REFUSALS_NAMED: usize = 8;
 /// Least time between two reports of hearts-directory refusals, so that a directory that

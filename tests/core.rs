@@ -27,6 +27,7 @@ fn policy(timeout: u64, reset_after: u64) -> Policy {
         reset_after: SEC * reset_after as u32,
         critical: true,
         repair: None,
+        awaits_ready: false,
     }
 }
 
@@ -288,6 +289,7 @@ fn non_critical_components_never_reset_the_board() {
     sup.add(
         Policy {
             critical: false,
+            awaits_ready: false,
             ..policy(5, 10)
         },
         Instant::ZERO,
@@ -849,4 +851,255 @@ fn beats_alone_do_not_change_what_a_display_shows() {
     assert_eq!(sup.generation(), alive);
     assert_eq!(sup.view(0).unwrap(), view);
     assert_eq!(view.since, secs(1));
+}
+
+// ---------------------------------------------------------------------------------------
+// Notify components (sd_notify): beats, readiness and triggers come as events.
+
+/// A notify component as the shell drives it: its pidfile looked at on every pass (its
+/// process running), its messages handed over as they arrive.
+struct NotifySim {
+    /// Boxed: a supervisor has room for every component, too much for a test's stack twice.
+    sup: Box<Supervisor>,
+    log: Vec<(Instant, Action)>,
+}
+
+impl NotifySim {
+    fn new(policy: Policy) -> NotifySim {
+        let mut sup = Box::new(Supervisor::new(settings(), Instant::ZERO, None, 3));
+        sup.add(policy, Instant::ZERO).unwrap();
+        NotifySim {
+            sup,
+            log: Vec::new(),
+        }
+    }
+
+    /// Passes at every deadline up to `until` (repairs exit at once, fixing nothing).
+    fn run_until(&mut self, until: Instant) {
+        loop {
+            let now = self.sup.next_deadline();
+            if now > until {
+                break;
+            }
+            self.pass(now);
+        }
+    }
+
+    fn pass(&mut self, now: Instant) {
+        let seen = Observation {
+            heartbeat: None,
+            process: Process::Running {
+                pid: 100,
+                start_time: 1,
+            },
+            poll_process: false,
+        };
+        self.sup.observe(0, look(now), seen);
+        let mut repairs = 0;
+        let log = &mut self.log;
+        self.sup.tick(now, |a| {
+            if matches!(a, Action::StartRepair { .. }) {
+                repairs += 1;
+            }
+            log.push((now, a));
+        });
+        for _ in 0..repairs {
+            self.sup.repair_exited(0, now);
+        }
+    }
+
+    /// The decisions but feeds, in order.
+    fn decisions(&self) -> Vec<(Instant, Action)> {
+        self.log
+            .iter()
+            .filter(|(_, a)| *a != Action::Feed)
+            .copied()
+            .collect()
+    }
+}
+
+fn notify_policy() -> Policy {
+    Policy {
+        awaits_ready: true,
+        ..policy(2, 60)
+    }
+}
+
+#[test]
+fn only_ready_ends_a_notify_startup_and_pings_before_it_are_not_life() {
+    let mut sim = NotifySim::new(notify_policy());
+    for t in [1, 2, 3] {
+        sim.sup.notify_beat(0, secs(t));
+        sim.pass(secs(t));
+    }
+    assert_eq!(sim.decisions(), []);
+    assert_eq!(
+        sim.sup.view(0).unwrap().state,
+        watchkeeper::core::supervisor::State::Starting
+    );
+    sim.sup.notify_ready(0, secs(4));
+    sim.pass(secs(4));
+    sim.run_until(secs(10));
+    assert_eq!(
+        sim.decisions(),
+        [
+            (
+                secs(4),
+                Action::Recovered {
+                    component: 0,
+                    was_dead: false
+                }
+            ),
+            // No ping after READY=1: dead at READY + the 2 s timeout, exactly.
+            (
+                secs(6),
+                Action::Died {
+                    component: 0,
+                    cause: Cause::Silent,
+                    since: secs(6)
+                }
+            ),
+        ]
+    );
+}
+
+#[test]
+fn no_ready_within_the_grace_is_a_death_that_pings_do_not_undo() {
+    let mut sim = NotifySim::new(notify_policy());
+    for t in 1..=9 {
+        sim.sup.notify_beat(0, secs(t));
+        sim.pass(secs(t));
+    }
+    assert_eq!(
+        sim.decisions(),
+        [(
+            secs(5),
+            Action::Died {
+                component: 0,
+                cause: Cause::NotReady,
+                since: secs(5)
+            }
+        )]
+    );
+    sim.sup.notify_ready(0, secs(10));
+    sim.pass(secs(10));
+    assert_eq!(
+        sim.decisions().last(),
+        Some(&(
+            secs(10),
+            Action::Recovered {
+                component: 0,
+                was_dead: true
+            }
+        ))
+    );
+}
+
+#[test]
+fn extend_timeout_lengthens_the_startup_only_while_it_lasts() {
+    let mut sim = NotifySim::new(notify_policy());
+    sim.sup.extend_grace(0, secs(4), 10 * SEC);
+    // A shorter extension later never shortens it.
+    sim.sup.extend_grace(0, secs(5), SEC);
+    sim.run_until(secs(20));
+    assert_eq!(
+        sim.decisions(),
+        [(
+            secs(14),
+            Action::Died {
+                component: 0,
+                cause: Cause::NotReady,
+                since: secs(14)
+            }
+        )]
+    );
+
+    let mut sim = NotifySim::new(notify_policy());
+    sim.sup.notify_ready(0, secs(1));
+    sim.pass(secs(1));
+    sim.sup.extend_grace(0, secs(2), 100 * SEC);
+    sim.run_until(secs(10));
+    assert_eq!(
+        first(&sim.log, |a| matches!(a, Action::Died { .. })),
+        Some(&(
+            secs(3),
+            Action::Died {
+                component: 0,
+                cause: Cause::Silent,
+                since: secs(3)
+            }
+        ))
+    );
+}
+
+#[test]
+fn a_trigger_is_a_death_at_once_with_a_repair_and_only_a_restart_undoes_it() {
+    let mut sim = NotifySim::new(Policy {
+        repair: Some(repair(5)),
+        ..notify_policy()
+    });
+    sim.sup.notify_ready(0, secs(1));
+    sim.pass(secs(1));
+    let at = Instant::from_millis(2_500);
+    sim.sup.notify_trigger(0, at);
+    sim.sup.notify_beat(0, at);
+    sim.pass(at);
+    assert_eq!(
+        sim.decisions()[1..],
+        [
+            (
+                at,
+                Action::Died {
+                    component: 0,
+                    cause: Cause::Triggered,
+                    since: at
+                }
+            ),
+            (
+                at,
+                Action::StartRepair {
+                    component: 0,
+                    attempt: 1
+                }
+            ),
+        ]
+    );
+    // The failed daemon's own pings are no return ...
+    for t in [3, 4, 5] {
+        sim.sup.notify_beat(0, secs(t));
+        sim.pass(secs(t));
+    }
+    assert!(
+        !sim.decisions()
+            .iter()
+            .any(|(_, a)| matches!(a, Action::Recovered { was_dead: true, .. }))
+    );
+    // ... its restart, with READY=1, is.
+    sim.sup.notify_ready(0, secs(6));
+    sim.pass(secs(6));
+    assert_eq!(
+        sim.decisions().last(),
+        Some(&(
+            secs(6),
+            Action::Recovered {
+                component: 0,
+                was_dead: true
+            }
+        ))
+    );
+    // A trigger during the startup is a death too.
+    let mut sim = NotifySim::new(notify_policy());
+    sim.sup.notify_trigger(0, secs(1));
+    sim.pass(secs(1));
+    assert_eq!(
+        sim.decisions(),
+        [(
+            secs(1),
+            Action::Died {
+                component: 0,
+                cause: Cause::Triggered,
+                since: secs(1)
+            }
+        )]
+    );
 }

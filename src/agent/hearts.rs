@@ -111,6 +111,7 @@ fn policy(config: &HeartsConfig, timeout: Duration) -> Policy {
         grace: config.grace.max(timeout),
         reset_after: config.reset_after,
         critical: config.critical,
+        awaits_ready: false,
         repair: config.repair.as_ref().map(|r| r.policy),
     }
 }

@@ -556,6 +556,7 @@ impl RawEntry {
             reset_after,
             critical: self.critical.map_or(defaults::CRITICAL, |f| f.0),
             repair: repair.as_ref().map(|r| r.policy),
+            awaits_ready: false,
         };
         Ok((policy, repair))
     }

@@ -4,6 +4,7 @@
 
 pub mod history;
 pub mod name;
+pub mod notify;
 pub mod pattern;
 pub mod supervisor;
 pub mod time;

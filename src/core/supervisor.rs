@@ -92,6 +92,10 @@ pub enum Cause {
     ProcessGone { pid: i32 },
     /// Its pid now belongs to another process (start time changed).
     PidReused { pid: i32 },
+    /// A notify component: no `READY=1` within the startup grace period.
+    NotReady,
+    /// A notify component declared itself failed (`WATCHDOG=trigger`).
+    Triggered,
 }
 
 impl fmt::Display for Cause {
@@ -106,6 +110,8 @@ impl fmt::Display for Cause {
                     "process {pid} from the pidfile died (pid reused by another process)"
                 )
             }
+            Cause::NotReady => f.write_str("no READY=1 within the startup grace period"),
+            Cause::Triggered => f.write_str("it reported its own failure (WATCHDOG=trigger)"),
         }
     }
 }
@@ -131,6 +137,9 @@ pub struct Policy {
     pub reset_after: Duration,
     pub critical: bool,
     pub repair: Option<RepairPolicy>,
+    /// A notify component: only `READY=1` ends its startup, as for a systemd
+    /// `Type=notify` service; its beats before that say it is starting, not alive.
+    pub awaits_ready: bool,
 }
 
 /// Agent-wide timing.
@@ -250,6 +259,10 @@ struct Component {
     poll_process: bool,
     /// A pinned process exited (pid, instant): a death that no later look can undo.
     exited: Option<(i32, Instant)>,
+    /// The latest `READY=1` since the last tick.
+    ready_seen: Option<Instant>,
+    /// The earliest `WATCHDOG=trigger` since the last tick.
+    triggered: Option<Instant>,
     repair: Repair,
     attempts: u32,
     escalation_reported: bool,
@@ -308,6 +321,8 @@ impl Supervisor {
             process_cause: None,
             poll_process: false,
             exited: None,
+            ready_seen: None,
+            triggered: None,
             repair: Repair::Idle,
             attempts: 0,
             escalation_reported: false,
@@ -407,6 +422,40 @@ impl Supervisor {
     pub fn process_exited(&mut self, component: usize, pid: i32, at: Instant) {
         if let Some(Some(c)) = self.slots.get_mut(component) {
             c.exited = Some((pid, at));
+        }
+    }
+
+    /// A notify component's `WATCHDOG=1` (or any message from it that is a sign of life),
+    /// received at `at`.
+    pub fn notify_beat(&mut self, component: usize, at: Instant) {
+        if let Some(Some(c)) = self.slots.get_mut(component) {
+            c.beat_seen = Some(c.beat_seen.map_or(at, |b| b.max(at)));
+        }
+    }
+
+    /// A notify component's `READY=1`, received at `at`: its startup is over (and it is a
+    /// beat).
+    pub fn notify_ready(&mut self, component: usize, at: Instant) {
+        self.notify_beat(component, at);
+        if let Some(Some(c)) = self.slots.get_mut(component) {
+            c.ready_seen = Some(c.ready_seen.map_or(at, |r| r.max(at)));
+        }
+    }
+
+    /// A notify component's `WATCHDOG=trigger`, received at `at`: dead then.
+    pub fn notify_trigger(&mut self, component: usize, at: Instant) {
+        if let Some(Some(c)) = self.slots.get_mut(component) {
+            c.triggered = Some(c.triggered.map_or(at, |t| t.min(at)));
+        }
+    }
+
+    /// A notify component's `EXTEND_TIMEOUT_USEC=`, received at `now`: a startup still
+    /// under way may last until `now + by` (never shortened). Ignored once it has started.
+    pub fn extend_grace(&mut self, component: usize, now: Instant, by: Duration) {
+        if let Some(Some(c)) = self.slots.get_mut(component)
+            && let Health::Grace { until } = &mut c.health
+        {
+            *until = (*until).max(now.saturating_add(by));
         }
     }
 
@@ -641,9 +690,19 @@ impl Component {
     ) -> Option<Cause> {
         let beat = self.beat_seen.take();
         let exited = self.exited.take();
+        let ready = self.ready_seen.take();
+        let triggered = self.triggered.take();
+        // What ends the startup: the first beat, or for a notify component its READY=1.
+        let started = if self.policy.awaits_ready {
+            ready
+        } else {
+            beat
+        };
         match self.health {
             Health::Grace { until } => {
-                if let Some(beat) = beat {
+                if let Some(at) = triggered {
+                    self.die(index, at.min(now), Cause::Triggered, act);
+                } else if let Some(beat) = started {
                     self.health = Health::Alive { last_beat: beat };
                     self.entered = beat;
                     act(Action::Recovered {
@@ -651,13 +710,20 @@ impl Component {
                         was_dead: false,
                     });
                 } else if now >= until {
-                    self.die(index, until, Cause::NoFirstBeat, act);
+                    let cause = if self.policy.awaits_ready {
+                        Cause::NotReady
+                    } else {
+                        Cause::NoFirstBeat
+                    };
+                    self.die(index, until, cause, act);
                 }
             }
             Health::Alive { last_beat } => {
                 let last_beat = beat.map_or(last_beat, |beat| beat.max(last_beat));
                 self.health = Health::Alive { last_beat };
-                if let Some((pid, at)) = exited {
+                if let Some(at) = triggered {
+                    self.die(index, at.min(now), Cause::Triggered, act);
+                } else if let Some((pid, at)) = exited {
                     self.die(index, at.min(now), Cause::ProcessGone { pid }, act);
                 } else if let Some(cause) = self.process_cause {
                     self.die(index, now, cause, act);
@@ -670,10 +736,17 @@ impl Component {
                     );
                 }
             }
-            Health::Dead { since, .. } => {
+            Health::Dead { since, cause } => {
+                // A daemon that never got ready, or said it failed, is back only when it
+                // starts again (READY=1): its pings in between say nothing.
+                let back = match cause {
+                    Cause::NotReady | Cause::Triggered => ready,
+                    _ => beat,
+                };
                 // A beat from before the death (a pinned process that touched its file
                 // and was then killed, seen at the next look) is not a return.
-                if let (Some(beat), None, None) = (beat, self.process_cause, exited)
+                if let (Some(beat), None, None, None) =
+                    (back, self.process_cause, exited, triggered)
                     && beat >= since
                 {
                     self.health = Health::Alive { last_beat: beat };
