@@ -7,8 +7,8 @@
 //! Invariants: parsing never allocates and never fails as a whole; a malformed value of a
 //! known name (`WATCHDOG_USEC=abc`, `READY=2`) is counted in [`Message::malformed`] and
 //! otherwise ignored, so one bad line never hides a good one. The `STATUS=` value is
-//! borrowed from the datagram; it is cut at [`MAX_NOTIFY_STATUS_LEN`] bytes on a character
-//! boundary and kept only when it is UTF-8. Within one datagram the last assignment of a
+//! borrowed from the datagram; it is kept only when its first [`MAX_NOTIFY_STATUS_LEN`] bytes
+//! are UTF-8, and cut there (before a character the cut would split). Within one datagram the last assignment of a
 //! name wins, as in systemd.
 
 use core::time::Duration;
@@ -135,12 +135,19 @@ fn pid(value: &[u8]) -> Option<i32> {
 }
 
 fn status(value: &[u8]) -> Option<&str> {
-    let mut end = value.len().min(MAX_NOTIFY_STATUS_LEN);
-    // Cut at a character boundary: drop continuation bytes of a character the limit split.
-    while end < value.len() && end > 0 && value[end] & 0xc0 == 0x80 {
+    let valid = match core::str::from_utf8(value) {
+        Ok(text) => text,
+        Err(e) => core::str::from_utf8(&value[..e.valid_up_to()]).ok()?,
+    };
+    let kept = value.len().min(MAX_NOTIFY_STATUS_LEN);
+    if valid.len() < kept {
+        return None;
+    }
+    let mut end = kept;
+    while !valid.is_char_boundary(end) {
         end -= 1;
     }
-    core::str::from_utf8(&value[..end]).ok()
+    Some(&valid[..end])
 }
 
 #[cfg(test)]

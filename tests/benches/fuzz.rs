@@ -1,6 +1,6 @@
 //! Fuzzer, on stable Rust, for every parser of bytes that come from outside the agent: the
-//! config (text and file), hearts-directory files, pidfiles, `/proc/PID/stat` lines, the
-//! reset history and the status snapshot.
+//! config (text and file), hearts-directory files, pidfiles, `/proc/PID/stat` lines,
+//! sd_notify datagrams, the reset history and the status snapshot.
 //!
 //! Each parser is a [`Target`]: seeds, a structure-aware mutator and a check. An input
 //! fails when the parser panics, breaks a property of its format (a config error without
@@ -24,8 +24,9 @@ use std::time::{Duration, Instant};
 use watchkeeper::cli::status;
 use watchkeeper::config;
 use watchkeeper::core::history::History;
+use watchkeeper::core::notify::{self, Watchdog};
 use watchkeeper::core::supervisor::Process;
-use watchkeeper::limits::MAX_DURATION_SECS;
+use watchkeeper::limits::{MAX_DURATION_SECS, MAX_NOTIFY_STATUS_LEN};
 use watchkeeper::os::heartbeat::{self, BadContent, Entry, HeartsDir};
 use watchkeeper::os::state::State;
 
@@ -143,6 +144,13 @@ const TARGETS: &[Target] = &[
         seeds: history_seeds,
         mutate: mutate_history,
         check: check_history,
+    },
+    Target {
+        name: "notify",
+        what: "sd_notify datagrams (core::notify::parse)",
+        seeds: notify_seeds,
+        mutate: mutate_notify,
+        check: check_notify,
     },
     Target {
         name: "snapshot",
@@ -1429,6 +1437,249 @@ fn check_pidfile(dirs: &Dirs, input: &[u8]) -> Outcome {
         Process::Gone { .. } => "gone",
     }
     .to_owned())
+}
+
+// ---------------------------------------------------------------------------------------
+// sd_notify datagrams
+
+const NOTIFY_NAMES: &[&str] = &[
+    "READY",
+    "STOPPING",
+    "RELOADING",
+    "WATCHDOG",
+    "WATCHDOG_USEC",
+    "EXTEND_TIMEOUT_USEC",
+    "STATUS",
+    "MAINPID",
+    "ERRNO",
+    "FDSTORE",
+    "X_APP",
+    "ready",
+    "",
+];
+
+const NOTIFY_VALUES: &[&str] = &[
+    "1",
+    "0",
+    "trigger",
+    "2",
+    "",
+    "20000000",
+    "2592000000000",
+    "2592000000001",
+    "18446744073709551615",
+    "18446744073709551616",
+    "-1",
+    "+1",
+    " 1",
+    "1 ",
+    "4711",
+    "2147483647",
+    "2147483648",
+    "Processing requests...",
+    "é",
+    "a=b",
+];
+
+fn notify_seeds() -> Vec<Vec<u8>> {
+    [
+        "READY=1",
+        "WATCHDOG=1",
+        "WATCHDOG=trigger",
+        "READY=1\nSTATUS=up\nMAINPID=4711",
+        "WATCHDOG_USEC=20000000",
+        "EXTEND_TIMEOUT_USEC=5000000",
+        "STOPPING=1\nSTATUS=bye\n",
+        "X_CUSTOM=1\nFDSTORE=1",
+        "",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect()
+}
+
+fn mutate_notify(rng: &mut Rng, pool: &[Vec<u8>]) -> Vec<u8> {
+    if rng.one_in(3) {
+        let mut lines = Vec::new();
+        for _ in 0..1 + rng.below(5) {
+            let value = if rng.one_in(8) {
+                // A long STATUS around the limit, with a character across it now and then.
+                let mut v = "a".repeat(MAX_NOTIFY_STATUS_LEN - 3 + rng.below(6));
+                if rng.one_in(2) {
+                    v.push('€');
+                }
+                v
+            } else {
+                rng.pick(NOTIFY_VALUES).to_string()
+            };
+            lines.push(format!("{}={value}", rng.pick(NOTIFY_NAMES)).into_bytes());
+        }
+        return join_lines(&lines);
+    }
+    let mut data = rng.pick(pool).clone();
+    let mut lines = lines_of(&data);
+    if rng.one_in(2) {
+        line_mutation(rng, &mut lines, pool);
+        data = join_lines(&lines);
+    }
+    for _ in 0..1 + rng.below(3) {
+        byte_mutation(rng, &mut data);
+    }
+    data
+}
+
+/// What a datagram says, by a second reading of the format: text first, then each
+/// assignment checked with std's parsers.
+#[derive(Debug, Default, PartialEq)]
+struct NotifyModel {
+    ready: bool,
+    stopping: bool,
+    watchdog: Option<&'static str>,
+    watchdog_usec: Option<u64>,
+    extend_usec: Option<u64>,
+    status: Option<String>,
+    main_pid: Option<i32>,
+    malformed: u16,
+}
+
+fn notify_model(input: &[u8]) -> NotifyModel {
+    let mut m = NotifyModel::default();
+    let digits = |v: &[u8]| -> Option<u64> {
+        let text = std::str::from_utf8(v).ok()?;
+        if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        text.parse::<u64>().ok()
+    };
+    let limit = MAX_DURATION_SECS * 1_000_000;
+    for line in input.split(|b| *b == b'\n') {
+        let Some(eq) = line.iter().position(|b| *b == b'=') else {
+            continue;
+        };
+        let (name, value) = (&line[..eq], &line[eq + 1..]);
+        let ok = match name {
+            b"READY" | b"STOPPING" => {
+                let flag = if name == b"READY" {
+                    &mut m.ready
+                } else {
+                    &mut m.stopping
+                };
+                match value {
+                    b"1" => {
+                        *flag = true;
+                        true
+                    }
+                    b"0" => true,
+                    _ => false,
+                }
+            }
+            b"WATCHDOG" => match value {
+                b"1" => {
+                    m.watchdog = Some("ping");
+                    true
+                }
+                b"trigger" => {
+                    m.watchdog = Some("trigger");
+                    true
+                }
+                _ => false,
+            },
+            b"WATCHDOG_USEC" => match digits(value).filter(|u| *u > 0 && *u <= limit) {
+                Some(u) => {
+                    m.watchdog_usec = Some(u);
+                    true
+                }
+                None => false,
+            },
+            b"EXTEND_TIMEOUT_USEC" => match digits(value).filter(|u| *u <= limit) {
+                Some(u) => {
+                    m.extend_usec = Some(u);
+                    true
+                }
+                None => false,
+            },
+            b"MAINPID" => match digits(value)
+                .and_then(|p| i32::try_from(p).ok())
+                .filter(|p| *p > 0)
+            {
+                Some(p) => {
+                    m.main_pid = Some(p);
+                    true
+                }
+                None => false,
+            },
+            b"STATUS" => {
+                // The valid text before the first bad byte must cover the kept bytes; then
+                // whole characters are taken while they fit.
+                let first = value.utf8_chunks().next();
+                let valid = first.as_ref().map_or("", |c| c.valid());
+                if valid.len() < value.len().min(MAX_NOTIFY_STATUS_LEN) {
+                    false
+                } else {
+                    let mut kept = String::new();
+                    for c in valid.chars() {
+                        if kept.len() + c.len_utf8() > MAX_NOTIFY_STATUS_LEN {
+                            break;
+                        }
+                        kept.push(c);
+                    }
+                    m.status = Some(kept);
+                    true
+                }
+            }
+            _ => true,
+        };
+        if !ok {
+            m.malformed += 1;
+        }
+    }
+    m
+}
+
+fn check_notify(_: &Dirs, input: &[u8]) -> Outcome {
+    let got = notify::parse(input);
+    let seen = NotifyModel {
+        ready: got.ready,
+        stopping: got.stopping,
+        watchdog: got.watchdog.map(|w| match w {
+            Watchdog::Ping => "ping",
+            Watchdog::Trigger => "trigger",
+        }),
+        watchdog_usec: got.watchdog_timeout.map(|t| t.as_micros() as u64),
+        extend_usec: got.extend_startup.map(|t| t.as_micros() as u64),
+        status: got.status.map(str::to_owned),
+        main_pid: got.main_pid,
+        malformed: got.malformed,
+    };
+    let expected = notify_model(input);
+    if seen != expected {
+        return fail(
+            "notify parse disagrees with the format",
+            format!("parsed {seen:?}, expected {expected:?}"),
+        );
+    }
+    if got.is_empty()
+        != (expected
+            == NotifyModel {
+                malformed: expected.malformed,
+                ..NotifyModel::default()
+            })
+    {
+        return fail("is_empty disagrees with the fields", format!("{seen:?}"));
+    }
+    Ok(format!(
+        "r{} s{} w{:?} u{} e{} t{} p{} m{}",
+        u8::from(seen.ready),
+        u8::from(seen.stopping),
+        seen.watchdog,
+        u8::from(seen.watchdog_usec.is_some()),
+        u8::from(seen.extend_usec.is_some()),
+        seen.status
+            .as_ref()
+            .map_or(0, |t| 1 + usize::from(t.len() == MAX_NOTIFY_STATUS_LEN)),
+        u8::from(seen.main_pid.is_some()),
+        seen.malformed.min(3)
+    ))
 }
 
 // ---------------------------------------------------------------------------------------
