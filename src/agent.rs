@@ -118,7 +118,8 @@ impl fmt::Display for StartError {
 
 /// A configured component: where to look.
 struct Watched {
-    heartbeat: PathBuf,
+    /// `None` for a component that beats only through sd_notify messages.
+    heartbeat: Option<PathBuf>,
     pidfile: Option<PathBuf>,
     launcher: Option<repair::Launcher>,
     refused: bool,
@@ -186,16 +187,18 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
         for c in &config.components {
             sup.add(c.policy, now)
                 .map_err(|_| StartError::TooManyComponents)?;
-            if c.heartbeat.parent().is_some_and(|p| !p.is_dir()) {
+            if let Some(heartbeat) = &c.heartbeat
+                && heartbeat.parent().is_some_and(|p| !p.is_dir())
+            {
                 log::warn!(
                     "component {}: the directory of its heartbeat {} does not exist (yet); until it does the component counts as silent",
                     c.name,
-                    c.heartbeat.display()
+                    heartbeat.display()
                 );
             }
             watched.push(Watched {
                 heartbeat: c.heartbeat.clone(),
-                pidfile: c.pidfile.clone(),
+                pidfile: config.pidfile(c),
                 launcher: c
                     .repair
                     .as_ref()
@@ -433,22 +436,25 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             if !self.sup.look_due(index, look.at) {
                 continue;
             }
-            let heartbeat = match heartbeat::stamp(&w.heartbeat) {
-                Ok(stamp) => {
-                    w.refused = false;
-                    stamp
-                }
-                Err(why) => {
-                    if !w.refused {
-                        w.refused = true;
-                        log::warn!(
-                            "component {}: heartbeat {} {why}; counted as silent",
-                            self.names[index],
-                            w.heartbeat.display()
-                        );
+            let heartbeat = match &w.heartbeat {
+                None => None,
+                Some(path) => match heartbeat::stamp(path) {
+                    Ok(stamp) => {
+                        w.refused = false;
+                        stamp
                     }
-                    None
-                }
+                    Err(why) => {
+                        if !w.refused {
+                            w.refused = true;
+                            log::warn!(
+                                "component {}: heartbeat {} {why}; counted as silent",
+                                self.names[index],
+                                path.display()
+                            );
+                        }
+                        None
+                    }
+                },
             };
             let (process, poll_process) = match w.pidfile.as_deref() {
                 Some(pidfile) => self.pins.follow(index, heartbeat::process(pidfile)),
@@ -485,22 +491,26 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
 
     fn reason(&self, index: usize, cause: Cause) -> Reason {
         let mut reason = Reason::new();
-        let _ = match (cause, self.watched.get(index)) {
-            (Cause::Silent, Some(w)) => {
-                let timeout = self.sup.policy(index).map_or(Duration::ZERO, |p| p.timeout);
-                write!(
-                    reason,
-                    "heartbeat {} not touched for {timeout:?} (its timeout)",
-                    w.heartbeat.display()
-                )
-            }
-            (Cause::NoFirstBeat, Some(w)) => {
-                write!(
-                    reason,
-                    "no heartbeat at {} within the startup grace period",
-                    w.heartbeat.display()
-                )
-            }
+        let heartbeat = self.watched.get(index).and_then(|w| w.heartbeat.as_ref());
+        let listens = self.sup.policy(index).is_some_and(|p| p.awaits_ready);
+        let timeout = self.sup.policy(index).map_or(Duration::ZERO, |p| p.timeout);
+        let _ = match (cause, heartbeat) {
+            (Cause::Silent, Some(h)) if listens => write!(
+                reason,
+                "no WATCHDOG=1 and heartbeat {} not touched for {timeout:?} (its timeout)",
+                h.display()
+            ),
+            (Cause::Silent, Some(h)) => write!(
+                reason,
+                "heartbeat {} not touched for {timeout:?} (its timeout)",
+                h.display()
+            ),
+            (Cause::Silent, None) => write!(reason, "no WATCHDOG=1 for {timeout:?} (its timeout)"),
+            (Cause::NoFirstBeat, Some(h)) => write!(
+                reason,
+                "no heartbeat at {} within the startup grace period",
+                h.display()
+            ),
             _ => write!(reason, "{cause}"),
         };
         reason

@@ -79,6 +79,8 @@ enum Failure {
         name: String,
         config_path: PathBuf,
     },
+    /// `beat NAME` names a component that beats through sd_notify messages only.
+    NoHeartbeatFile(String),
 }
 
 impl fmt::Display for Failure {
@@ -97,6 +99,10 @@ impl fmt::Display for Failure {
                 f,
                 "no component or heart named {name:?} in {}",
                 config_path.display()
+            ),
+            Failure::NoHeartbeatFile(name) => write!(
+                f,
+                "component {name:?} has no heartbeat file (liveness = \"notify\"): it beats with sd_notify messages"
             ),
         }
     }
@@ -231,8 +237,10 @@ fn beat(config_path: &Path, target: &str) -> Result<(), Failure> {
     }
     let config = config::load(config_path).map_err(Failure::Config)?;
     if let Some(component) = config.component(target) {
-        return heartbeat::touch(&component.heartbeat, false)
-            .map_err(|e| failed(&component.heartbeat, e));
+        let Some(path) = &component.heartbeat else {
+            return Err(Failure::NoHeartbeatFile(target.to_owned()));
+        };
+        return heartbeat::touch(path, false).map_err(|e| failed(path, e));
     }
     match &config.hearts {
         Some(hearts) if check_name(target.as_bytes()).is_ok() => {

@@ -205,7 +205,7 @@ fn errors_name_file_line_column_and_what_is_allowed() {
         ),
         (
             "[[component]]\nname = \"a\"\n",
-            "/etc/wk.toml:1:1: this [[component]] has no heartbeat (it is required)",
+            "/etc/wk.toml:1:1: this [[component]] has no heartbeat (it is required unless liveness = \"notify\")",
         ),
         (
             "[[component]]\nname = \"a\"\nheartbeat = \"/x\"\ncritical = \"yes\"\n",
@@ -224,6 +224,34 @@ fn errors_name_file_line_column_and_what_is_allowed() {
         (
             "[[component]]\nname = \"a\"\nheartbeat = \"/x\"\ndir = \"/y\"\n",
             "/etc/wk.toml:4:7: dir is not allowed in [[component]]: it belongs in [hearts]",
+        ),
+        (
+            "[[component]]\nname = \"a\"\nliveness = \"sd_notify\"\n",
+            "/etc/wk.toml:3:12: liveness must be \"heartbeat\" (its file is touched), \"notify\" (it sends sd_notify messages) or \"both\", not \"sd_notify\"",
+        ),
+        (
+            "[[component]]\nname = \"a\"\nliveness = \"notify\"\nheartbeat = \"/x\"\n",
+            "/etc/wk.toml:4:13: a component with liveness = \"notify\" beats through its messages: remove heartbeat",
+        ),
+        (
+            "[[component]]\nname = \"a\"\nliveness = \"both\"\n",
+            "/etc/wk.toml:1:1: this [[component]] has no heartbeat: liveness = \"both\" needs one",
+        ),
+        (
+            "[defaults]\nliveness = \"notify\"\n",
+            "/etc/wk.toml:2:12: liveness is not allowed in [defaults]: it is set per [[component]]",
+        ),
+        (
+            "[hearts]\nliveness = \"notify\"\n",
+            "/etc/wk.toml:2:12: liveness is not allowed in [hearts]: a heart beats through its file",
+        ),
+        (
+            "[notify]\nsocket = \"/run/watchkeeper/status\"\n[[component]]\nname = \"a\"\nliveness = \"notify\"\n",
+            "/etc/wk.toml:2:10: notify.socket \"/run/watchkeeper/status\" is among the agent's own files: use \"/run/watchkeeper/notify\" or a path outside run_dir and state_dir",
+        ),
+        (
+            "[notify]\nsockets = \"/x\"\n",
+            "/etc/wk.toml:2:1: unknown key `sockets`, expected `socket`",
         ),
     ];
     for (text, expected) in cases {
@@ -1009,4 +1037,47 @@ fn no_input_panics_and_every_parse_error_has_a_place() {
         }
     }
     assert!(tried > 1000);
+}
+
+#[test]
+fn liveness_chooses_the_signs_of_life_and_a_notify_component_gets_its_exec_pidfile() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.components[0].liveness, config::Liveness::Heartbeat);
+    assert!(!c.components[0].policy.awaits_ready);
+    assert!(!c.listens());
+    assert_eq!(c.pidfile(&c.components[0]), None);
+
+    let text = "[[component]]\nname = \"sensord\"\nliveness = \"notify\"\ntimeout = \"5s\"\n\
+                [[component]]\nname = \"both\"\nliveness = \"both\"\nheartbeat = \"/run/b.beat\"\npidfile = \"/run/b.pid\"\n";
+    let c = parse(text).unwrap();
+    let (notify, both) = (&c.components[0], &c.components[1]);
+    assert_eq!(notify.liveness, config::Liveness::Notify);
+    assert_eq!(notify.heartbeat, None);
+    assert!(notify.policy.awaits_ready && both.policy.awaits_ready);
+    assert!(c.listens());
+    assert_eq!(c.notify.socket, Path::new("/run/watchkeeper/notify"));
+    assert_eq!(
+        c.pidfile(notify).as_deref(),
+        Some(Path::new("/run/watchkeeper/exec/sensord.pid"))
+    );
+    assert_eq!(c.pidfile(both).as_deref(), Some(Path::new("/run/b.pid")));
+
+    // What `check` prints parses back to the same settings.
+    let printed = c.to_string();
+    assert!(
+        printed.contains("[notify]\nsocket = \"/run/watchkeeper/notify\""),
+        "{printed}"
+    );
+    let again = parse(&printed).unwrap();
+    assert_eq!(again.to_string(), printed);
+
+    let c = parse(&format!(
+        "[agent]\nrun_dir = \"/run/wk\"\n[notify]\nsocket = \"/run/daemons.sock\"\n{text}"
+    ))
+    .unwrap();
+    assert_eq!(c.notify.socket, Path::new("/run/daemons.sock"));
+    assert_eq!(
+        c.pidfile(&c.components[0]).as_deref(),
+        Some(Path::new("/run/wk/exec/sensord.pid"))
+    );
 }

@@ -56,6 +56,14 @@ pub(crate) const GUARD: GuardConfig = GuardConfig {
 /// agent does not write itself, so the one place there a configured path may point.
 pub(crate) const HEARTS_IN_RUN_DIR: &str = "hearts";
 
+/// `[notify] socket` is this name inside the run directory.
+pub(crate) const NOTIFY_IN_RUN_DIR: &str = "notify";
+/// `watchkeeper exec` writes a notify component's pidfile (`NAME.pid`) in this directory
+/// inside the run directory, unless the component names its own `pidfile`.
+pub(crate) const EXEC_IN_RUN_DIR: &str = "exec";
+
+/// A component's `liveness`.
+pub(crate) const LIVENESS: super::Liveness = super::Liveness::Heartbeat;
 /// A component's `timeout`.
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(30);
 /// `grace` is the heartbeat timeout, but at least this (hearts, whose timeouts are only

@@ -87,6 +87,13 @@ impl fmt::Display for Config {
             self.guard.max_resets,
             secs(self.guard.window)
         )?;
+        if self.listens() {
+            writeln!(
+                f,
+                "\n[notify]\nsocket = {}",
+                toml_string(&self.notify.socket.to_string_lossy())
+            )?;
+        }
         if let Some(h) = &self.hearts {
             writeln!(
                 f,
@@ -112,12 +119,11 @@ impl fmt::Display for Config {
                     .unwrap_or(0)
                     + 1
             )?;
-            writeln!(
-                f,
-                "name = {}\nheartbeat = {}",
-                toml_string(c.name.as_str()),
-                toml_string(&c.heartbeat.to_string_lossy())
-            )?;
+            writeln!(f, "name = {}", toml_string(c.name.as_str()))?;
+            if let Some(h) = &c.heartbeat {
+                writeln!(f, "heartbeat = {}", toml_string(&h.to_string_lossy()))?;
+            }
+            writeln!(f, "liveness = {}", toml_string(c.liveness.name()))?;
             if let Some(p) = &c.pidfile {
                 writeln!(f, "pidfile = {}", toml_string(&p.to_string_lossy()))?;
             }

@@ -58,7 +58,52 @@ pub struct Config {
     pub led: LedSpec,
     pub guard: GuardConfig,
     pub hearts: Option<HeartsConfig>,
+    pub notify: NotifyConfig,
     pub components: Vec<ComponentConfig>,
+}
+
+/// `[notify]`: where daemons that speak sd_notify send their messages. The socket exists
+/// only while a component listens for them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifyConfig {
+    pub socket: PathBuf,
+}
+
+/// Where a component's signs of life come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// Its heartbeat file is touched.
+    Heartbeat,
+    /// Its main process sends sd_notify messages (`READY=1`, then `WATCHDOG=1`).
+    Notify,
+    /// Either: a touch of the file or a message is a beat; `READY=1` ends its startup.
+    Both,
+}
+
+impl Liveness {
+    /// The source `liveness = "..."` names.
+    fn from_name(name: &str) -> Option<Liveness> {
+        match name {
+            "heartbeat" => Some(Liveness::Heartbeat),
+            "notify" => Some(Liveness::Notify),
+            "both" => Some(Liveness::Both),
+            _ => None,
+        }
+    }
+
+    /// The name `liveness = "..."` gives it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Liveness::Heartbeat => "heartbeat",
+            Liveness::Notify => "notify",
+            Liveness::Both => "both",
+        }
+    }
+
+    /// True when sd_notify messages count.
+    pub fn listens(self) -> bool {
+        self != Liveness::Heartbeat
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,7 +172,10 @@ pub struct HeartsConfig {
 #[derive(Debug, Clone)]
 pub struct ComponentConfig {
     pub name: Name,
-    pub heartbeat: PathBuf,
+    /// `None` only for `liveness = "notify"`.
+    pub heartbeat: Option<PathBuf>,
+    pub liveness: Liveness,
+    /// As configured; see [`Config::pidfile`] for the one the agent reads.
     pub pidfile: Option<PathBuf>,
     pub policy: Policy,
     /// The repair command: program (absolute path) and arguments, no shell.
@@ -312,5 +360,23 @@ impl Config {
     /// Looks a component up by name.
     pub fn component(&self, name: &str) -> Option<&ComponentConfig> {
         self.components.iter().find(|c| c.name.as_str() == name)
+    }
+
+    /// The pidfile the agent reads for `component`: the configured one, else for a notify
+    /// component the one `watchkeeper exec` writes in the run directory.
+    pub fn pidfile(&self, component: &ComponentConfig) -> Option<PathBuf> {
+        component.pidfile.clone().or_else(|| {
+            component.liveness.listens().then(|| {
+                self.agent
+                    .run_dir
+                    .join(defaults::EXEC_IN_RUN_DIR)
+                    .join(format!("{}.pid", component.name.as_str()))
+            })
+        })
+    }
+
+    /// True when some component listens for sd_notify messages (the socket is needed).
+    pub fn listens(&self) -> bool {
+        self.components.iter().any(|c| c.liveness.listens())
     }
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use toml::de::{DeTable, DeValue};
 
 use super::schema::{RawLed, RawWatchdog, check_path, read_section};
-use super::{AgentConfig, Config, LogTarget, WatchdogConfig, defaults};
+use super::{AgentConfig, Config, LogTarget, NotifyConfig, WatchdogConfig, defaults};
 use crate::os::led::LedSpec;
 
 /// What can still be used from a config that did not validate, so that the board is kept
@@ -129,6 +129,9 @@ impl Salvage {
     /// A config that supervises nothing but keeps the watchdog fed: what runs when no
     /// config loads and no last good one exists.
     pub(crate) fn into_config(self, path: &Path) -> Config {
+        let notify = NotifyConfig {
+            socket: self.run_dir.join(defaults::NOTIFY_IN_RUN_DIR),
+        };
         Config {
             path: path.to_owned(),
             source: String::new(),
@@ -143,6 +146,7 @@ impl Salvage {
             led: self.led,
             guard: defaults::GUARD,
             hearts: None,
+            notify,
             components: Vec::new(),
         }
     }

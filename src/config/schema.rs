@@ -353,6 +353,7 @@ pub(super) struct RawConfig {
     pub(super) reboot_guard: RawGuard,
     pub(super) defaults: RawEntry,
     pub(super) hearts: Option<Spanned<RawEntry>>,
+    pub(super) notify: RawNotify,
     /// `[[component]]`
     pub(super) components: Vec<Spanned<RawEntry>>,
 }
@@ -384,6 +385,11 @@ pub(super) struct RawLed {
 }
 
 #[derive(Default)]
+pub(super) struct RawNotify {
+    pub(super) socket: Option<Spanned<AbsPath>>,
+}
+
+#[derive(Default)]
 pub(super) struct RawGuard {
     pub(super) max_resets: Option<Spanned<Int>>,
     pub(super) window: Option<Spanned<Dur>>,
@@ -396,6 +402,7 @@ pub(super) struct RawGuard {
 pub(super) struct RawEntry {
     pub(super) name: Option<Spanned<Text>>,
     pub(super) heartbeat: Option<Spanned<AbsPath>>,
+    pub(super) liveness: Option<Spanned<Text>>,
     pub(super) pidfile: Option<Spanned<AbsPath>>,
     pub(super) dir: Option<Spanned<AbsPath>>,
     pub(super) timeout: Option<Spanned<Dur>>,
@@ -493,6 +500,7 @@ impl Section for RawConfig {
         "reboot_guard",
         "defaults",
         "hearts",
+        "notify",
         "component",
     ];
     fn set(&mut self, key: &str, value: &Value<'_>) -> Result<bool, ReadError> {
@@ -503,6 +511,7 @@ impl Section for RawConfig {
             "reboot_guard" => self.reboot_guard = read_section(value)?,
             "defaults" => self.defaults = read_section(value)?,
             "hearts" => self.hearts = Some(Spanned::new(value.span(), read_section(value)?)),
+            "notify" => self.notify = read_section(value)?,
             "component" => self.components = components(value)?,
             _ => return Ok(false),
         }
@@ -561,6 +570,17 @@ impl Section for RawLed {
     }
 }
 
+impl Section for RawNotify {
+    const KEYS: &'static [&'static str] = &["socket"];
+    fn set(&mut self, key: &str, value: &Value<'_>) -> Result<bool, ReadError> {
+        match key {
+            "socket" => self.socket = spanned(value)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
 impl Section for RawGuard {
     const KEYS: &'static [&'static str] = &["max_resets", "window"];
     fn set(&mut self, key: &str, value: &Value<'_>) -> Result<bool, ReadError> {
@@ -577,6 +597,7 @@ impl Section for RawEntry {
     const KEYS: &'static [&'static str] = &[
         "name",
         "heartbeat",
+        "liveness",
         "pidfile",
         "dir",
         "timeout",
@@ -593,6 +614,7 @@ impl Section for RawEntry {
         match key {
             "name" => self.name = spanned(value)?,
             "heartbeat" => self.heartbeat = spanned(value)?,
+            "liveness" => self.liveness = spanned(value)?,
             "pidfile" => self.pidfile = spanned(value)?,
             "dir" => self.dir = spanned(value)?,
             "timeout" => self.timeout = spanned(value)?,
@@ -635,6 +657,7 @@ mod tests {
         knows_its_keys::<RawAgent>();
         knows_its_keys::<RawLed>();
         knows_its_keys::<RawGuard>();
+        knows_its_keys::<RawNotify>();
         knows_its_keys::<RawEntry>();
     }
 }

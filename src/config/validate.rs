@@ -19,12 +19,12 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 use super::schema::{
-    AbsPath, Dur, Found, Int, RawAgent, RawConfig, RawEntry, RawGuard, RawLed, RawWatchdog, Words,
-    check_path, toml_string,
+    AbsPath, Dur, Found, Int, RawAgent, RawConfig, RawEntry, RawGuard, RawLed, RawNotify,
+    RawWatchdog, Words, check_path, toml_string,
 };
 use super::{
-    AgentConfig, ComponentConfig, Config, GuardConfig, HeartsConfig, LogTarget, Repair,
-    WatchdogConfig, defaults,
+    AgentConfig, ComponentConfig, Config, GuardConfig, HeartsConfig, Liveness, LogTarget,
+    NotifyConfig, Repair, WatchdogConfig, defaults,
 };
 use crate::core::name::Name;
 use crate::core::supervisor::{Policy, RepairPolicy};
@@ -48,6 +48,7 @@ impl RawConfig {
             .hearts
             .map(|section| hearts_section(section, &self.defaults, &agent.run_dir))
             .transpose()?;
+        let notify = self.notify.validate(&agent)?;
         let (components, file_places) = component_sections(self.components, &self.defaults)?;
         let (hearts, hearts_place) = hearts.unzip();
         across_sections(
@@ -65,7 +66,37 @@ impl RawConfig {
             led,
             guard,
             hearts,
+            notify,
             components,
+        })
+    }
+}
+
+impl RawNotify {
+    /// `[notify]`: the socket is the agent's own file, so in the run directory it has the
+    /// default name (the others there are the agent's too), and it is never in the state
+    /// directory.
+    fn validate(self, agent: &AgentConfig) -> Result<NotifyConfig, Invalid> {
+        let default = agent.run_dir.join(defaults::NOTIFY_IN_RUN_DIR);
+        let Some(socket) = self.socket else {
+            return Ok(NotifyConfig { socket: default });
+        };
+        let path = &socket.get_ref().0;
+        let inside = |dir: &Path| normalised(path).starts_with(normalised(dir));
+        if inside(&agent.state_dir)
+            || (inside(&agent.run_dir) && normalised(path) != normalised(&default))
+        {
+            return Err(at(
+                &socket,
+                format!(
+                    "notify.socket {} is among the agent's own files: use {} or a path outside run_dir and state_dir",
+                    toml_string(&path.to_string_lossy()),
+                    toml_string(&default.to_string_lossy())
+                ),
+            ));
+        }
+        Ok(NotifyConfig {
+            socket: socket.into_inner().0,
         })
     }
 }
@@ -310,6 +341,7 @@ fn defaults_section(section: &RawEntry) -> Result<(), Invalid> {
         &[
             ("name", span(&section.name), per_component),
             ("heartbeat", span(&section.heartbeat), per_component),
+            ("liveness", span(&section.liveness), per_component),
             ("pidfile", span(&section.pidfile), per_component),
             ("dir", span(&section.dir), "it belongs in [hearts]"),
         ],
@@ -332,6 +364,11 @@ fn hearts_section(
         &[
             ("name", span(&h.name), own),
             ("heartbeat", span(&h.heartbeat), own),
+            (
+                "liveness",
+                span(&h.liveness),
+                "a heart beats through its file",
+            ),
             ("pidfile", span(&h.pidfile), "hearts have no pidfile"),
             ("timeout", span(&h.timeout), own),
         ],
@@ -357,7 +394,7 @@ fn hearts_section(
 
 /// Where a component named its files (for the rules between paths).
 struct FilePlaces {
-    heartbeat: Range<usize>,
+    heartbeat: Option<Range<usize>>,
     pidfile: Option<Range<usize>>,
 }
 
@@ -402,7 +439,40 @@ fn component_section(
         &[("dir", span(&raw.dir), "it belongs in [hearts]")],
     )?;
     let name_key = raw.name.as_ref().ok_or_else(|| missing("name"))?;
-    let heartbeat_key = raw.heartbeat.as_ref().ok_or_else(|| missing("heartbeat"))?;
+    let liveness = match &raw.liveness {
+        None => defaults::LIVENESS,
+        Some(l) => Liveness::from_name(&l.get_ref().0).ok_or_else(|| {
+            at(
+                l,
+                format!(
+                    "liveness must be \"heartbeat\" (its file is touched), \"notify\" (it sends sd_notify messages) or \"both\", not {}",
+                    toml_string(&l.get_ref().0)
+                ),
+            )
+        })?,
+    };
+    match (&raw.heartbeat, liveness) {
+        (None, Liveness::Heartbeat) => {
+            return Err(at(
+                &entry,
+                "this [[component]] has no heartbeat (it is required unless liveness = \"notify\")"
+                    .to_owned(),
+            ));
+        }
+        (None, Liveness::Both) => {
+            return Err(at(
+                &entry,
+                "this [[component]] has no heartbeat: liveness = \"both\" needs one".to_owned(),
+            ));
+        }
+        (Some(h), Liveness::Notify) => {
+            return Err(at(
+                h,
+                "a component with liveness = \"notify\" beats through its messages: remove heartbeat, or set liveness = \"both\" to count its touches too".to_owned(),
+            ));
+        }
+        _ => {}
+    }
     let text = &name_key.get_ref().0;
     let name = Name::new(text.as_bytes()).map_err(|m| {
         at(
@@ -417,9 +487,9 @@ fn component_section(
         ));
     }
     min_duration(&raw.timeout, "timeout", Duration::from_millis(100))?;
-    let heartbeat = heartbeat_key.get_ref().0.clone();
+    let heartbeat = raw.heartbeat.as_ref().map(|h| h.get_ref().0.clone());
     let places = FilePlaces {
-        heartbeat: heartbeat_key.span(),
+        heartbeat: span(&raw.heartbeat),
         pidfile: span(&raw.pidfile),
     };
     let pidfile = raw.pidfile.clone().map(|p| p.into_inner().0);
@@ -428,10 +498,12 @@ fn component_section(
         .timeout
         .as_ref()
         .map_or(defaults::TIMEOUT, |t| t.get_ref().0);
-    let (policy, repair) = policy.policy(timeout, timeout)?;
+    let (mut policy, repair) = policy.policy(timeout, timeout)?;
+    policy.awaits_ready = liveness.listens();
     let component = ComponentConfig {
         name,
         heartbeat,
+        liveness,
         pidfile,
         policy,
         repair,
@@ -460,6 +532,7 @@ impl RawEntry {
         RawEntry {
             name: self.name,
             heartbeat: self.heartbeat,
+            liveness: self.liveness,
             pidfile: self.pidfile,
             dir: self.dir,
             timeout: self.timeout.or_else(|| defaults.timeout.clone()),
@@ -614,12 +687,14 @@ fn across_sections(
 ) -> Result<(), Invalid> {
     let mut files = Vec::with_capacity(components.len() * 2);
     for (c, places) in components.iter().zip(file_places) {
-        files.push(Placed {
-            path: &c.heartbeat,
-            span: places.heartbeat.clone(),
-            key: "heartbeat",
-            owner: Some(c.name.as_str()),
-        });
+        if let (Some(heartbeat), Some(span)) = (&c.heartbeat, &places.heartbeat) {
+            files.push(Placed {
+                path: heartbeat,
+                span: span.clone(),
+                key: "heartbeat",
+                owner: Some(c.name.as_str()),
+            });
+        }
         if let (Some(pidfile), Some(span)) = (&c.pidfile, &places.pidfile) {
             files.push(Placed {
                 path: pidfile,

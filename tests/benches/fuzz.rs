@@ -777,6 +777,7 @@ const TABLES: &[&str] = &[
     "[reboot_guard]",
     "[defaults]",
     "[hearts]",
+    "[notify]",
     "[[component]]",
     "[component]",
     "[[watchdog]]",
@@ -808,7 +809,9 @@ const KEYS: &[&str] = &[
     "max_resets",
     "window",
     "heartbeat",
+    "liveness",
     "pidfile",
+    "socket",
     "dir",
     "grace",
     "reset_after",
@@ -965,8 +968,22 @@ fn string_value(rng: &mut Rng) -> String {
         3 => format!(
             "\"{}\"",
             rng.pick(&[
-                "gpio", "sysfs", "none", "stderr", "kmsg", "", "none ", "GPIO", "led0", "../x",
-                "a/b", ".", ".."
+                "gpio",
+                "sysfs",
+                "none",
+                "stderr",
+                "kmsg",
+                "notify",
+                "both",
+                "heartbeat",
+                "",
+                "none ",
+                "GPIO",
+                "led0",
+                "../x",
+                "a/b",
+                ".",
+                ".."
             ])
         ),
         4 => format!(
