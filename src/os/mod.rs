@@ -11,6 +11,7 @@ pub mod heartbeat;
 pub mod led;
 pub mod logging;
 pub mod notify;
+pub mod notify_socket;
 pub mod pidfd;
 pub mod repair;
 pub mod rundir;

@@ -1,0 +1,285 @@
+//! The notify socket: where daemons that speak sd_notify send `READY=1`, `WATCHDOG=1` and
+//! the rest (the receiver side; [`crate::os::notify`] is the agent's own sender).
+//!
+//! An AF_UNIX datagram socket bound at `[notify] socket`, with `SO_PASSCRED`, so that each
+//! datagram comes with its sender's pid and uid as the kernel saw them (`SCM_CREDENTIALS`,
+//! unix(7)): who sent a message is never taken from the message.
+//!
+//! Invariants:
+//! - Reads never block (`MSG_DONTWAIT`) and never allocate: one datagram into the buffer
+//!   made at [`NotifySocket::bind`], its credentials into a control buffer on the stack.
+//!   A datagram longer than the buffer is reported as truncated (`MSG_TRUNC`), not read
+//!   in parts.
+//! - File descriptors passed along with a datagram (`SCM_RIGHTS`) are closed at once.
+//! - Only a socket is ever unlinked to bind: a stale one left by a previous agent (it
+//!   crashed, or was killed), never a file of another kind.
+//! - The socket file is writable by every user (as systemd's own notify socket is), so
+//!   daemons that run unprivileged can report; a message counts only for the component
+//!   whose main process sent it, which the caller checks against the credentials.
+
+use core::fmt;
+use core::mem::MaybeUninit;
+use std::io::IoSliceMut;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+use rustix::io::Errno;
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
+    SocketAddrUnix, SocketFlags, SocketType, bind, recvmsg, socket_with,
+    sockopt::set_socket_passcred,
+};
+
+/// Longest datagram read, as systemd's own receiver takes (`NOTIFY_BUFFER_MAX`, the pipe
+/// buffer of 4096 bytes): anything longer is refused whole.
+pub const DATAGRAM_MAX: usize = 4096;
+/// File descriptors a sender may pass along that are received (to be closed) rather than
+/// left to the kernel to drop.
+const FDS_DRAINED: usize = 8;
+
+/// Why the socket cannot be made.
+#[derive(Debug)]
+pub enum BindError {
+    /// Something that is not a socket is where the socket goes: it is left alone.
+    NotASocket(PathBuf),
+    /// A system call refused.
+    Failed {
+        path: PathBuf,
+        call: &'static str,
+        errno: Errno,
+    },
+}
+
+impl fmt::Display for BindError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BindError::NotASocket(path) => write!(
+                f,
+                "notify socket {}: something that is not a socket is there; move it away (it is never removed)",
+                path.display()
+            ),
+            BindError::Failed { path, call, errno } => {
+                write!(f, "notify socket {}: {call}: {errno}", path.display())
+            }
+        }
+    }
+}
+
+/// One datagram as received: the sender the kernel vouches for, and what it sent.
+#[derive(Debug)]
+pub struct Datagram<'a> {
+    /// The sender's pid, as the kernel saw it (`None`: no credentials came, which a socket
+    /// with `SO_PASSCRED` never sees).
+    pub pid: Option<i32>,
+    /// The sender's uid.
+    pub uid: Option<u32>,
+    /// The bytes; empty when `truncated`.
+    pub bytes: &'a [u8],
+    /// Longer than [`DATAGRAM_MAX`]: dropped whole.
+    pub truncated: bool,
+}
+
+/// The bound socket.
+pub struct NotifySocket {
+    fd: OwnedFd,
+    path: PathBuf,
+    /// The socket file's device and inode, to tell whether the path still leads here.
+    identity: (u64, u64),
+    buffer: Box<[u8]>,
+}
+
+impl NotifySocket {
+    /// Binds the socket at `path`, replacing a stale socket there.
+    pub fn bind(path: &Path) -> Result<NotifySocket, BindError> {
+        let failed = |call, errno| BindError::Failed {
+            path: path.to_owned(),
+            call,
+            errno,
+        };
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.file_type().is_socket() => {
+                std::fs::remove_file(path).map_err(|e| failed("unlink", io_errno(&e)))?;
+            }
+            Ok(_) => return Err(BindError::NotASocket(path.to_owned())),
+            Err(_) => {}
+        }
+        let fd = socket_with(
+            AddressFamily::UNIX,
+            SocketType::DGRAM,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )
+        .map_err(|e| failed("socket", e))?;
+        set_socket_passcred(&fd, true).map_err(|e| failed("setsockopt SO_PASSCRED", e))?;
+        let address = SocketAddrUnix::new(path).map_err(|e| failed("the address", e))?;
+        bind(&fd, &address).map_err(|e| failed("bind", e))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+            .map_err(|e| failed("chmod", io_errno(&e)))?;
+        let meta = std::fs::symlink_metadata(path).map_err(|e| failed("stat", io_errno(&e)))?;
+        Ok(NotifySocket {
+            fd,
+            path: path.to_owned(),
+            identity: (meta.dev(), meta.ino()),
+            buffer: vec![0u8; DATAGRAM_MAX].into_boxed_slice(),
+        })
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// True while the path still names this socket (not removed, not replaced): daemons
+    /// send to the path, so a socket no path leads to hears nothing.
+    pub fn reachable(&self) -> bool {
+        std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|meta| (meta.dev(), meta.ino()) == self.identity)
+    }
+
+    /// The next datagram, `None` when none is waiting.
+    pub fn receive(&mut self) -> Result<Option<Datagram<'_>>, Errno> {
+        let mut space =
+            [MaybeUninit::uninit(); rustix::cmsg_space!(ScmCredentials(1), ScmRights(FDS_DRAINED))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let mut iov = [IoSliceMut::new(&mut self.buffer)];
+        let received = loop {
+            match recvmsg(
+                &self.fd,
+                &mut iov,
+                &mut control,
+                RecvFlags::DONTWAIT | RecvFlags::TRUNC | RecvFlags::CMSG_CLOEXEC,
+            ) {
+                Ok(received) => break received,
+                Err(Errno::INTR) => {}
+                Err(Errno::AGAIN) => return Ok(None),
+                Err(errno) => return Err(errno),
+            }
+        };
+        let (mut pid, mut uid) = (None, None);
+        for message in control.drain() {
+            match message {
+                RecvAncillaryMessage::ScmCredentials(credentials) => {
+                    pid = Some(credentials.pid.as_raw_nonzero().get());
+                    uid = Some(credentials.uid.as_raw());
+                }
+                // Dropping each descriptor closes it.
+                RecvAncillaryMessage::ScmRights(fds) => fds.for_each(drop),
+                _ => {}
+            }
+        }
+        let truncated =
+            received.bytes > self.buffer.len() || received.flags.contains(ReturnFlags::TRUNC);
+        let length = if truncated { 0 } else { received.bytes };
+        Ok(Some(Datagram {
+            pid,
+            uid,
+            bytes: &self.buffer[..length],
+            truncated,
+        }))
+    }
+}
+
+fn io_errno(e: &std::io::Error) -> Errno {
+    Errno::from_io_error(e).unwrap_or(Errno::IO)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::net::UnixDatagram;
+
+    fn socket_path(tag: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("wk-notify-socket-{tag}-{}", std::process::id()))
+    }
+
+    #[test]
+    fn datagrams_come_with_the_senders_credentials_and_oversized_ones_are_dropped_whole() {
+        let path = socket_path("creds");
+        let mut socket = NotifySocket::bind(&path).unwrap();
+        assert!(socket.receive().unwrap().is_none(), "nothing sent yet");
+        let client = UnixDatagram::unbound().unwrap();
+        client.send_to(b"READY=1\nWATCHDOG=1", &path).unwrap();
+        let got = socket.receive().unwrap().unwrap();
+        assert_eq!(got.pid, Some(std::process::id() as i32));
+        assert_eq!(got.uid, Some(rustix::process::getuid().as_raw()));
+        assert_eq!(got.bytes, b"READY=1\nWATCHDOG=1");
+        assert!(!got.truncated);
+
+        client
+            .send_to(&vec![b'x'; DATAGRAM_MAX + 1], &path)
+            .unwrap();
+        let got = socket.receive().unwrap().unwrap();
+        assert!(got.truncated && got.bytes.is_empty());
+        client.send_to(&vec![b'y'; DATAGRAM_MAX], &path).unwrap();
+        let got = socket.receive().unwrap().unwrap();
+        assert!(!got.truncated && got.bytes.len() == DATAGRAM_MAX);
+        assert!(socket.receive().unwrap().is_none());
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn a_stale_socket_is_replaced_a_file_is_not_and_a_removed_path_is_noticed() {
+        let path = socket_path("stale");
+        let _ = std::fs::remove_file(&path);
+        let first = NotifySocket::bind(&path).unwrap();
+        // A crashed agent leaves its socket: the next one binds all the same.
+        let second = NotifySocket::bind(&path).unwrap();
+        assert!(second.reachable());
+        assert!(
+            !first.reachable(),
+            "the path now leads to the second socket"
+        );
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o666);
+        std::fs::remove_file(&path).unwrap();
+        assert!(!second.reachable());
+
+        std::fs::write(&path, "not a socket").unwrap();
+        assert!(matches!(
+            NotifySocket::bind(&path),
+            Err(BindError::NotASocket(_))
+        ));
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "not a socket");
+        std::fs::remove_file(&path).unwrap();
+    }
+
+    #[test]
+    fn descriptors_passed_along_are_closed() {
+        use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, sendmsg_addr};
+        let path = socket_path("fds");
+        let mut socket = NotifySocket::bind(&path).unwrap();
+        let client = UnixDatagram::unbound().unwrap();
+        // The write end of a pipe goes along: once every copy of it is closed, the read end
+        // says end-of-file; a copy left open in the receiver would make it say "again".
+        let (read_end, write_end) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_CLOEXEC)
+                .unwrap();
+        let fds = [write_end.as_fd()];
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        assert!(control.push(SendAncillaryMessage::ScmRights(&fds)));
+        let address = SocketAddrUnix::new(&path).unwrap();
+        sendmsg_addr(
+            &client,
+            &address,
+            &[std::io::IoSlice::new(b"FDSTORE=1")],
+            &mut control,
+            SendFlags::empty(),
+        )
+        .unwrap();
+        drop(write_end);
+        let got = socket.receive().unwrap().unwrap();
+        assert_eq!(got.bytes, b"FDSTORE=1");
+        let mut byte = [0u8; 1];
+        assert_eq!(
+            nix::unistd::read(&read_end, &mut byte),
+            Ok(0),
+            "a passed descriptor stayed open"
+        );
+        std::fs::remove_file(&path).unwrap();
+    }
+}
