@@ -17,6 +17,7 @@
 //! feeding stops, and the device is kept open without the magic 'V'.
 
 mod hearts;
+mod listening;
 
 use core::fmt::{self, Write as _};
 use core::time::Duration;
@@ -46,6 +47,7 @@ use crate::os::state::State;
 use crate::os::watchdog::{self, Takeover, Watchdog};
 use crate::snapshot;
 use hearts::Hearts;
+use listening::{Listening, Read};
 
 /// Most actions one tick can produce: per component at most three (a change of health, a
 /// repair step, a withheld escalation), plus the global ones (a hold ended, then a reset or
@@ -141,6 +143,8 @@ pub struct Agent<P: OutputPin, C: Clock> {
     upkeep_wait: Duration,
     names: Vec<NameBuf>,
     hearts: Option<Hearts>,
+    /// The notify socket and its daemons, when a component listens.
+    listening: Option<Listening>,
     repairs: Repairs,
     parts: Parts<P, C>,
     actions: Box<heapless::Vec<Action, MAX_ACTIONS>>,
@@ -224,6 +228,10 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             }
             None => None,
         };
+        let listening = Listening::new(config, &mut sup);
+        if listening.as_ref().is_some_and(Listening::broken) {
+            sup.set_fault(true);
+        }
         Ok(Agent {
             sup,
             watched,
@@ -235,6 +243,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             upkeep_wait: feed_interval.min(config.agent.check_interval * UPKEEP_EVERY),
             names,
             hearts,
+            listening,
             repairs: Repairs::default(),
             actions: Box::default(),
             status: Box::default(),
@@ -279,24 +288,31 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
         self.next_pass.min(led_edge)
     }
 
-    /// Waits until `until`, or until a pinned process exits or the hearts directory's
-    /// entries change; what became ready is handled by the next [`Agent::step`].
+    /// Waits until `until`, or until a pinned process exits, the hearts directory's
+    /// entries change or a datagram comes to the notify socket; what became ready is
+    /// handled by the next [`Agent::step`].
     pub fn wait(&mut self, until: Instant) {
-        const MAX_WAITED: usize = MAX_COMPONENTS + 1;
+        const MAX_WAITED: usize = MAX_COMPONENTS + 2;
         let Agent {
             pins,
             hearts,
+            listening,
             exited,
             woken,
             parts,
             ..
         } = self;
-        let watch_ready = {
+        let (watch_ready, datagram) = {
             let mut fds: heapless::Vec<PollFd<'_>, MAX_WAITED> = heapless::Vec::new();
             let watch = hearts.as_ref().and_then(|h| h.watch_fd());
             let watching = watch.is_some();
-            // Cannot overflow: one watch, and at most one pin per component.
+            let socket = listening.as_ref().and_then(|l| l.socket()).map(|s| s.fd());
+            let listens = socket.is_some();
+            // Cannot overflow: one watch, one socket, and at most one pin per component.
             if let Some(fd) = watch {
+                let _ = fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
+            }
+            if let Some(fd) = socket {
                 let _ = fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
             }
             for (_, fd) in pins.pinned() {
@@ -305,17 +321,18 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             parts.clock.wait_until(until, &mut fds);
             let mut ready = fds.iter().map(|fd| !fd.revents().is_empty());
             let watch_ready = watching && ready.next() == Some(true);
+            let datagram = listens && ready.next() == Some(true);
             for ((index, _), is_ready) in pins.pinned().zip(ready) {
                 if is_ready {
                     let _ = exited.push(index);
                 }
             }
-            watch_ready
+            (watch_ready, datagram)
         };
         if watch_ready && let Some(h) = hearts.as_mut() {
             h.woken();
         }
-        *woken |= watch_ready || !exited.is_empty();
+        *woken |= watch_ready || datagram || !exited.is_empty();
     }
 
     /// The supervisor, for tests and the status snapshot.
@@ -341,11 +358,15 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
         if upkeep {
             self.next_upkeep = now.saturating_add(self.upkeep_interval);
             crate::os::signals::consume(now);
+            if let Some(listening) = self.listening.as_mut() {
+                listening.upkeep(&mut self.sup);
+            }
             self.check_dirs(now);
             self.clear_hold_if_requested();
         }
         self.reap(now);
         self.report_exits(now);
+        self.read_notify(now);
         let hearts_due = match self.hearts.as_mut() {
             Some(hearts) => hearts.due(now, upkeep, &self.sup),
             None => false,
@@ -401,7 +422,10 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
         }
         self.parts.state.check(now);
         self.sup.set_fault(
-            self.parts.fault || self.parts.run.broken().is_some() || self.parts.state.fault(),
+            self.parts.fault
+                || self.parts.run.broken().is_some()
+                || self.parts.state.fault()
+                || self.listening.as_ref().is_some_and(Listening::broken),
         );
     }
 
@@ -432,43 +456,92 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
     /// Stats the heartbeat (and reads the pidfile) of every configured component that is
     /// due for a look.
     fn observe(&mut self, look: Look) {
-        for (index, w) in self.watched.iter_mut().enumerate() {
-            if !self.sup.look_due(index, look.at) {
-                continue;
+        for index in 0..self.watched.len() {
+            if self.sup.look_due(index, look.at) {
+                self.observe_one(index, look);
             }
-            let heartbeat = match &w.heartbeat {
-                None => None,
-                Some(path) => match heartbeat::stamp(path) {
-                    Ok(stamp) => {
-                        w.refused = false;
-                        stamp
+        }
+    }
+
+    fn observe_one(&mut self, index: usize, look: Look) {
+        let w = &mut self.watched[index];
+        let heartbeat = match &w.heartbeat {
+            None => None,
+            Some(path) => match heartbeat::stamp(path) {
+                Ok(stamp) => {
+                    w.refused = false;
+                    stamp
+                }
+                Err(why) => {
+                    if !w.refused {
+                        w.refused = true;
+                        log::warn!(
+                            "component {}: heartbeat {} {why}; counted as silent",
+                            self.names[index],
+                            path.display()
+                        );
                     }
-                    Err(why) => {
-                        if !w.refused {
-                            w.refused = true;
-                            log::warn!(
-                                "component {}: heartbeat {} {why}; counted as silent",
-                                self.names[index],
-                                path.display()
-                            );
+                    None
+                }
+            },
+        };
+        let (process, poll_process) = match w.pidfile.as_deref() {
+            Some(pidfile) => self.pins.follow(index, heartbeat::process(pidfile)),
+            None => (Process::Unknown, false),
+        };
+        if let Some(listening) = self.listening.as_mut() {
+            listening.process_seen(index, process, look.at, &mut self.sup);
+        }
+        self.sup.observe(
+            index,
+            look,
+            Observation {
+                heartbeat,
+                process,
+                poll_process,
+            },
+        );
+    }
+
+    /// Reads the notify socket, within this wake-up's budget. A datagram from a process
+    /// that no last look knew as a listening component's is held while their pidfiles are
+    /// read again (a daemon that just started sends before the next look), once per
+    /// wake-up, so that a flood from strangers costs one round of looks.
+    fn read_notify(&mut self, now: Instant) {
+        let Some(listening) = self.listening.as_mut() else {
+            return;
+        };
+        listening.woken();
+        let mut looked_again = false;
+        loop {
+            let Some(listening) = self.listening.as_mut() else {
+                return;
+            };
+            match listening.read(now, &mut self.sup, &self.names) {
+                Read::Done => return,
+                Read::Unknown => {
+                    if !looked_again {
+                        looked_again = true;
+                        let look = Look {
+                            at: now,
+                            wall_offset: self.parts.clock.wall_offset(),
+                            steps: self.parts.clock.wall_steps(),
+                        };
+                        for index in 0..self.watched.len() {
+                            if self
+                                .listening
+                                .as_ref()
+                                .is_some_and(|l| l.daemon(index).is_some())
+                            {
+                                self.observe_one(index, look);
+                            }
                         }
-                        None
                     }
-                },
-            };
-            let (process, poll_process) = match w.pidfile.as_deref() {
-                Some(pidfile) => self.pins.follow(index, heartbeat::process(pidfile)),
-                None => (Process::Unknown, false),
-            };
-            self.sup.observe(
-                index,
-                look,
-                Observation {
-                    heartbeat,
-                    process,
-                    poll_process,
-                },
-            );
+                    if let Some(listening) = self.listening.as_mut() {
+                        listening.settle(now, &mut self.sup, &self.names);
+                    }
+                }
+            }
         }
     }
 
@@ -535,6 +608,8 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
                 let name = self.name(component);
                 if was_dead {
                     log::warn!("component {name} is alive again");
+                } else if self.sup.policy(component).is_some_and(|p| p.awaits_ready) {
+                    log::info!("component {name}: ready (READY=1)");
                 } else {
                     log::info!("component {name}: first heartbeat seen");
                 }

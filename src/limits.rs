@@ -32,6 +32,9 @@ pub const MAX_STATUS_LEN: usize = 128 * 1024;
 /// Bytes in a config file, and so in the last good copy kept of one: one limit, enforced
 /// when a config is first accepted, so that a saved copy always fits the read-back.
 pub const MAX_CONFIG_LEN: usize = 1024 * 1024;
+/// sd_notify datagrams read per wake-up of the agent: a flood is read this far, then the
+/// loop passes, feeds and comes back, so it never delays a feed.
+pub const MAX_NOTIFY_READS: usize = 64;
 /// Bytes of a daemon's `STATUS=` text (sd_notify) kept for `status`; longer text is cut.
 pub const MAX_NOTIFY_STATUS_LEN: usize = 128;
 /// Hearts-directory refusals named one by one in a report; the rest are counted.

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use nix::errno::Errno;
+use watchkeeper::cli::exec::{self, ExecError};
 use watchkeeper::cli::shutdown::{self, ShutdownError};
 use watchkeeper::cli::startup::{DisarmError, RunError};
 use watchkeeper::cli::{startup, status, version};
@@ -31,6 +32,9 @@ commands:
   disarm           write the magic 'V': the watchdog stops counting (maintenance only)
   shutdown         at a reboot or power-off: stop the agent, leave the watchdog counting
                    [watchdog] shutdown_timeout, record the shutdown
+  exec NAME -- PROGRAM [ARGS...]
+                   run PROGRAM in place as component NAME, a daemon that speaks
+                   sd_notify: its pidfile, NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID
 
 options:
   -c, --config FILE  config file (default /etc/watchkeeper.toml)
@@ -46,6 +50,8 @@ enum Usage {
     NeedsFile(String),
     NoCommand,
     UnknownCommand(String),
+    /// `exec` without `NAME -- PROGRAM`.
+    Exec,
 }
 
 impl fmt::Display for Usage {
@@ -55,6 +61,7 @@ impl fmt::Display for Usage {
             Usage::NeedsFile(option) => write!(f, "{option} needs a file"),
             Usage::NoCommand => f.write_str("no command given"),
             Usage::UnknownCommand(words) => write!(f, "unknown command: {words}"),
+            Usage::Exec => f.write_str("exec needs a component name, then -- and the program"),
         }
     }
 }
@@ -70,6 +77,7 @@ enum Failure {
     ClearHold(Errno),
     Disarm(DisarmError),
     Shutdown(ShutdownError),
+    Exec(ExecError),
     /// The command's output could not be written (other than to a reader gone away).
     Output(io::Error),
     /// `beat` could not touch this heartbeat.
@@ -93,6 +101,7 @@ impl fmt::Display for Failure {
             Failure::ClearHold(errno) => write!(f, "cannot ask the agent: {}", errno.desc()),
             Failure::Disarm(e) => e.fmt(f),
             Failure::Shutdown(e) => e.fmt(f),
+            Failure::Exec(e) => e.fmt(f),
             Failure::Output(e) => write!(f, "cannot write the output: {e}"),
             Failure::Touch(path, e) => write!(f, "cannot touch {}: {e}", path.display()),
             Failure::NoSuchName { name, config_path } => write!(
@@ -149,6 +158,17 @@ fn dispatch(args: &[OsString]) -> Result<(), Failure> {
                     .next()
                     .ok_or_else(|| Failure::Usage(Usage::NeedsFile(text.to_owned())))?;
                 config_path = PathBuf::from(value);
+            }
+            // The program's arguments are its own: taken as they are, options included.
+            "exec" if words.is_empty() => {
+                let (name, program, rest) = match iter.as_slice() {
+                    [name, dashes, program, rest @ ..] if dashes == "--" => (name, program, rest),
+                    _ => return Err(Failure::Usage(Usage::Exec)),
+                };
+                let name = name
+                    .to_str()
+                    .ok_or_else(|| Failure::Usage(Usage::NotUtf8(name.clone())))?;
+                return Err(Failure::Exec(exec::exec(&config_path, name, program, rest)));
             }
             _ => words.push(text.to_owned()),
         }

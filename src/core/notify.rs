@@ -2,7 +2,9 @@
 //!
 //! A datagram is newline-separated `NAME=VALUE` assignments, as systemd documents them for
 //! services (`sd_notify(3)`). [`parse`] reads the ones that matter for supervision and
-//! ignores the rest, as systemd does: unknown names, lines without `=`, empty lines.
+//! ignores the rest, as systemd does: unknown names, lines without `=`, empty lines. So is
+//! `MAINPID=`: a component's main process is the one `watchkeeper exec` started or its
+//! pidfile names, never one a message claims.
 //!
 //! Invariants: parsing never allocates and never fails as a whole; a malformed value of a
 //! known name (`WATCHDOG_USEC=abc`, `READY=2`) is counted in [`Message::malformed`] and
@@ -39,8 +41,6 @@ pub struct Message<'a> {
     pub stopping: bool,
     /// `STATUS=`: free text for `status`, cut to [`MAX_NOTIFY_STATUS_LEN`] bytes.
     pub status: Option<&'a str>,
-    /// `MAINPID=`: the daemon's main process is now this one.
-    pub main_pid: Option<i32>,
     /// Known names with a value that means nothing (`READY=0` is not malformed: systemd
     /// ignores it too).
     pub malformed: u16,
@@ -55,7 +55,6 @@ impl Message<'_> {
             && self.extend_startup.is_none()
             && !self.stopping
             && self.status.is_none()
-            && self.main_pid.is_none()
     }
 }
 
@@ -74,7 +73,6 @@ pub fn parse(datagram: &[u8]) -> Message<'_> {
             b"WATCHDOG_USEC" => store(&mut message.watchdog_timeout, timeout(value)),
             b"EXTEND_TIMEOUT_USEC" => store(&mut message.extend_startup, microseconds(value)),
             b"STATUS" => store(&mut message.status, status(value)),
-            b"MAINPID" => store(&mut message.main_pid, pid(value)),
             _ => true,
         };
         if !well_formed {
@@ -130,10 +128,6 @@ fn timeout(value: &[u8]) -> Option<Duration> {
     microseconds(value).filter(|t| !t.is_zero())
 }
 
-fn pid(value: &[u8]) -> Option<i32> {
-    i32::try_from(number(value)?).ok().filter(|p| *p > 0)
-}
-
 fn status(value: &[u8]) -> Option<&str> {
     let valid = match core::str::from_utf8(value) {
         Ok(text) => text,
@@ -159,7 +153,6 @@ mod tests {
         let m = parse(b"READY=1\nSTATUS=Processing requests...\nMAINPID=4711");
         assert!(m.ready);
         assert_eq!(m.status, Some("Processing requests..."));
-        assert_eq!(m.main_pid, Some(4711));
         assert_eq!(m.watchdog, None);
         assert_eq!(m.malformed, 0);
 
@@ -199,9 +192,6 @@ mod tests {
             b"WATCHDOG_USEC=99999999999999999999",
             b"WATCHDOG_USEC=999999999999999999999",
             b"EXTEND_TIMEOUT_USEC=1e6",
-            b"MAINPID=0",
-            b"MAINPID=-1",
-            b"MAINPID=2147483648",
             b"STATUS=\xff\xfe",
         ] {
             let m = parse(bad);

@@ -2,7 +2,7 @@
 //! the rest (the receiver side; [`crate::os::notify`] is the agent's own sender).
 //!
 //! An AF_UNIX datagram socket bound at `[notify] socket`, with `SO_PASSCRED`, so that each
-//! datagram comes with its sender's pid and uid as the kernel saw them (`SCM_CREDENTIALS`,
+//! datagram comes with its sender's pid as the kernel saw it (`SCM_CREDENTIALS`,
 //! unix(7)): who sent a message is never taken from the message.
 //!
 //! Invariants:
@@ -72,8 +72,6 @@ pub struct Datagram<'a> {
     /// The sender's pid, as the kernel saw it (`None`: no credentials came, which a socket
     /// with `SO_PASSCRED` never sees).
     pub pid: Option<i32>,
-    /// The sender's uid.
-    pub uid: Option<u32>,
     /// The bytes; empty when `truncated`.
     pub bytes: &'a [u8],
     /// Longer than [`DATAGRAM_MAX`]: dropped whole.
@@ -87,6 +85,8 @@ pub struct NotifySocket {
     /// The socket file's device and inode, to tell whether the path still leads here.
     identity: (u64, u64),
     buffer: Box<[u8]>,
+    /// Bytes of the last datagram received, still in `buffer`.
+    last_len: usize,
 }
 
 impl NotifySocket {
@@ -122,6 +122,7 @@ impl NotifySocket {
             path: path.to_owned(),
             identity: (meta.dev(), meta.ino()),
             buffer: vec![0u8; DATAGRAM_MAX].into_boxed_slice(),
+            last_len: 0,
         })
     }
 
@@ -138,6 +139,12 @@ impl NotifySocket {
     pub fn reachable(&self) -> bool {
         std::fs::symlink_metadata(&self.path)
             .is_ok_and(|meta| (meta.dev(), meta.ino()) == self.identity)
+    }
+
+    /// The bytes of the last datagram [`NotifySocket::receive`] gave (empty if it was
+    /// truncated), until the next receive.
+    pub fn last(&self) -> &[u8] {
+        &self.buffer[..self.last_len]
     }
 
     /// The next datagram, `None` when none is waiting.
@@ -159,12 +166,11 @@ impl NotifySocket {
                 Err(errno) => return Err(errno),
             }
         };
-        let (mut pid, mut uid) = (None, None);
+        let mut pid = None;
         for message in control.drain() {
             match message {
                 RecvAncillaryMessage::ScmCredentials(credentials) => {
                     pid = Some(credentials.pid.as_raw_nonzero().get());
-                    uid = Some(credentials.uid.as_raw());
                 }
                 // Dropping each descriptor closes it.
                 RecvAncillaryMessage::ScmRights(fds) => fds.for_each(drop),
@@ -174,9 +180,9 @@ impl NotifySocket {
         let truncated =
             received.bytes > self.buffer.len() || received.flags.contains(ReturnFlags::TRUNC);
         let length = if truncated { 0 } else { received.bytes };
+        self.last_len = length;
         Ok(Some(Datagram {
             pid,
-            uid,
             bytes: &self.buffer[..length],
             truncated,
         }))
@@ -205,7 +211,6 @@ mod tests {
         client.send_to(b"READY=1\nWATCHDOG=1", &path).unwrap();
         let got = socket.receive().unwrap().unwrap();
         assert_eq!(got.pid, Some(std::process::id() as i32));
-        assert_eq!(got.uid, Some(rustix::process::getuid().as_raw()));
         assert_eq!(got.bytes, b"READY=1\nWATCHDOG=1");
         assert!(!got.truncated);
 

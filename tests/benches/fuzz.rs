@@ -1555,7 +1555,6 @@ struct NotifyModel {
     watchdog_usec: Option<u64>,
     extend_usec: Option<u64>,
     status: Option<String>,
-    main_pid: Option<i32>,
     malformed: u16,
 }
 
@@ -1615,16 +1614,6 @@ fn notify_model(input: &[u8]) -> NotifyModel {
                 }
                 None => false,
             },
-            b"MAINPID" => match digits(value)
-                .and_then(|p| i32::try_from(p).ok())
-                .filter(|p| *p > 0)
-            {
-                Some(p) => {
-                    m.main_pid = Some(p);
-                    true
-                }
-                None => false,
-            },
             b"STATUS" => {
                 // The valid text before the first bad byte must cover the kept bytes; then
                 // whole characters are taken while they fit.
@@ -1665,7 +1654,6 @@ fn check_notify(_: &Dirs, input: &[u8]) -> Outcome {
         watchdog_usec: got.watchdog_timeout.map(|t| t.as_micros() as u64),
         extend_usec: got.extend_startup.map(|t| t.as_micros() as u64),
         status: got.status.map(str::to_owned),
-        main_pid: got.main_pid,
         malformed: got.malformed,
     };
     let expected = notify_model(input);
@@ -1685,7 +1673,7 @@ fn check_notify(_: &Dirs, input: &[u8]) -> Outcome {
         return fail("is_empty disagrees with the fields", format!("{seen:?}"));
     }
     Ok(format!(
-        "r{} s{} w{:?} u{} e{} t{} p{} m{}",
+        "r{} s{} w{:?} u{} e{} t{} m{}",
         u8::from(seen.ready),
         u8::from(seen.stopping),
         seen.watchdog,
@@ -1694,7 +1682,6 @@ fn check_notify(_: &Dirs, input: &[u8]) -> Outcome {
         seen.status
             .as_ref()
             .map_or(0, |t| 1 + usize::from(t.len() == MAX_NOTIFY_STATUS_LEN)),
-        u8::from(seen.main_pid.is_some()),
         seen.malformed.min(3)
     ))
 }
