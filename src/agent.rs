@@ -282,6 +282,9 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             self.next_pass = self.sup.next_deadline().min(upkeep).min(listing);
         }
         let led_edge = self.update_led(now);
+        if self.listening.as_mut().is_some_and(Listening::take_changed) {
+            self.written_generation = None;
+        }
         if self.written_generation != Some(self.sup.generation()) {
             self.write_status(now);
         }
@@ -815,6 +818,11 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
                 since_ms: snapshot::millis(view.since),
                 repairs: view.repair_attempts,
                 reason: view.cause.map(|cause| self.reason(index, cause)),
+                daemon: self
+                    .listening
+                    .as_ref()
+                    .and_then(|l| l.daemon(index))
+                    .map(|d| (d.stopping, d.status.as_str())),
             });
         }
         writer.finish()

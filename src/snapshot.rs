@@ -7,11 +7,15 @@
 //! here as `|`):
 //!
 //! ```text
-//! watchkeeper-status 3
+//! watchkeeper-status 4
 //! agent|PID|START_TIME|BOOT_ID|WRITTEN_MS|LED|HOLD|RESETTING|CONFIG|TAKEOVER
-//! component|NAME|POSITION|STATE|SINCE_MS|REPAIRS|REASON
+//! component|NAME|POSITION|STATE|SINCE_MS|REPAIRS|REASON|STOPPING|DAEMON_STATUS
 //! end|LISTED|OMITTED
 //! ```
+//!
+//! `STOPPING` is empty for a component that does not listen for sd_notify messages, else
+//! 0 or 1 (its daemon sent `STOPPING=1`); `DAEMON_STATUS` is its last `STATUS=` text, and
+//! always empty when `STOPPING` is.
 //!
 //! Every text field is escaped ([`escape_bytes`]): a backslash, a tab, a newline, any
 //! other ASCII control byte and any byte that is not UTF-8 are written as `\\`, `\t`, `\n`,
@@ -32,7 +36,7 @@ use crate::limits::{MAX_COMPONENTS, MAX_STATUS_LEN};
 /// First word of the header line.
 pub(crate) const MAGIC: &str = "watchkeeper-status";
 /// The format version this build writes and reads.
-pub(crate) const VERSION: u32 = 3;
+pub(crate) const VERSION: u32 = 4;
 /// Room kept for the `end` record while components are written.
 const END_RESERVE: usize = 64;
 
@@ -74,6 +78,9 @@ pub struct ComponentRecord<'a, S: Display, R: Display> {
     pub since_ms: u64,
     pub repairs: u32,
     pub reason: Option<R>,
+    /// For a component that listens for sd_notify messages: whether its daemon is
+    /// stopping, and its last `STATUS=`.
+    pub daemon: Option<(bool, &'a str)>,
 }
 
 /// Writes a snapshot into a fixed buffer: [`Writer::new`], [`Writer::component`] for each
@@ -185,6 +192,12 @@ impl<'o, const N: usize> Writer<'o, N> {
         if let Some(reason) = &c.reason {
             escaped(out, reason)?;
         }
+        if let Some((stopping, status)) = c.daemon {
+            write!(out, "\t{}\t", u8::from(stopping))?;
+            escaped(out, status)?;
+        } else {
+            out.push_str("\t\t").map_err(|_| fmt::Error)?;
+        }
         writeln!(out)
     }
 
@@ -218,6 +231,14 @@ pub struct Component {
     pub since_ms: u64,
     pub repairs: u32,
     pub reason: Option<Text>,
+    pub daemon: Option<Daemon>,
+}
+
+/// What a listening component's daemon said, as read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Daemon {
+    pub stopping: bool,
+    pub status: Text,
 }
 
 /// A whole snapshot, as read.
@@ -252,6 +273,8 @@ pub enum Defect {
     WrongCount,
     NoEnd,
     AfterEnd,
+    /// A daemon status for a component that does not listen.
+    StrayStatus,
 }
 
 /// A defect and the line (1-based) where it is.
@@ -290,6 +313,9 @@ impl Display for Defect {
             }
             Defect::NoEnd => f.write_str("it stops before the end record (cut short)"),
             Defect::AfterEnd => f.write_str("text after the end record"),
+            Defect::StrayStatus => {
+                f.write_str("a daemon status for a component that does not listen for them")
+            }
         }
     }
 }
@@ -395,7 +421,25 @@ fn parse_agent(line: &str) -> Result<Agent, Defect> {
 }
 
 fn parse_component(line: &str) -> Result<Component, Defect> {
-    let [_, name, position, state, since, repairs, reason] = fields::<7>(line, "component")?;
+    let [
+        _,
+        name,
+        position,
+        state,
+        since,
+        repairs,
+        reason,
+        stopping,
+        status,
+    ] = fields::<9>(line, "component")?;
+    let daemon = match stopping {
+        "" if status.is_empty() => None,
+        "" => return Err(Defect::StrayStatus),
+        _ => Some(Daemon {
+            stopping: flag(stopping, "the stopping flag")?,
+            status: unescape(status)?,
+        }),
+    };
     Ok(Component {
         name: unescape(name)?,
         position: number(position, "the LED position")?,
@@ -407,6 +451,7 @@ fn parse_component(line: &str) -> Result<Component, Defect> {
         } else {
             Some(unescape(reason)?)
         },
+        daemon,
     })
 }
 
@@ -520,6 +565,7 @@ mod tests {
                 since_ms: 7,
                 repairs: 3,
                 reason: reason.as_deref(),
+                daemon: (i % 2 == 1).then_some((i == 1, "serving \t\\ requests")),
             });
         }
         writer.finish().unwrap();
@@ -587,7 +633,7 @@ mod tests {
 
     #[test]
     fn defects_name_their_line() {
-        let good = "watchkeeper-status 3\nagent\t1\t2\tb\t3\thealthy\t0\t0\t/c\trunning\ncomponent\tn\t1\talive\t0\t0\t\nend\t1\t0\n";
+        let good = "watchkeeper-status 4\nagent\t1\t2\tb\t3\thealthy\t0\t0\t/c\trunning\ncomponent\tn\t1\talive\t0\t0\t\t\t\nend\t1\t0\n";
         assert!(parse(good.as_bytes()).is_ok());
         let cases: &[(&[u8], usize, Defect)] = &[
             (b"", 1, Defect::Empty),
@@ -598,54 +644,54 @@ mod tests {
                 Defect::OtherVersion(Some(1)),
             ),
             (b"watchkeeper-status x\n", 1, Defect::OtherVersion(None)),
-            (b"watchkeeper-status 3\n", 2, Defect::NoAgent),
+            (b"watchkeeper-status 4\n", 2, Defect::NoAgent),
             (
-                b"watchkeeper-status 3\nagent\t1\t2\tb\t3\th\t0\t0\t/c\xff\trunning\nend\t0\t0\n",
+                b"watchkeeper-status 4\nagent\t1\t2\tb\t3\th\t0\t0\t/c\xff\trunning\nend\t0\t0\n",
                 2,
                 Defect::NotUtf8,
             ),
             (
-                b"watchkeeper-status 3\nagent\t1\t2\tb\t3\th\t0\t0\t/\0c\trunning\nend\t0\t0\n",
+                b"watchkeeper-status 4\nagent\t1\t2\tb\t3\th\t0\t0\t/\0c\trunning\nend\t0\t0\n",
                 2,
                 Defect::ControlByte,
             ),
             (
-                b"watchkeeper-status 3\nagent\t1\t2\tb\t3\th\t0\t0\t\\q\trunning\nend\t0\t0\n",
+                b"watchkeeper-status 4\nagent\t1\t2\tb\t3\th\t0\t0\t\\q\trunning\nend\t0\t0\n",
                 2,
                 Defect::BadEscape,
             ),
             (
-                b"watchkeeper-status 3\nagent\t+1\t2\tb\t3\th\t0\t0\t/c\trunning\nend\t0\t0\n",
+                b"watchkeeper-status 4\nagent\t+1\t2\tb\t3\th\t0\t0\t/c\trunning\nend\t0\t0\n",
                 2,
                 Defect::BadNumber("the pid"),
             ),
             (
-                b"watchkeeper-status 3\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\nend\t0\t0",
+                b"watchkeeper-status 4\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\nend\t0\t0",
                 3,
                 Defect::NoEnd,
             ),
             (
-                b"watchkeeper-status 3\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\n",
+                b"watchkeeper-status 4\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\n",
                 3,
                 Defect::NoEnd,
             ),
             (
-                b"watchkeeper-status 3\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\nend\t1\t0\n",
+                b"watchkeeper-status 4\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\nend\t1\t0\n",
                 3,
                 Defect::WrongCount,
             ),
             (
-                b"watchkeeper-status 3\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\nend\t0\t0\nx\n",
+                b"watchkeeper-status 4\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\nend\t0\t0\nx\n",
                 4,
                 Defect::AfterEnd,
             ),
             (
-                b"watchkeeper-status 3\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\nbogus\nend\t0\t0\n",
+                b"watchkeeper-status 4\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\nbogus\nend\t0\t0\n",
                 3,
                 Defect::UnknownRecord,
             ),
             (
-                b"watchkeeper-status 3\nagent\t1\t2\tb\t3\th\t2\t0\t/c\trunning\nend\t0\t0\n",
+                b"watchkeeper-status 4\nagent\t1\t2\tb\t3\th\t2\t0\t/c\trunning\nend\t0\t0\n",
                 2,
                 Defect::BadFlag("the hold flag"),
             ),
@@ -670,7 +716,7 @@ mod tests {
     #[test]
     fn garbage_never_panics() {
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let good = b"watchkeeper-status 3\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\ncomponent\tn\t1\talive\t0\t0\tr\\x41\nend\t1\t0\n";
+        let good = b"watchkeeper-status 4\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\ncomponent\tn\t1\talive\t0\t0\tr\\x41\t1\tup\nend\t1\t0\n";
         for _ in 0..20_000 {
             let mut bytes = good.to_vec();
             for _ in 0..(seed % 4 + 1) {

@@ -56,6 +56,7 @@ fn forged(pid: u32, start_time: u64, boot_id: &str) -> String {
         since_ms: 0,
         repairs: 0,
         reason: None::<&str>,
+        daemon: None,
     });
     writer.finish().unwrap();
     out.as_str().to_owned()
@@ -196,9 +197,9 @@ fn a_garbage_or_foreign_snapshot_is_said_to_be_one() {
         ),
         (
             "a newer format",
-            b"watchkeeper-status 4\nwhatever\n".to_vec(),
+            b"watchkeeper-status 5\nwhatever\n".to_vec(),
             "other_version",
-            "format version 4",
+            "format version 5",
         ),
         (
             "terminal escapes",

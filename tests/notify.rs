@@ -12,7 +12,8 @@ mod support;
 use support::*;
 
 /// The client: `libsystemd` through ctypes. Its argument is a script of steps, one per
-/// word: `ready`, `status=TEXT`, `ping`, `trigger`, `usec=N`, `extend=N` (a message each),
+/// word: `ready`, `status=TEXT`, `ping`, `trigger`, `stopping`, `usec=N`, `extend=N` (a
+/// message each),
 /// `sleep=SECONDS`, `pings=N` (N pings every quarter of the watchdog timeout).
 const CLIENT: &str = r#"
 import ctypes, os, sys, time
@@ -31,6 +32,7 @@ for step in sys.argv[1].split():
     elif word == "status": notify("STATUS=" + value)
     elif word == "ping": notify("WATCHDOG=1")
     elif word == "trigger": notify("WATCHDOG=trigger")
+    elif word == "stopping": notify("STOPPING=1")
     elif word == "usec": notify("WATCHDOG_USEC=" + value)
     elif word == "extend": notify("EXTEND_TIMEOUT_USEC=" + value)
     elif word == "sleep": time.sleep(float(value))
@@ -96,10 +98,20 @@ fn a_daemon_started_by_exec_is_alive_by_its_pings_and_dead_when_they_stop() {
     sb.wait_for("the notify socket", Duration::from_secs(20), || {
         sb.path("run/notify").exists()
     });
-    let mut client = exec_client(&sb, "status=serving ready pings=8");
+    let mut client = exec_client(&sb, "status=serving ready pings=8 stopping");
     sb.wait_for("the daemon ready", Duration::from_secs(20), || {
         state(&sb) == "alive"
     });
+    assert_eq!(
+        daemon(&sb)["daemon"],
+        serde_json::json!({"stopping": false, "status": "serving"})
+    );
+    assert!(
+        sb.status()
+            .contains("daemons (sd_notify):\n  daemon: serving\n"),
+        "{}",
+        sb.status()
+    );
     // What libsystemd made of the environment exec set: enabled, 1 s, its own pid.
     let env = fs::read_to_string(sb.path("env")).unwrap();
     assert_eq!(env, format!("1 1000000 {}\n", client.id()), "{env}");
@@ -116,6 +128,11 @@ fn a_daemon_started_by_exec_is_alive_by_its_pings_and_dead_when_they_stop() {
     });
     let reason = daemon(&sb)["reason"].as_str().unwrap_or("").to_owned();
     assert_eq!(reason, "no WATCHDOG=1 for 1s (its timeout)");
+    assert_eq!(
+        daemon(&sb)["daemon"]["stopping"],
+        true,
+        "STOPPING=1 is shown"
+    );
     assert!(client.try_wait().unwrap().is_none(), "the client lives on");
     sb.assert_alive_and_feeding(&mut agent, &sb.path("run"));
     kill9(&mut client);

@@ -75,6 +75,8 @@ pub(super) struct Listening {
     pending: Option<i32>,
     /// Datagrams left to read in this wake-up.
     budget: usize,
+    /// A daemon's status or stopping flag changed since the snapshot was written.
+    changed: bool,
 }
 
 impl Listening {
@@ -104,6 +106,7 @@ impl Listening {
             bind_failing: false,
             pending: None,
             budget: MAX_NOTIFY_READS,
+            changed: false,
         };
         listening.rebind(sup);
         Some(listening)
@@ -138,6 +141,11 @@ impl Listening {
         }
     }
 
+    /// True (once) when what the snapshot shows of a daemon changed.
+    pub(super) fn take_changed(&mut self) -> bool {
+        core::mem::take(&mut self.changed)
+    }
+
     /// A new wake-up: its read budget.
     pub(super) fn woken(&mut self) {
         self.budget = MAX_NOTIFY_READS;
@@ -160,6 +168,7 @@ impl Listening {
             Process::Gone { .. } | Process::Unknown => None,
         };
         if pid.is_some() && pid != daemon.main_pid {
+            self.changed |= daemon.stopping || !daemon.status.is_empty();
             daemon.status.clear();
             daemon.stopping = false;
             let mut policy = daemon.policy;
@@ -275,12 +284,16 @@ impl Listening {
             }
             if message.stopping && !daemon.stopping {
                 daemon.stopping = true;
+                self.changed = true;
                 log::info!("component {name}: its daemon is stopping (STOPPING=1)");
             }
-            if let Some(text) = message.status {
+            if let Some(text) = message.status
+                && text != daemon.status.as_str()
+            {
                 daemon.status.clear();
                 // Cannot fail: the parser keeps at most the capacity.
                 let _ = daemon.status.push_str(text);
+                self.changed = true;
             }
         }
     }

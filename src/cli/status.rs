@@ -601,6 +601,28 @@ fn render_text(seen: &Seen) -> String {
                     s.omitted
                 );
             }
+            let daemons: Vec<_> = s
+                .components
+                .iter()
+                .filter_map(|c| c.daemon.as_ref().map(|d| (c, d)))
+                .filter(|(_, d)| d.stopping || !d.status.is_empty())
+                .collect();
+            if !daemons.is_empty() {
+                let _ = writeln!(out, "\ndaemons (sd_notify):");
+                for (c, d) in daemons {
+                    let _ = writeln!(
+                        out,
+                        "  {}: {}{}",
+                        shown(&c.name),
+                        if d.status.is_empty() {
+                            "-".to_owned()
+                        } else {
+                            shown(&d.status)
+                        },
+                        if d.stopping { " (stopping)" } else { "" }
+                    );
+                }
+            }
         }
         _ => {
             let _ = writeln!(out, "watchkeeper: {verdict}");
@@ -742,6 +764,15 @@ fn render_json(seen: &Seen) -> String {
         );
         match &c.reason {
             Some(reason) => json_bytes(&mut out, reason),
+            None => out.push_str("null"),
+        }
+        out.push_str(",\"daemon\":");
+        match &c.daemon {
+            Some(d) => {
+                let _ = write!(out, "{{\"stopping\":{},\"status\":", d.stopping);
+                json_bytes(&mut out, &d.status);
+                out.push('}');
+            }
             None => out.push_str("null"),
         }
         out.push('}');

@@ -2025,7 +2025,7 @@ fn snapshot_text(rng: &mut Rng) -> Vec<u8> {
             "",
         ])
         .to_string();
-    let version = rng.pick(&["3", "3", "3", "2", "4", "x"]).to_string();
+    let version = rng.pick(&["4", "4", "4", "3", "5", "x"]).to_string();
     let mut text = format!(
         "watchkeeper-status {version}\nagent\t{pid}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
         rng.pick(NUMBERS),
@@ -2048,7 +2048,7 @@ fn snapshot_text(rng: &mut Rng) -> Vec<u8> {
     let count = rng.below(5);
     for i in 0..count {
         text.push_str(&format!(
-            "component\t{}\t{}\t{}\t{}\t{}\t{}\n",
+            "component\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
             rng.pick(&["sensor", "a\"b", "c\\\\d", "\u{7f}", "", "\\n"]),
             rng.pick(&[
                 (i + 1).to_string().as_str(),
@@ -2068,6 +2068,16 @@ fn snapshot_text(rng: &mut Rng) -> Vec<u8> {
                 "\"quoted\\\\\"",
                 "\u{0}\u{1f}",
                 "\\x00\\x1f"
+            ]),
+            rng.pick(&[
+                "\t",
+                "0\t",
+                "1\tserving",
+                "0\t\\x1b[2J \"q\"",
+                "\tstray",
+                "2\tx",
+                "1",
+                "1\ta\tb"
             ]),
         ));
     }
@@ -2137,6 +2147,11 @@ fn check_snapshot(dirs: &Dirs, input: &[u8]) -> Outcome {
             ("position", c["position"].is_u64()),
             ("repair_attempts", c["repair_attempts"].is_u64()),
             ("name", c["name"].is_string()),
+            (
+                "daemon",
+                c["daemon"].is_null()
+                    || (c["daemon"]["stopping"].is_boolean() && c["daemon"]["status"].is_string()),
+            ),
         ] {
             if !right {
                 return fail(
