@@ -309,7 +309,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             let mut fds: heapless::Vec<PollFd<'_>, MAX_WAITED> = heapless::Vec::new();
             let watch = hearts.as_ref().and_then(|h| h.watch_fd());
             let watching = watch.is_some();
-            let socket = listening.as_ref().and_then(|l| l.socket()).map(|s| s.fd());
+            let socket = listening.as_ref().and_then(|l| l.socket().fd());
             let listens = socket.is_some();
             // Cannot overflow: one watch, one socket, and at most one pin per component.
             if let Some(fd) = watch {

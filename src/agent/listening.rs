@@ -20,7 +20,6 @@
 //! another one takes its place.
 
 use core::time::Duration;
-use std::path::PathBuf;
 
 use super::NameBuf;
 use crate::config::{Config, Liveness};
@@ -62,8 +61,7 @@ pub(super) enum Read {
 }
 
 pub(super) struct Listening {
-    path: PathBuf,
-    socket: Option<NotifySocket>,
+    socket: NotifySocket,
     /// One per configured component, in their order (hearts never listen).
     daemons: Vec<Daemon>,
     ignored: Ignored,
@@ -98,8 +96,7 @@ impl Listening {
             })
             .collect();
         let mut listening = Listening {
-            path: config.notify.socket.clone(),
-            socket: None,
+            socket: NotifySocket::new(&config.notify.socket),
             daemons,
             ignored: Ignored::default(),
             read_failing: false,
@@ -112,13 +109,13 @@ impl Listening {
         Some(listening)
     }
 
-    pub(super) fn socket(&self) -> Option<&NotifySocket> {
-        self.socket.as_ref()
+    pub(super) fn socket(&self) -> &NotifySocket {
+        &self.socket
     }
 
-    /// True while the socket is missing: the fault pattern shows.
+    /// True while the socket is not bound: the fault pattern shows.
     pub(super) fn broken(&self) -> bool {
-        self.socket.is_none()
+        !self.socket.bound()
     }
 
     pub(super) fn daemon(&self, index: usize) -> Option<&Daemon> {
@@ -128,17 +125,16 @@ impl Listening {
     /// At each upkeep: a socket whose path no longer leads to it, or none at all, is bound
     /// again.
     pub(super) fn upkeep(&mut self, sup: &mut Supervisor) {
-        match &self.socket {
-            Some(socket) if socket.reachable() => {}
-            Some(socket) => {
-                log::warn!(
-                    "notify socket {}: removed or replaced by something else; binding it again",
-                    socket.path().display()
-                );
-                self.rebind(sup);
-            }
-            None => self.rebind(sup),
+        if self.socket.reachable() {
+            return;
         }
+        if self.socket.bound() {
+            log::warn!(
+                "notify socket {}: removed or replaced by something else; binding it again",
+                self.socket.path().display()
+            );
+        }
+        self.rebind(sup);
     }
 
     /// True (once) when what the snapshot shows of a daemon changed.
@@ -172,11 +168,11 @@ impl Listening {
             daemon.status.clear();
             daemon.stopping = false;
             let mut policy = daemon.policy;
-            policy.awaits_ready = self.socket.is_some();
+            policy.awaits_ready = self.socket.bound();
             sup.set_policy(index, policy);
         }
         daemon.main_pid = pid;
-        if self.socket.is_none() && daemon.liveness == Liveness::Notify && pid.is_some() {
+        if !self.socket.bound() && daemon.liveness == Liveness::Notify && pid.is_some() {
             sup.notify_beat(index, at);
         }
     }
@@ -185,12 +181,9 @@ impl Listening {
     /// component whose main process sent it.
     pub(super) fn read(&mut self, now: Instant, sup: &mut Supervisor, names: &[NameBuf]) -> Read {
         while self.budget > 0 {
-            let Some(socket) = self.socket.as_mut() else {
-                return Read::Done;
-            };
             self.budget -= 1;
             // The bytes stay in the socket's buffer (`last`) until the next receive.
-            let (sender, truncated) = match socket.receive() {
+            let (sender, truncated) = match self.socket.receive() {
                 Ok(Some(datagram)) => (datagram.pid, datagram.truncated),
                 Ok(None) => return Read::Done,
                 Err(errno) => {
@@ -198,7 +191,7 @@ impl Listening {
                         self.read_failing = true;
                         log::error!(
                             "notify socket {}: cannot read: {errno}; trying again at the next wake-up",
-                            self.path.display()
+                            self.socket.path().display()
                         );
                     }
                     return Read::Done;
@@ -243,10 +236,7 @@ impl Listening {
     /// Hands the datagram in the socket's buffer to every component whose main process is
     /// `pid`.
     fn deliver(&mut self, pid: i32, now: Instant, sup: &mut Supervisor, names: &[NameBuf]) {
-        let Some(socket) = self.socket.as_ref() else {
-            return;
-        };
-        let message = notify::parse(socket.last());
+        let message = notify::parse(self.socket.last());
         for (index, daemon) in self.daemons.iter_mut().enumerate() {
             if daemon.main_pid != Some(pid) {
                 continue;
@@ -314,7 +304,7 @@ impl Listening {
         }
         log::warn!(
             "notify socket {}: ignored {} datagram(s), the last from pid {} ({})",
-            self.path.display(),
+            self.socket.path().display(),
             ignored.count,
             ignored.last_pid.unwrap_or(0),
             ignored.why
@@ -326,31 +316,30 @@ impl Listening {
     /// Binds the socket; the listening components are then judged by their messages, or
     /// without a socket by their process and file.
     fn rebind(&mut self, sup: &mut Supervisor) {
-        self.socket = match NotifySocket::bind(&self.path) {
-            Ok(socket) => {
+        match self.socket.bind() {
+            Ok(()) => {
                 log::info!(
                     "listening for sd_notify messages on {}",
-                    self.path.display()
+                    self.socket.path().display()
                 );
                 self.bind_failing = false;
-                Some(socket)
             }
             Err(e) => {
                 if !self.bind_failing {
                     self.bind_failing = true;
                     log::error!(
-                        "{e}; until it can be bound, components with liveness = \"notify\" are judged by their process alone, and those with \"both\" by their heartbeat file"
+                        "notify socket {}: {e}; until it can be bound, components with liveness = \"notify\" are judged by their process alone, and those with \"both\" by their heartbeat file",
+                        self.socket.path().display()
                     );
                 }
-                None
             }
-        };
+        }
         for (index, daemon) in self.daemons.iter().enumerate() {
             if daemon.liveness.listens()
                 && let Some(policy) = sup.policy(index)
             {
                 let mut judged = *policy;
-                judged.awaits_ready = self.socket.is_some();
+                judged.awaits_ready = self.socket.bound();
                 sup.set_policy(index, judged);
             }
         }

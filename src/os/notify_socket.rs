@@ -6,8 +6,9 @@
 //! unix(7)): who sent a message is never taken from the message.
 //!
 //! Invariants:
-//! - Reads never block (`MSG_DONTWAIT`) and never allocate: one datagram into the buffer
-//!   made at [`NotifySocket::bind`], its credentials into a control buffer on the stack.
+//! - Nothing allocates after [`NotifySocket::new`]: binding again reuses its path and
+//!   buffer, and reads never block (`MSG_DONTWAIT`): one datagram into that buffer, its
+//!   credentials into a control buffer on the stack.
 //!   A datagram longer than the buffer is reported as truncated (`MSG_TRUNC`), not read
 //!   in parts.
 //! - File descriptors passed along with a datagram (`SCM_RIGHTS`) are closed at once.
@@ -38,30 +39,22 @@ pub const DATAGRAM_MAX: usize = 4096;
 /// left to the kernel to drop.
 const FDS_DRAINED: usize = 8;
 
-/// Why the socket cannot be made.
-#[derive(Debug)]
+/// Why the socket cannot be bound (said after its path).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BindError {
     /// Something that is not a socket is where the socket goes: it is left alone.
-    NotASocket(PathBuf),
+    NotASocket,
     /// A system call refused.
-    Failed {
-        path: PathBuf,
-        call: &'static str,
-        errno: Errno,
-    },
+    Failed { call: &'static str, errno: Errno },
 }
 
 impl fmt::Display for BindError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BindError::NotASocket(path) => write!(
-                f,
-                "notify socket {}: something that is not a socket is there; move it away (it is never removed)",
-                path.display()
+            BindError::NotASocket => f.write_str(
+                "something that is not a socket is there; move it away (it is never removed)",
             ),
-            BindError::Failed { path, call, errno } => {
-                write!(f, "notify socket {}: {call}: {errno}", path.display())
-            }
+            BindError::Failed { call, errno } => write!(f, "{call}: {errno}"),
         }
     }
 }
@@ -78,9 +71,10 @@ pub struct Datagram<'a> {
     pub truncated: bool,
 }
 
-/// The bound socket.
+/// The socket, bound or not.
 pub struct NotifySocket {
-    fd: OwnedFd,
+    /// `None` until bound.
+    fd: Option<OwnedFd>,
     path: PathBuf,
     /// The socket file's device and inode, to tell whether the path still leads here.
     identity: (u64, u64),
@@ -90,18 +84,28 @@ pub struct NotifySocket {
 }
 
 impl NotifySocket {
-    /// Binds the socket at `path`, replacing a stale socket there.
-    pub fn bind(path: &Path) -> Result<NotifySocket, BindError> {
-        let failed = |call, errno| BindError::Failed {
+    /// The socket for `path`, not bound yet (all its memory is taken here).
+    pub fn new(path: &Path) -> NotifySocket {
+        NotifySocket {
+            fd: None,
             path: path.to_owned(),
-            call,
-            errno,
-        };
+            identity: (0, 0),
+            buffer: vec![0u8; DATAGRAM_MAX].into_boxed_slice(),
+            last_len: 0,
+        }
+    }
+
+    /// Binds a new socket at the path, replacing a stale socket there; on failure the
+    /// socket is left unbound.
+    pub fn bind(&mut self) -> Result<(), BindError> {
+        self.fd = None;
+        let failed = |call, errno| BindError::Failed { call, errno };
+        let path = self.path.as_path();
         match std::fs::symlink_metadata(path) {
             Ok(meta) if meta.file_type().is_socket() => {
                 std::fs::remove_file(path).map_err(|e| failed("unlink", io_errno(&e)))?;
             }
-            Ok(_) => return Err(BindError::NotASocket(path.to_owned())),
+            Ok(_) => return Err(BindError::NotASocket),
             Err(_) => {}
         }
         let fd = socket_with(
@@ -117,28 +121,31 @@ impl NotifySocket {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
             .map_err(|e| failed("chmod", io_errno(&e)))?;
         let meta = std::fs::symlink_metadata(path).map_err(|e| failed("stat", io_errno(&e)))?;
-        Ok(NotifySocket {
-            fd,
-            path: path.to_owned(),
-            identity: (meta.dev(), meta.ino()),
-            buffer: vec![0u8; DATAGRAM_MAX].into_boxed_slice(),
-            last_len: 0,
-        })
+        self.identity = (meta.dev(), meta.ino());
+        self.fd = Some(fd);
+        Ok(())
     }
 
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+    /// True once bound.
+    pub fn bound(&self) -> bool {
+        self.fd.is_some()
+    }
+
+    /// The descriptor to poll, once bound.
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.fd.as_ref().map(|fd| fd.as_fd())
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// True while the path still names this socket (not removed, not replaced): daemons
-    /// send to the path, so a socket no path leads to hears nothing.
+    /// True while bound and the path still names this socket (not removed, not replaced):
+    /// daemons send to the path, so a socket no path leads to hears nothing.
     pub fn reachable(&self) -> bool {
-        std::fs::symlink_metadata(&self.path)
-            .is_ok_and(|meta| (meta.dev(), meta.ino()) == self.identity)
+        self.fd.is_some()
+            && std::fs::symlink_metadata(&self.path)
+                .is_ok_and(|meta| (meta.dev(), meta.ino()) == self.identity)
     }
 
     /// The bytes of the last datagram [`NotifySocket::receive`] gave (empty if it was
@@ -147,15 +154,18 @@ impl NotifySocket {
         &self.buffer[..self.last_len]
     }
 
-    /// The next datagram, `None` when none is waiting.
+    /// The next datagram, `None` when none is waiting (or the socket is not bound).
     pub fn receive(&mut self) -> Result<Option<Datagram<'_>>, Errno> {
+        let Some(fd) = &self.fd else {
+            return Ok(None);
+        };
         let mut space =
             [MaybeUninit::uninit(); rustix::cmsg_space!(ScmCredentials(1), ScmRights(FDS_DRAINED))];
         let mut control = RecvAncillaryBuffer::new(&mut space);
         let mut iov = [IoSliceMut::new(&mut self.buffer)];
         let received = loop {
             match recvmsg(
-                &self.fd,
+                fd,
                 &mut iov,
                 &mut control,
                 RecvFlags::DONTWAIT | RecvFlags::TRUNC | RecvFlags::CMSG_CLOEXEC,
@@ -205,7 +215,8 @@ mod tests {
     #[test]
     fn datagrams_come_with_the_senders_credentials_and_oversized_ones_are_dropped_whole() {
         let path = socket_path("creds");
-        let mut socket = NotifySocket::bind(&path).unwrap();
+        let mut socket = NotifySocket::new(&path);
+        socket.bind().unwrap();
         assert!(socket.receive().unwrap().is_none(), "nothing sent yet");
         let client = UnixDatagram::unbound().unwrap();
         client.send_to(b"READY=1\nWATCHDOG=1", &path).unwrap();
@@ -230,9 +241,12 @@ mod tests {
     fn a_stale_socket_is_replaced_a_file_is_not_and_a_removed_path_is_noticed() {
         let path = socket_path("stale");
         let _ = std::fs::remove_file(&path);
-        let first = NotifySocket::bind(&path).unwrap();
+        let mut first = NotifySocket::new(&path);
+        assert!(!first.reachable(), "not bound yet");
+        first.bind().unwrap();
         // A crashed agent leaves its socket: the next one binds all the same.
-        let second = NotifySocket::bind(&path).unwrap();
+        let mut second = NotifySocket::new(&path);
+        second.bind().unwrap();
         assert!(second.reachable());
         assert!(
             !first.reachable(),
@@ -244,10 +258,8 @@ mod tests {
         assert!(!second.reachable());
 
         std::fs::write(&path, "not a socket").unwrap();
-        assert!(matches!(
-            NotifySocket::bind(&path),
-            Err(BindError::NotASocket(_))
-        ));
+        assert_eq!(second.bind(), Err(BindError::NotASocket));
+        assert!(!second.bound());
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "not a socket");
         std::fs::remove_file(&path).unwrap();
     }
@@ -256,7 +268,8 @@ mod tests {
     fn descriptors_passed_along_are_closed() {
         use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage, SendFlags, sendmsg_addr};
         let path = socket_path("fds");
-        let mut socket = NotifySocket::bind(&path).unwrap();
+        let mut socket = NotifySocket::new(&path);
+        socket.bind().unwrap();
         let client = UnixDatagram::unbound().unwrap();
         // The write end of a pipe goes along: once every copy of it is closed, the read end
         // says end-of-file; a copy left open in the receiver would make it say "again".
