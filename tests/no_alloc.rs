@@ -508,3 +508,154 @@ fn telling_the_service_manager_ready_allocates_nothing() {
     assert_eq!(allocations, NONE);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A daemon that speaks sd_notify (this test process, the component's main process by its
+/// pidfile) and a stranger that floods the socket: every message kind, malformed values,
+/// an oversized datagram, passed descriptors, the socket removed and bound again, a
+/// trigger and its repair, all through the real loop without one allocation.
+#[test]
+fn sd_notify_messages_and_a_flood_of_strangers_allocate_nothing() {
+    use std::os::unix::net::UnixDatagram;
+    watchkeeper::os::logging::init();
+    let dir = temp_dir("sdnotify");
+    let socket = dir.join("notify.sock");
+    std::fs::write(dir.join("daemon.pid"), format!("{}\n", std::process::id())).unwrap();
+    let text = format!(
+        "[watchdog]\ndevice = \"none\"\ntimeout = 4\n[agent]\ncheck_interval = \"10ms\"\n\
+         state_dir = \"{d}/state\"\nrun_dir = \"{d}/run\"\nrealtime_priority = 0\n\
+         [notify]\nsocket = \"{s}\"\n\
+         [[component]]\nname = \"daemon\"\nliveness = \"notify\"\npidfile = \"{d}/daemon.pid\"\n\
+         timeout = \"1s\"\ngrace = \"2s\"\ncritical = false\nrepair = [\"/bin/true\"]\n\
+         repair_backoff = \"500ms\"\nrepair_backoff_max = \"1s\"\nmax_repairs = 100\n",
+        d = dir.display(),
+        s = socket.display()
+    );
+    let config = config::parse(Path::new("no_alloc.toml"), &text).unwrap();
+    let now = Rc::new(Cell::new(Instant::from_millis(1)));
+    let feeds = Rc::new(Cell::new(0));
+    let (mut state, _) = State::open(&config.agent.state_dir).unwrap();
+    state.start_boot("no-alloc-boot", 0, false).1.unwrap();
+    let parts = Parts {
+        watchdog: Some(Box::new(FakeWatchdog {
+            feeds: feeds.clone(),
+            shortened: Rc::new(Cell::new(false)),
+        })),
+        may_reboot: false,
+        led: FaultLed::new(FakePin::default(), false),
+        clock: SimClock { now: now.clone() },
+        state,
+        run: RunDir::open(&config.agent.run_dir),
+        agent_binary: PathBuf::from(env!("CARGO_BIN_EXE_watchkeeper")),
+        fault: false,
+        hold_until: None,
+        seed: 9,
+        notifier: None,
+        takeover: Takeover::Stopped,
+    };
+    let mut agent = Agent::new(&config, parts).unwrap();
+    let daemon = UnixDatagram::unbound().unwrap();
+    daemon.set_nonblocking(true).unwrap();
+    // The stranger: another process, sending as fast as the socket takes them.
+    let flood = format!(
+        "import socket, time\ns = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+         s.setblocking(False)\nn = 0\nend = time.time() + 60\n\
+         while n < 100000 and time.time() < end:\n    \
+             try:\n        s.sendto(b'WATCHDOG=1\\nSTATUS=forged', '{}'); n += 1\n    \
+             except (BlockingIOError, FileNotFoundError, ConnectionRefusedError):\n        time.sleep(0.0002)\n\
+         print(n)\n",
+        socket.display()
+    );
+    let mut stranger = None;
+    let null = std::fs::File::open("/dev/null").unwrap();
+    let send = |text: &[u8]| {
+        let _ = daemon.send_to(text, &socket);
+    };
+    let mut states = std::collections::BTreeSet::new();
+    let mut iterations = 0u64;
+    let mut last_step = 0;
+    let mut removed = false;
+    // Simulated time runs far faster than the stranger can send: the loop goes on until it
+    // has sent its 10^5 datagrams (or given up after a minute).
+    let mut flooding = true;
+    while now.get() < Instant::from_millis(20_000) || flooding {
+        let ms = now.get().as_nanos() / 1_000_000;
+        if ms / 100 != last_step {
+            last_step = ms / 100;
+            match ms {
+                100..200 => send(b"EXTEND_TIMEOUT_USEC=1000000\nSTATUS=starting"),
+                500..600 => send(b"READY=1\nSTATUS=serving\nWATCHDOG_USEC=2000000"),
+                // A trigger at 8 s, then READY=1 at 9 s (a restart): back.
+                8_000..8_100 => send(b"WATCHDOG=trigger"),
+                9_000..9_100 => send(b"READY=1\nSTATUS=again"),
+                // Silent from 13 s to 16 s: dead at its 2 s timeout, back with the pings.
+                13_000..16_000 => {}
+                _ => send(b"WATCHDOG=1\nREADY=maybe\nX_OTHER=1"),
+            }
+            match ms {
+                1_000..1_100 => {
+                    stranger = Some(
+                        std::process::Command::new("python3")
+                            .arg("-c")
+                            .arg(&flood)
+                            .stdout(std::process::Stdio::piped())
+                            .stderr(null.try_clone().unwrap())
+                            .spawn()
+                            .unwrap(),
+                    );
+                }
+                2_000..2_100 => send(&vec![b'x'; 5000]),
+                3_000..3_100 => {
+                    use std::os::fd::AsFd;
+                    let fds = [null.as_fd()];
+                    let mut space =
+                        [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+                    let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
+                    assert!(control.push(rustix::net::SendAncillaryMessage::ScmRights(&fds)));
+                    let _ = rustix::net::sendmsg_addr(
+                        &daemon,
+                        &rustix::net::SocketAddrUnix::new(&socket).unwrap(),
+                        &[std::io::IoSlice::new(b"WATCHDOG=1\nFDSTORE=1")],
+                        &mut control,
+                        rustix::net::SendFlags::DONTWAIT,
+                    );
+                }
+                5_000..5_100 if !removed => {
+                    removed = true;
+                    std::fs::remove_file(&socket).unwrap();
+                }
+                _ => {}
+            }
+        }
+        let (wake, allocations) = counted(|| agent.step());
+        if ms > 50 {
+            assert_eq!(allocations, NONE, "allocation at {ms} ms");
+        }
+        if let Some(view) = agent.supervisor().view(0) {
+            states.insert(view.state.to_string());
+        }
+        iterations += 1;
+        let ((), allocations) =
+            counted(|| agent.wait(wake.min(now.get().saturating_add(Duration::from_millis(10)))));
+        assert_eq!(allocations, NONE, "allocation in wait at {ms} ms");
+        if ms > 1_100 {
+            flooding = stranger
+                .as_mut()
+                .is_some_and(|child| child.try_wait().unwrap().is_none());
+        }
+    }
+    let sent: u64 = match stranger {
+        Some(child) => {
+            let out = child.wait_with_output().unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+        }
+        None => 0,
+    };
+    assert_eq!(sent, 100_000, "the stranger gave up");
+    assert!(iterations > 1_000, "{iterations} iterations");
+    assert!(feeds.get() >= 15, "fed {} times in 20 s", feeds.get());
+    for state in ["starting", "alive", "dead"] {
+        assert!(states.contains(state), "never {state}: {states:?}");
+    }
+    assert!(socket.exists(), "the removed socket was bound again");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
