@@ -9,6 +9,8 @@ have() { command -v "$1" >/dev/null 2>&1; }
 have aarch64-linux-gnu-gcc || need_apt+=(gcc-aarch64-linux-gnu)
 have arm-linux-gnueabihf-gcc || need_apt+=(gcc-arm-linux-gnueabihf)
 [ -e /usr/arm-linux-gnueabihf/lib/crt1.o ] || need_apt+=(libc6-dev-armhf-cross)
+# The sd-notify scenario's client (tests/system/notify/build-client.sh) is a glibc program.
+[ -e /usr/aarch64-linux-gnu/lib/crt1.o ] || need_apt+=(libc6-dev-arm64-cross)
 have cpio || need_apt+=(cpio)
 have mke2fs || [ -x /sbin/mke2fs ] || need_apt+=(e2fsprogs)
 have python3 || need_apt+=(python3)

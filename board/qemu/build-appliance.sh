@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # build-appliance.sh BOARD OUT.cpio.gz [--binary FILE] [--config FILE] [--configs DIR]
+#                    [--add SRC:DEST]...
 #
 # The watchkeeper appliance's initramfs for BOARD (aarch64 | armv7): build-initramfs.sh
 # plus the agent and everything around it:
@@ -13,11 +14,12 @@
 #   /etc/inittab                     the base one plus board/init/inittab's BusyBox lines:
 #                                    init respawns `watchkeeper run` and runs `watchkeeper
 #                                    shutdown` at a reboot or power-off
+#   --add SRC:DEST                   anything else (passed to build-initramfs.sh)
 # Does not build the binary (cargo build --release --target ... does).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-usage() { sed -n '2,16p' "${BASH_SOURCE[0]}" >&2; exit 2; }
+usage() { sed -n '2,18p' "${BASH_SOURCE[0]}" >&2; exit 2; }
 [ $# -ge 2 ] || usage
 BOARD=$1 OUT=$2; shift 2
 case $BOARD in
@@ -28,11 +30,13 @@ esac
 BINARY=$REPO/target/$TRIPLE/release/watchkeeper
 CONFIG=$REPO/board/qemu-$BOARD-virt/demo.toml
 CONFIGS=
+extra=()
 while [ $# -gt 0 ]; do
     case $1 in
         --binary) BINARY=$2; shift 2 ;;
         --config) CONFIG=$2; shift 2 ;;
         --configs) CONFIGS=$2; shift 2 ;;
+        --add) extra+=(--add "$2"); shift 2 ;;
         *) usage ;;
     esac
 done
@@ -69,4 +73,4 @@ if [ -n "$CONFIGS" ]; then
         [ -e "$f" ] && adds+=(--add "$f:/etc/wk/configs/${f##*/}")
     done
 fi
-"$HERE/build-initramfs.sh" "$ARCH" "$OUT" "${adds[@]}"
+"$HERE/build-initramfs.sh" "$ARCH" "$OUT" "${adds[@]}" "${extra[@]}"

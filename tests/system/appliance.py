@@ -61,8 +61,9 @@ def build_binary(board, quiet=True):
     return binary_path(board)
 
 
-def build_appliance(board, workdir, config=None, configs_dir=None, name=None):
-    """board/qemu/build-appliance.sh: the initramfs with agent, config and components."""
+def build_appliance(board, workdir, config=None, configs_dir=None, name=None, adds=()):
+    """board/qemu/build-appliance.sh: the initramfs with agent, config and components, and
+    ADDS, (host path, guest path) pairs."""
     os.makedirs(workdir, exist_ok=True)
     out = os.path.join(workdir, name or f"{board}-appliance.cpio.gz")
     cmd = [os.path.join(BOARD_DIR, "qemu", "build-appliance.sh"), board, out]
@@ -70,6 +71,8 @@ def build_appliance(board, workdir, config=None, configs_dir=None, name=None):
         cmd += ["--config", config]
     if configs_dir:
         cmd += ["--configs", configs_dir]
+    for src, dest in adds:
+        cmd += ["--add", f"{src}:{dest}"]
     r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
     if r.returncode != 0:
         raise HarnessError(f"{' '.join(cmd)} failed:\n{r.stdout}")

@@ -42,6 +42,11 @@ a time (--jobs).
                       hung agent (SIGSTOP: systemd restarts nothing) resets the board
   15 debian-armhf     Debian 12 + systemd on the 32-bit board: clean reboot, healthy, a
                       service left dead resets the board and status names it
+  16 sd-notify        a daemon linked against Debian's libsystemd, under watchkeeper exec:
+                      healthy for 2 minutes; pings stopped (death, lateness); a trigger
+                      (repair at once); a foreign sender ignored; a flood of 10^5
+                      datagrams (longest feed gap, memory unchanged); no READY=1 after the
+                      agent's respawn (a death at the grace end)
 
 usage: scenarios.py [--only NAME|NUMBER[,...]] [--jobs N] [--soak SECONDS] [--seed N]
                     [--setup] [--no-build] [--keep] [--verbose]
@@ -131,11 +136,12 @@ class Ctx:
         self.figures.append(text)
         self.log(f"[measured] {text}")
 
-    def guest(self, board="aarch64", append="", tag=None):
-        """Boots a fresh appliance (new disk) and returns it, LED sampling running."""
+    def guest(self, board="aarch64", append="", tag=None, image=None):
+        """Boots a fresh appliance (new disk; IMAGE, default the board's) and returns it, LED
+        sampling running."""
         tag = tag or f"{self.name}-{len(self.guests) + 1}"
         disk = new_disk(os.path.join(self.workdir, f"{tag}.img"))
-        g = Appliance(board, self.images[board], disk, self.workdir, append=append, name=tag)
+        g = Appliance(board, self.images[image or board], disk, self.workdir, append=append, name=tag)
         self.guests.append(g)
         g.start()
         self.log(f"QEMU {board} started (append {g.append!r}); console log {g.console_log_path}")
@@ -1572,6 +1578,134 @@ def s_debian_armhf(ctx):
               and prev.get("component") == "sample", json.dumps(prev))
 
 
+# ----------------------------------------------------------------------------- sd_notify
+def notify_image(workdir):
+    """The aarch64 appliance with the sd-notify client and Debian's libsystemd
+    (tests/system/notify/build-client.sh)."""
+    out = subprocess.run([os.path.join(REPO, "tests", "system", "notify", "build-client.sh"),
+                          os.path.join(workdir, "sd-client")],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+    if out.returncode != 0:
+        raise HarnessError(f"tests/system/notify/build-client.sh failed:\n{out.stdout}")
+    found = dict(re.findall(r"^(WK_\w+)='([^']*)'$", out.stdout, re.M))
+    adds = [(found["WK_ROOT"] + f, f) for f in found["WK_FILES"].split()]
+    print(f"sd-notify client: Debian libsystemd0 {found['WK_LIBSYSTEMD_VERSION']}", flush=True)
+    return build_appliance("aarch64", workdir, configs_dir=CONFIGS_DIR,
+                           name="aarch64-notify-appliance.cpio.gz", adds=adds)
+
+
+SDN_TIMEOUT = 2.0
+SDN_GRACE = 6.0
+SDN_EXEC = "setsid /usr/sbin/watchkeeper exec sdclient -- /usr/bin/sd-client {} </dev/null >/dev/null 2>&1 &"
+
+
+def sdn_wait(g, text, after=-1.0, timeout=30.0):
+    """The guest timestamp of the first kernel-log line with TEXT after AFTER, waited for."""
+    deadline = time.monotonic() + timeout
+    while True:
+        ts = klog_ts(g, text, after)
+        if ts is not None:
+            return ts
+        if time.monotonic() > deadline:
+            raise HarnessError(f"{g.name}: no kernel-log line {text!r} within {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def sdn_component(s):
+    return component(s, "sdclient") or {}
+
+
+def sdn_kill(g):
+    g.sh("pid=$(cat /run/watchkeeper/exec/sdclient.pid); kill -9 $pid; "
+         "while kill -0 $pid 2>/dev/null; do sleep 0.05; done")
+
+
+def s_sd_notify(ctx):
+    """A daemon that speaks sd_notify through Debian's libsystemd, started by
+    watchkeeper exec on the BusyBox appliance."""
+    g = ctx.guest(append="wk.config=notify", image="aarch64-notify")
+    boot(ctx, g)
+    pid = g.agent_pid()[0]
+    hwm0 = g.sh(f"grep VmHWM /proc/{pid}/status")
+    # -- healthy for minutes: READY=1, then a ping every quarter of WATCHDOG_USEC, while
+    # another process floods the socket with 10^5 datagrams; then 30 s of pings alone
+    g.sh(SDN_EXEC.format(f"status=serving ready flood=100000 mark=flood-over "
+                         f"pings={int(30 / (SDN_TIMEOUT / 4))} mark=pings-stopped"))
+    env = sdn_wait(g, "wk-test: sd-client pid")
+    line = next(t for ts, t in g.klog("wk-test: sd-client pid") if ts == env)
+    ctx.log(f"client: {line}")
+    ctx.check("libsystemd saw what exec set: sd_watchdog_enabled 1, WATCHDOG_USEC = the timeout",
+              "sd_watchdog_enabled 1, usec 2000000" in line, line)
+    _, st = g.wait_status(lambda s: sdn_component(s).get("state") == "alive", 20, what="sdclient ready")
+    ctx.check("status shows the daemon's STATUS=", (sdn_component(st).get("daemon") or {}).get("status") == "serving",
+              json.dumps(sdn_component(st)))
+    t0, states = time.monotonic(), set()
+    while klog_ts(g, "wk-test: pings-stopped") is None and time.monotonic() - t0 < 600:
+        states.add(sdn_component(g.status()).get("state"))
+        time.sleep(5)
+    ctx.check(f"alive for {time.monotonic() - t0:.0f} s on its pings alone, flood or not", states == {"alive"},
+              str(states))
+    over = sdn_wait(g, "wk-test: flood-over")
+    sent = next(t for ts, t in g.klog("wk-test: flood:") if "sent in" in t and ts <= over)
+    gap = next(t for ts, t in g.klog("wk-test: flood: longest") if ts <= over)
+    ctx.log(f"client: {sent}; {gap}")
+    m_sent = re.search(r"(\d+) datagrams sent in (\d+) ms", sent)
+    m_gap = re.search(r"longest feed gap (\d+) ms, stranger exit (-?\d+)", gap)
+    ctx.check("the stranger sent its 10^5 datagrams", m_sent and int(m_sent.group(1)) == 100000 and
+              m_gap and m_gap.group(2) == "0", f"{sent} / {gap}")
+    ctx.figure("flood: 10^5 datagrams from another process, sent in", int(m_sent.group(2)) / 1000, "s",
+               "the socket queue holds 10 (net.unix.max_dgram_qlen)")
+    ctx.figure("flood: longest gap between two feeds", int(m_gap.group(1)) / 1000, "s", "feed_interval 1 s")
+    ctx.check("no feed was delayed by the flood (longest gap under feed_interval + 250 ms)",
+              int(m_gap.group(1)) <= 1250, gap)
+    hwm1 = g.sh(f"grep VmHWM /proc/{pid}/status")
+    ctx.check("the agent's peak memory did not grow (VmHWM), same agent",
+              hwm0 == hwm1 and g.agent_pid() == [pid], f"{hwm0} -> {hwm1}")
+    # -- the pings stop (the process lives on): dead at the timeout after the last one
+    mark = sdn_wait(g, "wk-test: pings-stopped", timeout=60)
+    dead = sdn_wait(g, "component sdclient is dead", after=mark)
+    lateness = dead - (mark + SDN_TIMEOUT)
+    ctx.figure("pings stopped -> 'is dead', past the timeout (guest clock)", lateness, "s")
+    ctx.check("dead at its timeout after the last ping (never early, at most 100 ms late)",
+              -0.01 <= lateness <= 0.1, f"{lateness:+.3f} s")
+    # -- a trigger: dead at once, the repair started at once
+    sdn_kill(g)
+    g.sh(SDN_EXEC.format("ready pings=8 mark=trigger trigger pings=1000"))
+    trig = sdn_wait(g, "wk-test: trigger", after=dead)
+    died = sdn_wait(g, "it reported its own failure (WATCHDOG=trigger)", after=trig)
+    repair = sdn_wait(g, "wk-test: repair of sdclient started", after=trig)
+    ctx.figure("WATCHDOG=trigger -> 'is dead' (guest clock)", died - trig, "s")
+    ctx.figure("WATCHDOG=trigger -> its repair running (guest clock)", repair - trig, "s")
+    ctx.check("the repair started within 100 ms of the trigger", repair - trig <= 0.1, f"{repair - trig:.3f} s")
+    # -- a foreign sender: another client, not the main process, pings; the main one is silent
+    sdn_kill(g)
+    g.sh(SDN_EXEC.format("ready pings=8 mark=main-silent"))
+    silent = sdn_wait(g, "wk-test: main-silent", after=repair)
+    g.sh("NOTIFY_SOCKET=/run/watchkeeper/notify setsid /usr/bin/sd-client pings=100000 "
+         "</dev/null >/dev/null 2>&1 & echo $! >/run/stranger.pid")
+    dead2 = sdn_wait(g, "component sdclient is dead", after=silent)
+    ignored = sdn_wait(g, "(not the main process of a component that listens)", after=silent)
+    ctx.check("a foreign sender's pings are ignored (and reported); the silent daemon dies at its timeout",
+              SDN_TIMEOUT - 0.01 <= dead2 - silent <= SDN_TIMEOUT + 0.1,
+              f"dead {dead2 - silent:.3f} s after its last ping, the ignored ones reported "
+              f"{ignored - silent:.3f} s after")
+    g.sh("kill -9 $(cat /run/stranger.pid)")
+    ctx.check("no reset so far", len(g.boots) == 1 and not no_reset_since(g, 0), str(no_reset_since(g, 0)))
+    # -- no READY=1: the agent restarts (init respawns it) and the daemon pings without READY
+    sdn_kill(g)
+    g.sh(SDN_EXEC.format("pings=100000"))
+    g.sh(f"kill -9 {pid}")
+    g.wait_status(lambda st: st["agent"]["running"] and st["agent"]["pid"] != pid, 20, what="the agent respawned")
+    t_new = time.monotonic()
+    _, s = g.wait_status(lambda st: sdn_component(st).get("state") in ("dead", "repairing"),
+                         SDN_GRACE + 20, what="sdclient dead without READY=1")
+    ctx.check("without READY=1 the daemon is dead at the grace end, whatever its pings",
+              sdn_component(s).get("reason") == "no READY=1 within the startup grace period",
+              json.dumps(sdn_component(s)))
+    ctx.figure("agent respawned -> the pinging daemon without READY=1 dead (host clock)",
+               time.monotonic() - t_new, "s", f"grace {SDN_GRACE:.0f} s")
+
+
 SCENARIOS = [
     # (number, name, function, estimated seconds)
     (1, "healthy-soak", s_healthy_soak, None),
@@ -1589,6 +1723,7 @@ SCENARIOS = [
     (13, "debian-systemd", s_debian_systemd, 240),
     (14, "debian-shutdowns", s_debian_shutdowns, 180),
     (15, "debian-armhf", s_debian_armhf, 200),
+    (16, "sd-notify", s_sd_notify, 260),
 ]
 
 
@@ -1721,6 +1856,9 @@ def main():
             images[board] = build_appliance(board, os.path.join(args.workdir, "images"),
                                             configs_dir=CONFIGS_DIR)
             print(f"appliance image for {board}: {images[board]}", flush=True)
+        if any(s[1] == "sd-notify" for s in chosen):
+            images["aarch64-notify"] = notify_image(os.path.join(args.workdir, "images"))
+            print(f"appliance image with the libsystemd client: {images['aarch64-notify']}", flush=True)
         for arch in debian_arches:
             print(f"Debian {arch} appliance: board/qemu/build-debian.sh, board/build-deb", flush=True)
             d = debian.build(arch, os.path.join(args.workdir, "images"))
