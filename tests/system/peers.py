@@ -12,7 +12,7 @@ must reset. The peers, as shipped:
                heartbeat stops the feed at once and the hardware resets the board. Its
                cadences are its defaults: a feed every quarter of the hardware timeout
                (2.5 s), the safety net every 1 s (it wakes at deadlines and on events).
-  daemon       Debian's `watchdog` 5.16 with its libraries (tests/system/peers/fetch-daemon.sh);
+  daemon       Debian's `watchdog` 5.16 with its libraries (tests/system/fetch-debian-files.sh);
                `interval = 1` (a check and a feed each second), `file =` + `change = 10`,
                `retry-timeout = 0` (else it waits 60 s more), no repair binary: it shuts
                the system down and reboots.
@@ -157,7 +157,8 @@ def shell_vars(command):
 def build_image(workdir, hearts_counts, kill9=False):
     """The benchmark's initramfs: the stock appliance plus all three peers and their configs.
     KILL9: watchkeeper's configs hold the kill -9 part's pidfile component too."""
-    daemon = shell_vars([os.path.join(PEER_DIR, "fetch-daemon.sh"), "arm64"])
+    daemon = shell_vars([os.path.join(os.path.dirname(PEER_DIR), "fetch-debian-files.sh"), "arm64",
+                         "watchdog-daemon", "watchdog", "libc6", "--", "/usr/sbin/watchdog"])
     tag = "-kill9" if kill9 else ""
     conf = os.path.join(workdir, f"peers-conf{tag}")
     os.makedirs(conf, exist_ok=True)
@@ -172,8 +173,8 @@ def build_image(workdir, hearts_counts, kill9=False):
         (os.path.join(PEER_DIR, "busybox-heartbeat"), "/usr/sbin/busybox-heartbeat"),
         (conf, "/etc/peers"),
     ]
-    daemon_files = daemon["WK_DAEMON_FILES"].split()
-    adds += [(daemon["WK_DAEMON_ROOT"] + f, f) for f in daemon_files]
+    daemon_files = daemon["WK_FILES"].split()
+    adds += [(daemon["WK_ROOT"] + f, f) for f in daemon_files]
     initrd = os.path.join(workdir, f"peers{tag}.cpio.gz")
     cmd = [os.path.join(BOARD_DIR, "qemu", "build-initramfs.sh"), "arm64", initrd]
     for src, dest in adds:
@@ -182,14 +183,14 @@ def build_image(workdir, hearts_counts, kill9=False):
     kernel = shell_vars([os.path.join(BOARD_DIR, "qemu", "fetch-kernel.sh"), "arm64"])
     sizes = {
         "watchkeeper": [("watchkeeper (static)", os.path.getsize(binary_path("aarch64")))],
-        "daemon": [(os.path.basename(f), os.path.getsize(daemon["WK_DAEMON_ROOT"] + f))
+        "daemon": [(os.path.basename(f), os.path.getsize(daemon["WK_ROOT"] + f))
                    for f in daemon_files],
         "busybox": [("busybox (static, all applets)", os.path.getsize(kernel["WK_BUSYBOX"])),
                     ("busybox-heartbeat", os.path.getsize(os.path.join(PEER_DIR, "busybox-heartbeat")))],
     }
     versions = {
-        "daemon": daemon["WK_DAEMON_VERSION"],
-        "libc": daemon["WK_LIBC_VERSION"],
+        "daemon": daemon["WK_VERSION_watchdog"],
+        "libc": daemon["WK_VERSION_libc6"],
         "busybox": kernel["WK_BUSYBOX_VERSION"],
         "kernel": kernel["WK_KERNEL_RELEASE"],
     }
