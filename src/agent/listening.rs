@@ -15,7 +15,9 @@
 //! (alive while it runs, dead when it exits) and one with `liveness = "both"` by its file,
 //! and the fault pattern shows.
 //!
-//! Invariants: nothing here allocates after [`Listening::new`]; a component's `STATUS=`,
+//! Invariants: nothing here allocates after [`Listening::new`]; nothing a daemon sends is
+//! logged more than once per main process, nor a stranger's more than once per report
+//! interval; a component's `STATUS=`,
 //! `STOPPING=1` and `WATCHDOG_USEC=` belong to its main process, and are forgotten when
 //! another one takes its place.
 
@@ -40,6 +42,11 @@ pub(super) struct Daemon {
     pub(super) status: heapless::String<MAX_NOTIFY_STATUS_LEN>,
     /// It sent `STOPPING=1`.
     pub(super) stopping: bool,
+    /// A value that means nothing was reported (once per main process: a daemon that
+    /// sends one with every ping must not flood the log).
+    malformed_reported: bool,
+    /// Its `WATCHDOG=trigger` was reported (once per main process, likewise).
+    trigger_reported: bool,
 }
 
 /// Datagrams ignored since the last report of them.
@@ -93,6 +100,8 @@ impl Listening {
                 main_pid: None,
                 status: heapless::String::new(),
                 stopping: false,
+                malformed_reported: false,
+                trigger_reported: false,
             })
             .collect();
         let mut listening = Listening {
@@ -167,6 +176,8 @@ impl Listening {
             self.changed |= daemon.stopping || !daemon.status.is_empty();
             daemon.status.clear();
             daemon.stopping = false;
+            daemon.malformed_reported = false;
+            daemon.trigger_reported = false;
             let mut policy = daemon.policy;
             policy.awaits_ready = self.socket.bound();
             sup.set_policy(index, policy);
@@ -242,14 +253,15 @@ impl Listening {
                 continue;
             }
             let name = names.get(index).map_or("?", |n| n.as_str());
-            if message.malformed > 0 {
+            if message.malformed > 0 && !daemon.malformed_reported {
+                daemon.malformed_reported = true;
                 log::warn!(
-                    "component {name}: {} sd_notify assignments with a value that means nothing were ignored (from pid {pid})",
-                    message.malformed
+                    "component {name}: its daemon (pid {pid}) sent an sd_notify assignment with a value that means nothing (e.g. WATCHDOG_USEC=soon); ignored, the rest of its messages read (said once per process)"
                 );
             }
             if let Some(timeout) = message.watchdog_timeout
                 && let Some(policy) = sup.policy(index)
+                && policy.timeout != timeout
             {
                 let mut changed = *policy;
                 changed.timeout = timeout;
@@ -265,9 +277,12 @@ impl Listening {
             match message.watchdog {
                 Some(Watchdog::Ping) => sup.notify_beat(index, now),
                 Some(Watchdog::Trigger) => {
-                    log::warn!(
-                        "component {name}: its daemon reported a failure (WATCHDOG=trigger)"
-                    );
+                    if !daemon.trigger_reported {
+                        daemon.trigger_reported = true;
+                        log::warn!(
+                            "component {name}: its daemon (pid {pid}) reported a failure (WATCHDOG=trigger)"
+                        );
+                    }
                     sup.notify_trigger(index, now);
                 }
                 None => {}
