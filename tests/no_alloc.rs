@@ -653,9 +653,14 @@ fn sd_notify_messages_and_a_flood_of_strangers_allocate_nothing() {
     assert_eq!(sent, 100_000, "the stranger gave up");
     assert!(iterations > 1_000, "{iterations} iterations");
     assert!(feeds.get() >= 15, "fed {} times in 20 s", feeds.get());
-    for state in ["starting", "alive", "dead"] {
-        assert!(states.contains(state), "never {state}: {states:?}");
-    }
+    // A dead component whose repair runs shows "repairing"; under qemu-user a repair can
+    // outlast a death in simulated time.
+    assert!(
+        states.contains("starting")
+            && states.contains("alive")
+            && (states.contains("dead") || states.contains("repairing")),
+        "{states:?}"
+    );
     assert!(socket.exists(), "the removed socket was bound again");
     std::fs::remove_dir_all(&dir).unwrap();
 }
