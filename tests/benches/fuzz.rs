@@ -1967,9 +1967,18 @@ fn check_history(dirs: &Dirs, input: &[u8]) -> Outcome {
     let parsed = History::parse(text);
     // The file reader says more than the text parser (what it does with the file), but
     // the verdict, and the parser's own words within it, must be the same.
+    // A file over the history's size is refused for its size before it is parsed.
+    let too_large = |message: &str| {
+        message
+            .split("larger than the ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse::<usize>().ok())
+            .is_some_and(|limit| input.len() > limit)
+    };
     let agree = match (&parsed, &from_file) {
         (Ok(a), Ok(b)) => a == b,
-        (Err(e), Err(message)) => message.contains(&e.to_string()),
+        (Err(e), Err(message)) => message.contains(&e.to_string()) || too_large(message),
         _ => false,
     };
     if !agree {
