@@ -557,17 +557,7 @@ def agent_killed(ctx, g, boot_no, wd_fires_event):
     time.sleep(2 * HW_TIMEOUT)
     ctx.check(f"no reset in the {time.monotonic() - t_send:.0f} s after the kill", not no_reset_since(g, t_send),
               str(no_reset_since(g, t_send)))
-    s = wait_alive(ctx, g)
-    pid = s["agent"]["pid"]
-    t_send = time.monotonic()
-    g.sh(f"kill -STOP {pid}")
-    t_ack = time.monotonic()
-    ctx.log(f"kill -STOP watchkeeper (pid {pid}): hung, so init respawns nothing")
-    t_reset, desc = reset_instant(g, t_send, timeout=HW_TIMEOUT + 30)
-    ctx.log(f"reset: {desc}")
-    # The last feed came up to feed_interval (1 s) before the stop.
-    reset_window_check(ctx, "agent hung (SIGSTOP) -> board reset", t_reset - t_ack, t_reset - t_send,
-                       HW_TIMEOUT - 1.2, HW_TIMEOUT + MARGIN, stall(g, t_send, t_reset))
+    t_ack, t_reset, desc = hang_agent(ctx, g, HW_TIMEOUT, "init respawns nothing")
     ctx.check("QMP event sequence", ("WATCHDOG" in desc) == wd_fires_event, desc)
     frozen = g.led.pulses(t_ack + 0.3, t_reset - 0.05)
     ctx.check("LED frozen while the agent hung (no more edges)", not frozen, f"{len(frozen)} pulses")
@@ -590,6 +580,23 @@ def agent_killed(ctx, g, boot_no, wd_fires_event):
                "driver reports WDIOF_CARDRESET" if prev.get("end") == "watchdog" else
                "driver reports no WDIOF_CARDRESET")
     return prev.get("end")
+
+
+def hang_agent(ctx, g, hw_timeout, why):
+    """kill -STOP of the running agent (alive, so nothing restarts it: WHY); checks the reset
+    comes within the hardware timeout. Returns (host time the stop was answered, of the
+    reset, the reset's description)."""
+    pid = wait_alive(ctx, g)["agent"]["pid"]
+    t_send = time.monotonic()
+    g.sh(f"kill -STOP {pid}")
+    t_ack = time.monotonic()
+    ctx.log(f"kill -STOP watchkeeper (pid {pid}): hung, {why}")
+    t_reset, desc = reset_instant(g, t_send, timeout=hw_timeout + 30)
+    ctx.log(f"reset: {desc}")
+    # The last feed came up to feed_interval (1 s) before the stop.
+    reset_window_check(ctx, "agent hung (SIGSTOP) -> board reset", t_reset - t_ack, t_reset - t_send,
+                       hw_timeout - 1.2, hw_timeout + MARGIN, stall(g, t_send, t_reset))
+    return t_ack, t_reset, desc
 
 
 def s_agent_killed(ctx):
@@ -1531,16 +1538,8 @@ def s_debian_shutdowns(ctx):
     g.sh("rm /etc/systemd/system.conf.d/90-runtime-watchdog.conf && sync")
     g.run_nowait("systemctl reboot")
     deb_boot(ctx, g, 4)
-    s = wait_alive(ctx, g)
-    pid = s["agent"]["pid"]
-    t_h = time.monotonic()
-    g.sh(f"kill -STOP {pid}")
-    t_ack = time.monotonic()
-    ctx.log(f"RuntimeWatchdogSec removed, rebooted; kill -STOP watchkeeper (pid {pid})")
-    t_reset, desc = reset_instant(g, t_h, timeout=DEB_HW_TIMEOUT + 30)
-    ctx.log(f"reset: {desc}")
-    reset_window_check(ctx, "agent hung (SIGSTOP) -> board reset", t_reset - t_ack, t_reset - t_h,
-                       DEB_HW_TIMEOUT - 1.2, DEB_HW_TIMEOUT + MARGIN, stall(g, t_h, t_reset))
+    ctx.log("RuntimeWatchdogSec removed, rebooted")
+    hang_agent(ctx, g, DEB_HW_TIMEOUT, "systemd restarts nothing")
     deb_boot(ctx, g, 5)
     prev = deb_previous(g, 4)
     ctx.check("the hung agent's boot is recorded as a watchdog reset the agent did not ask for",
