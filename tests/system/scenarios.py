@@ -1637,8 +1637,10 @@ def s_sd_notify(ctx):
     _, st = g.wait_status(lambda s: sdn_component(s).get("state") == "alive", 20, what="sdclient ready")
     ctx.check("status shows the daemon's STATUS=", (sdn_component(st).get("daemon") or {}).get("status") == "serving",
               json.dumps(sdn_component(st)))
-    # The agent's resident memory, 30 s into the flood (its first-time paths and pages
-    # taken) and after it: a leak of even 16 bytes per datagram would add 1.6 MB.
+    # The agent's resident memory, 30 s into the flood and after it. An allocation kept per
+    # datagram (16 bytes at the least) would add 1.6 MB; what may show is a one-time jump of
+    # pages first touched (264 kB seen on a busy host: stack, a buffer's untouched tail),
+    # which the no-allocation test (tests/no_alloc.rs, the same flood) tells apart.
     t0, states, rss = time.monotonic(), set(), []
     while klog_ts(g, "wk-test: pings-stopped") is None and time.monotonic() - t0 < 600:
         states.add(sdn_component(g.status()).get("state"))
@@ -1664,8 +1666,8 @@ def s_sd_notify(ctx):
     kb = [[int(n) for n in re.findall(r"(\d+) kB", r)] for r in rss]
     ctx.figure("agent VmHWM, VmRSS 30 s into the flood -> after it", " -> ".join(
         f"{a} kB, {b} kB" for a, b in kb) if len(kb) == 2 else str(rss))
-    ctx.check("the agent's memory did not grow through the flood (at most 16 kB: pages, not datagrams)",
-              len(kb) == 2 and kb[1][0] - kb[0][0] <= 16 and kb[1][1] - kb[0][1] <= 16
+    ctx.check("the agent's memory did not grow with the flood (under 512 kB: not 5 bytes a datagram)",
+              len(kb) == 2 and kb[1][0] - kb[0][0] < 512 and kb[1][1] - kb[0][1] < 512
               and g.agent_pid() == [pid], str(rss))
     # -- the pings stop (the process lives on): dead at the timeout after the last one
     mark = sdn_wait(g, "wk-test: pings-stopped", timeout=60)
