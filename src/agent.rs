@@ -148,7 +148,10 @@ pub struct Agent<P: OutputPin, C: Clock> {
     repairs: Repairs,
     parts: Parts<P, C>,
     actions: Box<heapless::Vec<Action, MAX_ACTIONS>>,
-    status: Box<heapless::String<MAX_STATUS_LEN>>,
+    /// The snapshot's buffer; `None` only while [`Agent::write_status`] fills it (taking
+    /// the box out moves a pointer: a 128 KiB value on the stack would touch as many
+    /// pages of it).
+    status: Option<Box<heapless::String<MAX_STATUS_LEN>>>,
     shown: (Pattern, Instant),
     next_pass: Instant,
     written_generation: Option<u64>,
@@ -228,7 +231,8 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             }
             None => None,
         };
-        let listening = Listening::new(config, &mut sup);
+        let identity = status::agent_identity();
+        let listening = Listening::new(config, &mut sup, &parts.run, &identity.boot_id);
         if listening.as_ref().is_some_and(Listening::broken) {
             sup.set_fault(true);
         }
@@ -246,7 +250,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             listening,
             repairs: Repairs::default(),
             actions: Box::default(),
-            status: Box::default(),
+            status: Some(Box::default()),
             shown: (Pattern::Healthy, now),
             next_pass: now,
             written_generation: None,
@@ -254,7 +258,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             led_failing: false,
             config_path: config.path.clone(),
             hardware_timeout,
-            identity: status::agent_identity(),
+            identity,
             parts,
         })
     }
@@ -493,7 +497,8 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             None => (Process::Unknown, false),
         };
         if let Some(listening) = self.listening.as_mut() {
-            listening.process_seen(index, process, look.at, &mut self.sup);
+            let name = self.names.get(index).map_or("?", |n| n.as_str());
+            listening.process_seen(index, process, look.at, &mut self.sup, name);
         }
         self.sup.observe(
             index,
@@ -531,11 +536,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
                             steps: self.parts.clock.wall_steps(),
                         };
                         for index in 0..self.watched.len() {
-                            if self
-                                .listening
-                                .as_ref()
-                                .is_some_and(|l| l.daemon(index).is_some())
-                            {
+                            if self.listening.as_ref().is_some_and(|l| l.listens(index)) {
                                 self.observe_one(index, look);
                             }
                         }
@@ -773,7 +774,9 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
 
     /// Rewrites the status snapshot that `watchkeeper status` reads.
     fn write_status(&mut self, now: Instant) {
-        let mut out = core::mem::take(&mut *self.status);
+        let Some(mut out) = self.status.take() else {
+            return;
+        };
         if self.render_status(now, &mut out).is_err() {
             log::error!("the status snapshot does not fit in {MAX_STATUS_LEN} bytes");
         }
@@ -784,7 +787,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
                 e.desc()
             );
         }
-        *self.status = out;
+        self.status = Some(out);
         self.written_generation = Some(self.sup.generation());
     }
 
@@ -821,8 +824,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
                 daemon: self
                     .listening
                     .as_ref()
-                    .and_then(|l| l.daemon(index))
-                    .map(|d| (d.stopping, d.status.as_str())),
+                    .and_then(|l| l.record(index, &self.sup)),
             });
         }
         writer.finish()

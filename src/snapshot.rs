@@ -7,15 +7,19 @@
 //! here as `|`):
 //!
 //! ```text
-//! watchkeeper-status 4
+//! watchkeeper-status 5
 //! agent|PID|START_TIME|BOOT_ID|WRITTEN_MS|LED|HOLD|RESETTING|CONFIG|TAKEOVER
-//! component|NAME|POSITION|STATE|SINCE_MS|REPAIRS|REASON|STOPPING|DAEMON_STATUS
+//! component|NAME|POSITION|STATE|SINCE_MS|REPAIRS|REASON|MAIN_PID|MAIN_START|READY|TIMEOUT_US|STOPPING|DAEMON_STATUS
 //! end|LISTED|OMITTED
 //! ```
 //!
-//! `STOPPING` is empty for a component that does not listen for sd_notify messages, else
-//! 0 or 1 (its daemon sent `STOPPING=1`); `DAEMON_STATUS` is its last `STATUS=` text, and
-//! always empty when `STOPPING` is.
+//! The last six fields describe the daemon of a component that listens for sd_notify
+//! messages, and are all empty for one that does not. `MAIN_PID` and `MAIN_START` are its
+//! main process (empty while no pidfile names one), `READY` is 1 once that process sent
+//! `READY=1`, `TIMEOUT_US` is its timeout now (the config's, or its `WATCHDOG_USEC=`),
+//! `STOPPING` is 1 once it sent `STOPPING=1`, `DAEMON_STATUS` is its last `STATUS=` text.
+//! A restarted agent reads them back (see `agent::listening`): a daemon says `READY=1`
+//! once, to the agent that ran then.
 //!
 //! Every text field is escaped ([`escape_bytes`]): a backslash, a tab, a newline, any
 //! other ASCII control byte and any byte that is not UTF-8 are written as `\\`, `\t`, `\n`,
@@ -36,7 +40,7 @@ use crate::limits::{MAX_COMPONENTS, MAX_STATUS_LEN};
 /// First word of the header line.
 pub(crate) const MAGIC: &str = "watchkeeper-status";
 /// The format version this build writes and reads.
-pub(crate) const VERSION: u32 = 4;
+pub(crate) const VERSION: u32 = 5;
 /// Room kept for the `end` record while components are written.
 const END_RESERVE: usize = 64;
 
@@ -78,9 +82,24 @@ pub struct ComponentRecord<'a, S: Display, R: Display> {
     pub since_ms: u64,
     pub repairs: u32,
     pub reason: Option<R>,
-    /// For a component that listens for sd_notify messages: whether its daemon is
-    /// stopping, and its last `STATUS=`.
-    pub daemon: Option<(bool, &'a str)>,
+    /// For a component that listens for sd_notify messages: what its daemon said.
+    pub daemon: Option<Daemon<&'a str>>,
+}
+
+/// What a listening component's daemon said, as the agent writes it (`T = &str`) and as
+/// read (`T = Text`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Daemon<T> {
+    /// Its main process (pid, start time), once a pidfile named one.
+    pub main: Option<(i32, u64)>,
+    /// That process sent `READY=1`.
+    pub ready: bool,
+    /// Its timeout now, in microseconds: the config's, or its `WATCHDOG_USEC=`.
+    pub timeout_us: u64,
+    /// It sent `STOPPING=1`.
+    pub stopping: bool,
+    /// Its last `STATUS=`.
+    pub status: T,
 }
 
 /// Writes a snapshot into a fixed buffer: [`Writer::new`], [`Writer::component`] for each
@@ -192,11 +211,22 @@ impl<'o, const N: usize> Writer<'o, N> {
         if let Some(reason) = &c.reason {
             escaped(out, reason)?;
         }
-        if let Some((stopping, status)) = c.daemon {
-            write!(out, "\t{}\t", u8::from(stopping))?;
-            escaped(out, status)?;
-        } else {
-            out.push_str("\t\t").map_err(|_| fmt::Error)?;
+        match &c.daemon {
+            Some(d) => {
+                match d.main {
+                    Some((pid, start)) => write!(out, "\t{pid}\t{start}")?,
+                    None => out.push_str("\t\t").map_err(|_| fmt::Error)?,
+                }
+                write!(
+                    out,
+                    "\t{}\t{}\t{}\t",
+                    u8::from(d.ready),
+                    d.timeout_us,
+                    u8::from(d.stopping)
+                )?;
+                escaped(out, d.status)?;
+            }
+            None => out.push_str("\t\t\t\t\t\t").map_err(|_| fmt::Error)?,
         }
         writeln!(out)
     }
@@ -231,14 +261,7 @@ pub struct Component {
     pub since_ms: u64,
     pub repairs: u32,
     pub reason: Option<Text>,
-    pub daemon: Option<Daemon>,
-}
-
-/// What a listening component's daemon said, as read.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Daemon {
-    pub stopping: bool,
-    pub status: Text,
+    pub daemon: Option<Daemon<Text>>,
 }
 
 /// A whole snapshot, as read.
@@ -273,8 +296,8 @@ pub enum Defect {
     WrongCount,
     NoEnd,
     AfterEnd,
-    /// A daemon status for a component that does not listen.
-    StrayStatus,
+    /// Daemon fields for a component that does not listen, or only some of them.
+    PartialDaemon,
 }
 
 /// A defect and the line (1-based) where it is.
@@ -313,9 +336,9 @@ impl Display for Defect {
             }
             Defect::NoEnd => f.write_str("it stops before the end record (cut short)"),
             Defect::AfterEnd => f.write_str("text after the end record"),
-            Defect::StrayStatus => {
-                f.write_str("a daemon status for a component that does not listen for them")
-            }
+            Defect::PartialDaemon => f.write_str(
+                "the daemon fields must be all empty (a component that does not listen) or all set but the main process",
+            ),
         }
     }
 }
@@ -429,16 +452,41 @@ fn parse_component(line: &str) -> Result<Component, Defect> {
         since,
         repairs,
         reason,
+        main_pid,
+        main_start,
+        ready,
+        timeout,
         stopping,
         status,
-    ] = fields::<9>(line, "component")?;
-    let daemon = match stopping {
-        "" if status.is_empty() => None,
-        "" => return Err(Defect::StrayStatus),
-        _ => Some(Daemon {
+    ] = fields::<13>(line, "component")?;
+    let daemon = if [main_pid, main_start, ready, timeout, stopping, status]
+        .iter()
+        .all(|f| f.is_empty())
+    {
+        None
+    } else {
+        if ready.is_empty()
+            || timeout.is_empty()
+            || stopping.is_empty()
+            || main_pid.is_empty() != main_start.is_empty()
+        {
+            return Err(Defect::PartialDaemon);
+        }
+        let main = if main_pid.is_empty() {
+            None
+        } else {
+            Some((
+                number(main_pid, "the main pid")?,
+                number(main_start, "the main process's start time")?,
+            ))
+        };
+        Some(Daemon {
+            main,
+            ready: flag(ready, "the ready flag")?,
+            timeout_us: number(timeout, "the daemon's timeout")?,
             stopping: flag(stopping, "the stopping flag")?,
             status: unescape(status)?,
-        }),
+        })
     };
     Ok(Component {
         name: unescape(name)?,
@@ -565,11 +613,23 @@ mod tests {
                 since_ms: 7,
                 repairs: 3,
                 reason: reason.as_deref(),
-                daemon: (i % 2 == 1).then_some((i == 1, "serving \t\\ requests")),
+                daemon: sample_daemon(i),
             });
         }
         writer.finish().unwrap();
         out
+    }
+
+    /// Component `i`'s daemon in [`write`]: every other one listens, with every field set
+    /// in turn.
+    fn sample_daemon(i: usize) -> Option<Daemon<&'static str>> {
+        (i % 2 == 1).then_some(Daemon {
+            main: (i % 4 == 1).then_some((i32::MAX, u64::MAX)),
+            ready: i == 1,
+            timeout_us: u64::MAX,
+            stopping: i == 3,
+            status: "serving \t\\ requests",
+        })
     }
 
     #[test]
@@ -607,10 +667,18 @@ mod tests {
             assert_eq!(s.agent.takeover, b"running");
             assert_eq!(s.omitted, 0);
             assert_eq!(s.components.len(), components.len());
-            for (got, (name, reason)) in s.components.iter().zip(&components) {
+            for (i, (got, (name, reason))) in s.components.iter().zip(&components).enumerate() {
                 assert_eq!(got.name, name.as_bytes());
                 assert_eq!(got.reason.as_deref(), reason.as_deref().map(str::as_bytes));
                 assert_eq!((got.since_ms, got.repairs), (7, 3));
+                let daemon = got.daemon.as_ref().map(|d| Daemon {
+                    main: d.main,
+                    ready: d.ready,
+                    timeout_us: d.timeout_us,
+                    stopping: d.stopping,
+                    status: core::str::from_utf8(&d.status).unwrap(),
+                });
+                assert_eq!(daemon, sample_daemon(i));
             }
         }
     }
@@ -633,7 +701,7 @@ mod tests {
 
     #[test]
     fn defects_name_their_line() {
-        let good = "watchkeeper-status 4\nagent\t1\t2\tb\t3\thealthy\t0\t0\t/c\trunning\ncomponent\tn\t1\talive\t0\t0\t\t\t\nend\t1\t0\n";
+        let good = "watchkeeper-status 5\nagent\t1\t2\tb\t3\thealthy\t0\t0\t/c\trunning\ncomponent\tn\t1\talive\t0\t0\t\t\t\t\t\t\t\nend\t1\t0\n";
         assert!(parse(good.as_bytes()).is_ok());
         let cases: &[(&[u8], usize, Defect)] = &[
             (b"", 1, Defect::Empty),
@@ -644,56 +712,71 @@ mod tests {
                 Defect::OtherVersion(Some(1)),
             ),
             (b"watchkeeper-status x\n", 1, Defect::OtherVersion(None)),
-            (b"watchkeeper-status 4\n", 2, Defect::NoAgent),
+            (b"watchkeeper-status 5\n", 2, Defect::NoAgent),
             (
-                b"watchkeeper-status 4\nagent\t1\t2\tb\t3\th\t0\t0\t/c\xff\trunning\nend\t0\t0\n",
+                b"watchkeeper-status 5\nagent\t1\t2\tb\t3\th\t0\t0\t/c\xff\trunning\nend\t0\t0\n",
                 2,
                 Defect::NotUtf8,
             ),
             (
-                b"watchkeeper-status 4\nagent\t1\t2\tb\t3\th\t0\t0\t/\0c\trunning\nend\t0\t0\n",
+                b"watchkeeper-status 5\nagent\t1\t2\tb\t3\th\t0\t0\t/\0c\trunning\nend\t0\t0\n",
                 2,
                 Defect::ControlByte,
             ),
             (
-                b"watchkeeper-status 4\nagent\t1\t2\tb\t3\th\t0\t0\t\\q\trunning\nend\t0\t0\n",
+                b"watchkeeper-status 5\nagent\t1\t2\tb\t3\th\t0\t0\t\\q\trunning\nend\t0\t0\n",
                 2,
                 Defect::BadEscape,
             ),
             (
-                b"watchkeeper-status 4\nagent\t+1\t2\tb\t3\th\t0\t0\t/c\trunning\nend\t0\t0\n",
+                b"watchkeeper-status 5\nagent\t+1\t2\tb\t3\th\t0\t0\t/c\trunning\nend\t0\t0\n",
                 2,
                 Defect::BadNumber("the pid"),
             ),
             (
-                b"watchkeeper-status 4\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\nend\t0\t0",
+                b"watchkeeper-status 5\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\nend\t0\t0",
                 3,
                 Defect::NoEnd,
             ),
             (
-                b"watchkeeper-status 4\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\n",
+                b"watchkeeper-status 5\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\n",
                 3,
                 Defect::NoEnd,
             ),
             (
-                b"watchkeeper-status 4\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\nend\t1\t0\n",
+                b"watchkeeper-status 5\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\nend\t1\t0\n",
                 3,
                 Defect::WrongCount,
             ),
             (
-                b"watchkeeper-status 4\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\nend\t0\t0\nx\n",
+                b"watchkeeper-status 5\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\nend\t0\t0\nx\n",
                 4,
                 Defect::AfterEnd,
             ),
             (
-                b"watchkeeper-status 4\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\nbogus\nend\t0\t0\n",
+                b"watchkeeper-status 5\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\nbogus\nend\t0\t0\n",
                 3,
                 Defect::UnknownRecord,
             ),
             (
-                b"watchkeeper-status 4\nagent\t1\t2\tb\t3\th\t2\t0\t/c\trunning\nend\t0\t0\n",
+                b"watchkeeper-status 5\nagent\t1\t2\tb\t3\th\t2\t0\t/c\trunning\nend\t0\t0\n",
                 2,
                 Defect::BadFlag("the hold flag"),
+            ),
+            (
+                b"watchkeeper-status 5\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\ncomponent\tn\t1\talive\t0\t0\t\t\t\t\t\t\tup\nend\t1\t0\n",
+                3,
+                Defect::PartialDaemon,
+            ),
+            (
+                b"watchkeeper-status 5\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\ncomponent\tn\t1\talive\t0\t0\t\t7\t\t1\t2\t0\t\nend\t1\t0\n",
+                3,
+                Defect::PartialDaemon,
+            ),
+            (
+                b"watchkeeper-status 5\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\ncomponent\tn\t1\talive\t0\t0\t\t\t\t2\t1\t0\t\nend\t1\t0\n",
+                3,
+                Defect::BadFlag("the ready flag"),
             ),
         ];
         for (bytes, line, defect) in cases {
@@ -716,7 +799,7 @@ mod tests {
     #[test]
     fn garbage_never_panics() {
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let good = b"watchkeeper-status 4\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\ncomponent\tn\t1\talive\t0\t0\tr\\x41\t1\tup\nend\t1\t0\n";
+        let good = b"watchkeeper-status 5\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\ncomponent\tn\t1\talive\t0\t0\tr\\x41\t7\t8\t1\t2000000\t1\tup\nend\t1\t0\n";
         for _ in 0..20_000 {
             let mut bytes = good.to_vec();
             for _ in 0..(seed % 4 + 1) {

@@ -104,13 +104,16 @@ fn a_daemon_started_by_exec_is_alive_by_its_pings_and_dead_when_they_stop() {
     });
     assert_eq!(
         daemon(&sb)["daemon"],
-        serde_json::json!({"stopping": false, "status": "serving"})
+        serde_json::json!({"pid": client.id(), "ready": true, "timeout_ms": 1000,
+                           "stopping": false, "status": "serving"})
     );
+    let text = sb.status();
     assert!(
-        sb.status()
-            .contains("daemons (sd_notify):\n  daemon: serving\n"),
-        "{}",
-        sb.status()
+        text.contains(&format!(
+            "daemons (sd_notify):\n  daemon: pid {}, ready, timeout 1s: serving\n",
+            client.id()
+        )),
+        "{text}"
     );
     // What libsystemd made of the environment exec set: enabled, 1 s, its own pid.
     let env = fs::read_to_string(sb.path("env")).unwrap();
@@ -317,6 +320,59 @@ fn a_removed_socket_is_bound_again_and_without_one_the_process_alone_is_judged()
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(state(&sb), "alive", "{}", sb.log());
     sb.assert_alive_and_feeding(&mut agent, &sb.path("run"));
+    kill9(&mut client);
+    kill9(&mut agent);
+}
+
+/// A daemon says READY=1 once. Started before the agent, `exec` holds it back until the
+/// socket listens, so that message is not lost; and a restarted agent carries on from the
+/// snapshot its predecessor left: the same process stays ready, with its own timeout and
+/// status, where waiting for a second READY=1 would kill it at the grace end.
+#[test]
+fn exec_waits_for_the_agent_and_a_restarted_agent_keeps_a_ready_daemon_ready() {
+    let sb = Sandbox::new("notify-restart");
+    notify_config(&sb, "1s", "3s", "");
+    let mut client = exec_client(&sb, "status=serving ready usec=2000000 pings=100000");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !sb.path("env").exists(),
+        "the client ran before the agent listened\n{}",
+        sb.log()
+    );
+    let mut agent = sb.start();
+    sb.wait_for("the daemon ready", Duration::from_secs(20), || {
+        state(&sb) == "alive"
+    });
+    assert!(
+        sb.log().contains("watchkeeper exec: no agent listens on"),
+        "{}",
+        sb.log()
+    );
+    let before = daemon(&sb)["daemon"].clone();
+    assert_eq!(
+        before,
+        serde_json::json!({"pid": client.id(), "ready": true, "timeout_ms": 2000,
+                           "stopping": false, "status": "serving"})
+    );
+    kill9(&mut agent);
+    let mut agent = sb.start();
+    sb.wait_for("the new agent's look", Duration::from_secs(20), || {
+        sb.log()
+            .contains("is the one the previous agent knew: ready (its READY=1 went to that agent)")
+    });
+    // Past the 3 s grace, with pings every 0.25 s: alive all along, never starting.
+    let since = std::time::Instant::now();
+    let mut seen = Vec::new();
+    while since.elapsed() < Duration::from_secs(5) {
+        let now = state(&sb);
+        if seen.last() != Some(&now) {
+            seen.push(now);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(seen, ["alive"], "{}", sb.log());
+    assert_eq!(daemon(&sb)["daemon"], before, "carried over whole");
+    assert!(!sb.log().contains(" is dead"), "{}", sb.log());
     kill9(&mut client);
     kill9(&mut agent);
 }

@@ -376,7 +376,7 @@ fn kill_9_mid_write_leaves_every_state_file_readable() {
             .read_to_string(&mut status)
             .unwrap();
         assert!(
-            status.starts_with("watchkeeper-status 4\n") && status.ends_with('\n'),
+            status.starts_with("watchkeeper-status 5\n") && status.ends_with('\n'),
             "round {round}: {status:?}"
         );
         if let Ok(problem) = fs::read_to_string(sb.path("run/problems/flappy")) {

@@ -15,6 +15,13 @@
 //! (alive while it runs, dead when it exits) and one with `liveness = "both"` by its file,
 //! and the fault pattern shows.
 //!
+//! A daemon says `READY=1` once, to the agent that ran then. A restarted agent reads what
+//! its predecessor knew from the status snapshot it left (same boot): a main process that
+//! is still the same one (pid and start time) keeps its readiness, its `WATCHDOG_USEC=`,
+//! `STATUS=` and `STOPPING=1`, and its startup is over; its next ping is due one timeout
+//! after the new agent first sees it. Without this, a restart of the agent would take
+//! every ready daemon for one that never got ready.
+//!
 //! Invariants: nothing here allocates after [`Listening::new`]; nothing a daemon sends is
 //! logged more than once per main process, nor a stranger's more than once per report
 //! interval; a component's `STATUS=`,
@@ -28,16 +35,26 @@ use crate::config::{Config, Liveness};
 use crate::core::notify::{self, Watchdog};
 use crate::core::supervisor::{Policy, Process, Supervisor};
 use crate::core::time::Instant;
-use crate::limits::{MAX_NOTIFY_READS, MAX_NOTIFY_STATUS_LEN, REFUSAL_REPORT_INTERVAL_MS};
+use crate::limits::{
+    MAX_DURATION_SECS, MAX_NOTIFY_READS, MAX_NOTIFY_STATUS_LEN, MAX_STATUS_LEN,
+    REFUSAL_REPORT_INTERVAL_MS,
+};
 use crate::os::notify_socket::NotifySocket;
+use crate::os::rundir::RunDir;
+use crate::snapshot;
 
 /// A listening component's daemon, as its messages describe it.
 pub(super) struct Daemon {
     liveness: Liveness,
     /// The policy of the config: what a new main process starts from.
     policy: Policy,
-    /// The process its pidfile named at the last look.
+    /// The process its pidfile named at the last look, and that process's start time.
     main_pid: Option<i32>,
+    main_start: u64,
+    /// That process sent `READY=1`.
+    ready: bool,
+    /// What the previous agent's snapshot said of it, until the first process is seen.
+    carried: Option<snapshot::Daemon<Vec<u8>>>,
     /// Its last `STATUS=`.
     pub(super) status: heapless::String<MAX_NOTIFY_STATUS_LEN>,
     /// It sent `STOPPING=1`.
@@ -85,12 +102,21 @@ pub(super) struct Listening {
 }
 
 impl Listening {
-    /// The listener for `config`'s components, `None` when none listens. A socket that
-    /// cannot be bound is logged and tried again at each upkeep.
-    pub(super) fn new(config: &Config, sup: &mut Supervisor) -> Option<Listening> {
+    /// The listener for `config`'s components, `None` when none listens, carrying on from
+    /// the snapshot a previous agent of boot `boot_id` left in `run`. A socket that cannot
+    /// be bound is logged and tried again at each upkeep.
+    pub(super) fn new(
+        config: &Config,
+        sup: &mut Supervisor,
+        run: &RunDir,
+        boot_id: &str,
+    ) -> Option<Listening> {
         if !config.listens() {
             return None;
         }
+        let mut previous = previous_snapshot(run, boot_id)
+            .map(|s| s.components)
+            .unwrap_or_default();
         let daemons = config
             .components
             .iter()
@@ -98,6 +124,12 @@ impl Listening {
                 liveness: c.liveness,
                 policy: c.policy,
                 main_pid: None,
+                main_start: 0,
+                ready: false,
+                carried: previous
+                    .iter_mut()
+                    .find(|p| p.name == c.name.as_str().as_bytes())
+                    .and_then(|p| p.daemon.take()),
                 status: heapless::String::new(),
                 stopping: false,
                 malformed_reported: false,
@@ -127,8 +159,24 @@ impl Listening {
         !self.socket.bound()
     }
 
-    pub(super) fn daemon(&self, index: usize) -> Option<&Daemon> {
-        self.daemons.get(index).filter(|d| d.liveness.listens())
+    /// What the snapshot shows of listening component `index`'s daemon.
+    pub(super) fn record(&self, index: usize, sup: &Supervisor) -> Option<snapshot::Daemon<&str>> {
+        let d = self.daemons.get(index).filter(|d| d.liveness.listens())?;
+        Some(snapshot::Daemon {
+            main: d.main_pid.map(|pid| (pid, d.main_start)),
+            ready: d.ready,
+            timeout_us: sup.policy(index).map_or(0, |p| {
+                u64::try_from(p.timeout.as_micros()).unwrap_or(u64::MAX)
+            }),
+            stopping: d.stopping,
+            status: d.status.as_str(),
+        })
+    }
+
+    pub(super) fn listens(&self, index: usize) -> bool {
+        self.daemons
+            .get(index)
+            .is_some_and(|d| d.liveness.listens())
     }
 
     /// At each upkeep: a socket whose path no longer leads to it, or none at all, is bound
@@ -157,31 +205,62 @@ impl Listening {
     }
 
     /// The pidfile of listening component `index` was just read: a new main process starts
-    /// from the config's policy; without a socket, a running one is a sign of life.
+    /// from the config's policy, or from what the previous agent knew of it; without a
+    /// socket, a running one is a sign of life.
     pub(super) fn process_seen(
         &mut self,
         index: usize,
         process: Process,
         at: Instant,
         sup: &mut Supervisor,
+        name: &str,
     ) {
         let Some(daemon) = self.daemons.get_mut(index).filter(|d| d.liveness.listens()) else {
             return;
         };
         let pid = match process {
+            Process::Running { pid, start_time } if Some(pid) != daemon.main_pid => {
+                self.changed = true;
+                daemon.main_start = start_time;
+                daemon.ready = false;
+                daemon.status.clear();
+                daemon.stopping = false;
+                daemon.malformed_reported = false;
+                daemon.trigger_reported = false;
+                let mut policy = daemon.policy;
+                policy.awaits_ready = self.socket.bound();
+                if let Some(carried) = daemon
+                    .carried
+                    .take()
+                    .filter(|c| c.main == Some((pid, start_time)))
+                {
+                    daemon.ready = carried.ready;
+                    daemon.stopping = carried.stopping;
+                    if let Some(text) = notify::status(&carried.status) {
+                        // Cannot fail: `status` keeps at most the capacity.
+                        let _ = daemon.status.push_str(text);
+                    }
+                    if (1..=MAX_DURATION_SECS * 1_000_000).contains(&carried.timeout_us) {
+                        policy.timeout = Duration::from_micros(carried.timeout_us);
+                    }
+                    log::info!(
+                        "component {name}: its daemon (pid {pid}) is the one the previous agent knew{}",
+                        if carried.ready {
+                            ": ready (its READY=1 went to that agent)"
+                        } else {
+                            ", not ready yet"
+                        }
+                    );
+                }
+                sup.set_policy(index, policy);
+                if daemon.ready {
+                    sup.notify_ready(index, at);
+                }
+                Some(pid)
+            }
             Process::Running { pid, .. } => Some(pid),
             Process::Gone { .. } | Process::Unknown => None,
         };
-        if pid.is_some() && pid != daemon.main_pid {
-            self.changed |= daemon.stopping || !daemon.status.is_empty();
-            daemon.status.clear();
-            daemon.stopping = false;
-            daemon.malformed_reported = false;
-            daemon.trigger_reported = false;
-            let mut policy = daemon.policy;
-            policy.awaits_ready = self.socket.bound();
-            sup.set_policy(index, policy);
-        }
         daemon.main_pid = pid;
         if !self.socket.bound() && daemon.liveness == Liveness::Notify && pid.is_some() {
             sup.notify_beat(index, at);
@@ -266,6 +345,7 @@ impl Listening {
                 let mut changed = *policy;
                 changed.timeout = timeout;
                 sup.set_policy(index, changed);
+                self.changed = true;
                 log::info!("component {name}: its timeout is now {timeout:?} (WATCHDOG_USEC)");
             }
             if let Some(by) = message.extend_startup {
@@ -273,6 +353,8 @@ impl Listening {
             }
             if message.ready {
                 sup.notify_ready(index, now);
+                self.changed |= !daemon.ready;
+                daemon.ready = true;
             }
             match message.watchdog {
                 Some(Watchdog::Ping) => sup.notify_beat(index, now),
@@ -357,6 +439,35 @@ impl Listening {
                 judged.awaits_ready = self.socket.bound();
                 sup.set_policy(index, judged);
             }
+        }
+    }
+}
+
+/// The snapshot a previous agent of this boot left in the run directory: what it knew of
+/// the daemons. One of another boot (a run directory that is not volatile) names
+/// processes that are gone.
+fn previous_snapshot(run: &RunDir, boot_id: &str) -> Option<snapshot::Snapshot> {
+    let mut buf = vec![0; MAX_STATUS_LEN];
+    let not_used = "what the previous agent knew of the daemons is not used";
+    let path = run.path().join(crate::os::rundir::STATUS);
+    let len = match run.read_status(&mut buf) {
+        Ok(Some(len)) => len,
+        Ok(None) => return None,
+        Err(e) => {
+            log::warn!(
+                "{}: cannot be read: {}; {not_used}",
+                path.display(),
+                e.desc()
+            );
+            return None;
+        }
+    };
+    match snapshot::parse(&buf[..len]) {
+        Ok(s) if !boot_id.is_empty() && s.agent.identity.boot_id == boot_id.as_bytes() => Some(s),
+        Ok(_) => None,
+        Err(e) => {
+            log::warn!("{}: {e}; {not_used}", path.display());
+            None
         }
     }
 }

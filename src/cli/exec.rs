@@ -9,20 +9,32 @@
 //! timeout, `WATCHDOG_PID`), and execs the program: the same process, so the pid the agent
 //! read is the daemon's, and the agent sees its death at once (a pinned pidfile process).
 //!
+//! A daemon says `READY=1` once: sent before the agent listens (both started by init at
+//! boot, or the daemon by an early init script), it would be lost and the daemon taken for
+//! one that never got ready. So the program is executed once a datagram can reach the
+//! socket, or after the component's `grace` if none can: then its messages count from the
+//! moment the agent listens.
+//!
 //! Invariants: the program is always started. A config that does not load (the last good
-//! one is used, as the agent does), a name that is no listening component, or a pidfile
-//! that cannot be written is said on stderr, and the program starts unsupervised, or with
-//! its messages not yet counted: a typo must not keep a service from starting.
+//! one is used, as the agent does), a name that is no listening component, a pidfile that
+//! cannot be written or an agent that does not listen is said on stderr, and the program
+//! starts unsupervised, or with its messages not yet counted: a typo must not keep a
+//! service from starting.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io;
+use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 use crate::cli::startup;
 use crate::os::atomic;
+
+/// How often an absent listener is looked for again.
+const LISTENER_POLL: Duration = Duration::from_millis(50);
 
 /// The program could not be executed.
 pub struct ExecError {
@@ -68,12 +80,39 @@ pub fn exec(config_path: &Path, name: &str, program: &OsStr, args: &[OsString]) 
                     component.policy.timeout.as_micros().to_string(),
                 )
                 .env("WATCHDOG_PID", pid.to_string());
+            await_listener(&config.notify.socket, component.policy.grace, program);
         }
     }
     ExecError {
         program: program.to_owned(),
         error: command.exec(),
     }
+}
+
+/// Waits until a datagram sent to `socket` would reach a listener, for at most `bound`.
+fn await_listener(socket: &Path, bound: Duration, program: &OsStr) {
+    let Ok(probe) = UnixDatagram::unbound() else {
+        return;
+    };
+    let started = Instant::now();
+    if probe.connect(socket).is_ok() {
+        return;
+    }
+    eprintln!(
+        "watchkeeper exec: no agent listens on {} yet: waiting for it, at most {bound:?} (the grace)",
+        socket.display()
+    );
+    while started.elapsed() < bound {
+        std::thread::sleep(LISTENER_POLL);
+        if probe.connect(socket).is_ok() {
+            return;
+        }
+    }
+    eprintln!(
+        "watchkeeper exec: still no agent on {}: starting {}; its messages count once the agent listens",
+        socket.display(),
+        Path::new(program).display()
+    );
 }
 
 /// Replaces the pidfile atomically (a reader never sees it half written), creating its

@@ -13,6 +13,7 @@
 //! terminal ([`Shown`]) or a JSON string.
 
 use core::fmt::{self, Write as _};
+use core::time::Duration;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::Path;
@@ -605,22 +606,29 @@ fn render_text(seen: &Seen) -> String {
                 .components
                 .iter()
                 .filter_map(|c| c.daemon.as_ref().map(|d| (c, d)))
-                .filter(|(_, d)| d.stopping || !d.status.is_empty())
                 .collect();
             if !daemons.is_empty() {
                 let _ = writeln!(out, "\ndaemons (sd_notify):");
                 for (c, d) in daemons {
-                    let _ = writeln!(
-                        out,
-                        "  {}: {}{}",
-                        shown(&c.name),
-                        if d.status.is_empty() {
-                            "-".to_owned()
-                        } else {
-                            shown(&d.status)
-                        },
-                        if d.stopping { " (stopping)" } else { "" }
-                    );
+                    let _ = write!(out, "  {}: ", shown(&c.name));
+                    match d.main {
+                        Some((pid, _)) => {
+                            let _ = write!(
+                                out,
+                                "pid {pid}, {}, timeout {:?}",
+                                if d.ready { "ready" } else { "no READY=1 yet" },
+                                Duration::from_micros(d.timeout_us)
+                            );
+                        }
+                        None => out.push_str("no process yet"),
+                    }
+                    if d.stopping {
+                        out.push_str(", stopping");
+                    }
+                    if !d.status.is_empty() {
+                        let _ = write!(out, ": {}", shown(&d.status));
+                    }
+                    out.push('\n');
                 }
             }
         }
@@ -769,7 +777,20 @@ fn render_json(seen: &Seen) -> String {
         out.push_str(",\"daemon\":");
         match &c.daemon {
             Some(d) => {
-                let _ = write!(out, "{{\"stopping\":{},\"status\":", d.stopping);
+                out.push_str("{\"pid\":");
+                match d.main {
+                    Some((pid, _)) => {
+                        let _ = write!(out, "{pid}");
+                    }
+                    None => out.push_str("null"),
+                }
+                let _ = write!(
+                    out,
+                    ",\"ready\":{},\"timeout_ms\":{},\"stopping\":{},\"status\":",
+                    d.ready,
+                    d.timeout_us / 1000,
+                    d.stopping
+                );
                 json_bytes(&mut out, &d.status);
                 out.push('}');
             }

@@ -128,7 +128,9 @@ fn timeout(value: &[u8]) -> Option<Duration> {
     microseconds(value).filter(|t| !t.is_zero())
 }
 
-fn status(value: &[u8]) -> Option<&str> {
+/// A `STATUS=` value as kept: `None` unless its first [`MAX_NOTIFY_STATUS_LEN`] bytes are
+/// UTF-8, cut there before a character the cut would split.
+pub fn status(value: &[u8]) -> Option<&str> {
     let valid = match core::str::from_utf8(value) {
         Ok(text) => text,
         Err(e) => core::str::from_utf8(&value[..e.valid_up_to()]).ok()?,

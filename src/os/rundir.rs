@@ -314,6 +314,13 @@ impl RunDir {
         atomic::replace(dir, STATUS, text.as_bytes(), false)
     }
 
+    /// Reads the status snapshot a previous agent left into `buf`; its length, `Ok(None)`
+    /// if there is none.
+    pub(crate) fn read_status(&self, buf: &mut [u8]) -> Result<Option<usize>, Errno> {
+        let dir = &self.dir.as_ref().ok_or_else(|| self.unusable())?.fd;
+        atomic::read(dir, STATUS, buf)
+    }
+
     /// Records that the watchdog was fed just now (the `fed` file's mtime).
     pub(crate) fn mark_fed(&self) -> Result<(), Errno> {
         let fed = &self.fed.as_ref().ok_or_else(|| self.unusable())?.fd;
