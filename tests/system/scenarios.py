@@ -46,7 +46,10 @@ a time (--jobs).
                       healthy for 2 minutes; pings stopped (death, lateness); a trigger
                       (repair at once); a foreign sender ignored; a flood of 10^5
                       datagrams (longest feed gap, memory unchanged); no READY=1 after the
-                      agent's respawn (a death at the grace end)
+                      agent's respawn (a death at the grace end). Debian's tor beside it,
+                      started by its init script before the agent: ready at boot, alive
+                      for minutes, hung and killed (dead, restarted by its repair), still
+                      ready after the agent's respawn
 
 usage: scenarios.py [--only NAME|NUMBER[,...]] [--jobs N] [--soak SECONDS] [--seed N]
                     [--setup] [--no-build] [--keep] [--verbose]
@@ -1579,8 +1582,8 @@ def s_debian_armhf(ctx):
 
 # ----------------------------------------------------------------------------- sd_notify
 def notify_image(workdir):
-    """The aarch64 appliance with the sd-notify client and Debian's libsystemd
-    (tests/system/notify/build-client.sh)."""
+    """The aarch64 appliance with the sd-notify client, Debian's libsystemd and Debian's
+    tor with its init script (tests/system/notify/build-client.sh)."""
     out = subprocess.run([os.path.join(REPO, "tests", "system", "notify", "build-client.sh"),
                           os.path.join(workdir, "sd-client")],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
@@ -1588,13 +1591,15 @@ def notify_image(workdir):
         raise HarnessError(f"tests/system/notify/build-client.sh failed:\n{out.stdout}")
     found = dict(re.findall(r"^(WK_\w+)='([^']*)'$", out.stdout, re.M))
     adds = [(found["WK_ROOT"] + f, f) for f in found["WK_FILES"].split()]
-    print(f"sd-notify client: Debian libsystemd0 {found['WK_LIBSYSTEMD_VERSION']}", flush=True)
+    print(f"sd-notify daemons: the client with Debian libsystemd0 {found['WK_LIBSYSTEMD_VERSION']}, "
+          f"Debian tor {found['WK_TOR_VERSION']}", flush=True)
     return build_appliance("aarch64", workdir, configs_dir=CONFIGS_DIR,
                            name="aarch64-notify-appliance.cpio.gz", adds=adds)
 
 
 SDN_TIMEOUT = 2.0
 SDN_GRACE = 6.0
+TOR_GRACE = 15.0
 SDN_EXEC = "setsid /usr/sbin/watchkeeper exec sdclient -- /usr/bin/sd-client {} </dev/null >/dev/null 2>&1 &"
 
 
@@ -1614,6 +1619,21 @@ def sdn_component(s):
     return component(s, "sdclient") or {}
 
 
+def tor_component(s):
+    return component(s, "tor") or {}
+
+
+def tor_alive(g, other_than=None, timeout=60):
+    """Waits until tor is alive, ready, with a main pid other than OTHER_THAN; returns its
+    status record."""
+    def up(st):
+        c = tor_component(st)
+        d = c.get("daemon") or {}
+        return c.get("state") == "alive" and d.get("ready") and d.get("pid") not in (None, other_than)
+    _, st = g.wait_status(up, timeout, what="tor alive and ready")
+    return tor_component(st)
+
+
 def sdn_kill(g):
     g.sh("pid=$(cat /run/watchkeeper/exec/sdclient.pid); kill -9 $pid; "
          "while kill -0 $pid 2>/dev/null; do sleep 0.05; done")
@@ -1625,6 +1645,21 @@ def s_sd_notify(ctx):
     g = ctx.guest(append="wk.config=notify", image="aarch64-notify")
     boot(ctx, g)
     pid = g.agent_pid()[0]
+    # -- tor, Debian's: started by its init script at sysinit, before init started the agent;
+    # watchkeeper exec held it back until the agent listened, so its one READY=1 counted
+    tor = tor_alive(g)
+    started = klog_ts(g, "init.d/tor: started")
+    listening = klog_ts(g, "listening for sd_notify messages on")
+    ready = sdn_wait(g, "component tor: ready (READY=1)")
+    ctx.check("tor started before the agent listened, and its READY=1 counted",
+              started is not None and listening is not None and started < listening <= ready,
+              f"tor started {started}, the agent listening {listening}, tor ready {ready}")
+    ctx.figure("tor: kernel start -> ready (its READY=1 through watchkeeper exec)", ready, "s")
+    tor_log = g.sh("cat /run/log/tor.log")
+    ctx.check("tor itself says it signalled its readiness", "Signaled readiness to systemd" in tor_log,
+              tor_log[-600:])
+    ctx.check("tor's main pid is the one exec wrote", tor["daemon"]["pid"] == int(
+        g.sh("cat /run/watchkeeper/exec/tor.pid")), json.dumps(tor))
     # -- healthy for minutes: READY=1, then a ping every quarter of WATCHDOG_USEC, while
     # another process floods the socket with 10^5 datagrams; then 15 s of pings alone
     g.sh(SDN_EXEC.format(f"status=serving ready flood=100000 mark=flood-over "
@@ -1641,15 +1676,18 @@ def s_sd_notify(ctx):
     # datagram (16 bytes at the least) would add 1.6 MB; what may show is a one-time jump of
     # pages first touched (264 kB seen on a busy host: stack, a buffer's untouched tail),
     # which the no-allocation test (tests/no_alloc.rs, the same flood) tells apart.
-    t0, states, rss = time.monotonic(), set(), []
+    t0, states, tor_states, rss = time.monotonic(), set(), set(), []
     while klog_ts(g, "wk-test: pings-stopped") is None and time.monotonic() - t0 < 600:
-        states.add(sdn_component(g.status()).get("state"))
+        st = g.status()
+        states.add(sdn_component(st).get("state"))
+        tor_states.add(tor_component(st).get("state"))
         if not rss and time.monotonic() - t0 > 30:
             rss.append(g.sh(f"grep -E 'VmRSS|VmHWM' /proc/{pid}/status | tr -s ' \t' ' '"))
         time.sleep(5)
     rss.append(g.sh(f"grep -E 'VmRSS|VmHWM' /proc/{pid}/status | tr -s ' \t' ' '"))
     ctx.check(f"alive for {time.monotonic() - t0:.0f} s on its pings alone, flood or not", states == {"alive"},
               str(states))
+    ctx.check("tor alive all along, flood or not", tor_states == {"alive"}, str(tor_states))
     over = sdn_wait(g, "wk-test: flood-over")
     sent = next(t for ts, t in g.klog("wk-test: flood:") if "sent in" in t and ts <= over)
     gap = next(t for ts, t in g.klog("wk-test: flood: longest") if ts <= over)
@@ -1661,8 +1699,11 @@ def s_sd_notify(ctx):
     ctx.figure("flood: 10^5 datagrams from another process, sent in", int(m_sent.group(2)) / 1000, "s",
                "the socket queue holds 10 (net.unix.max_dgram_qlen)")
     ctx.figure("flood: longest gap between two feeds", int(m_gap.group(1)) / 1000, "s", "feed_interval 1 s")
-    ctx.check("no feed was delayed by the flood (longest gap under feed_interval + 250 ms)",
-              int(m_gap.group(1)) <= 1250, gap)
+    # An agent the flood held up would miss feeds by seconds (the flood lasts minutes); what
+    # a busy host adds to an emulated guest's timers is a few hundred ms (1.2 s seen with
+    # cargo test beside it, 1.003 s on a quiet one).
+    ctx.check("no feed was delayed by the flood (longest gap under feed_interval + 500 ms)",
+              int(m_gap.group(1)) <= 1500, gap)
     kb = [[int(n) for n in re.findall(r"(\d+) kB", r)] for r in rss]
     ctx.figure("agent VmHWM, VmRSS 30 s into the flood -> after it", " -> ".join(
         f"{a} kB, {b} kB" for a, b in kb) if len(kb) == 2 else str(rss))
@@ -1698,6 +1739,26 @@ def s_sd_notify(ctx):
               f"dead {dead2 - silent:.3f} s after its last ping, the ignored ones reported "
               f"{ignored - silent:.3f} s after")
     g.sh("kill -9 $(cat /run/stranger.pid)")
+    # -- tor hangs (SIGSTOP): dead within its timeout, restarted by its repair
+    hung = tor_component(g.status())["daemon"]["pid"]
+    stop = g.mark("tor stopped")
+    g.sh(f"kill -STOP {hung}")
+    dead_t = sdn_wait(g, "component tor is dead", after=stop)
+    ctx.figure("tor hung (SIGSTOP) -> 'is dead' (guest clock)", dead_t - stop, "s",
+               "timeout 4 s; tor pings every 2 s")
+    ctx.check("hung tor dead within its 4 s timeout", 0 < dead_t - stop <= 4.2, f"{dead_t - stop:.3f} s")
+    tor = tor_alive(g, other_than=hung)
+    again = sdn_wait(g, "component tor is alive again", after=dead_t)
+    ctx.figure("tor: 'is dead' -> alive again, a new tor ready (its repair: /etc/init.d/tor restart)",
+               again - dead_t, "s")
+    # -- tor killed: dead at once (its process is pinned), restarted again
+    killed = tor["daemon"]["pid"]
+    kill_ts = g.mark("tor killed")
+    g.sh(f"kill -9 {killed}")
+    dead_k = sdn_wait(g, "component tor is dead", after=kill_ts)
+    ctx.figure("tor kill -9 -> 'is dead' (guest clock)", dead_k - kill_ts, "s")
+    ctx.check("tor's death seen at once (within 100 ms)", dead_k - kill_ts <= 0.1, f"{dead_k - kill_ts:.3f} s")
+    tor = tor_alive(g, other_than=killed)
     ctx.check("no reset so far", len(g.boots) == 1 and not no_reset_since(g, 0), str(no_reset_since(g, 0)))
     # -- no READY=1: the agent restarts (init respawns it) and the daemon pings without READY
     sdn_kill(g)
@@ -1712,6 +1773,19 @@ def s_sd_notify(ctx):
               json.dumps(sdn_component(s)))
     ctx.figure("agent respawned -> the pinging daemon without READY=1 dead (host clock)",
                time.monotonic() - t_new, "s", f"grace {SDN_GRACE:.0f} s")
+    # -- tor said READY=1 to the killed agent: the new one knows it from the snapshot the old
+    # one left, and tor stays alive past its 15 s grace on its pings
+    carried = sdn_wait(g, "component tor: its daemon (pid", after=dead_k)
+    line = next(t for ts, t in g.klog("component tor: its daemon (pid") if ts == carried)
+    ctx.check("the new agent knew tor was ready", "is the one the previous agent knew: ready" in line, line)
+    time.sleep(max(0.0, t_new + TOR_GRACE + 3 - time.monotonic()))
+    st = tor_component(g.status())
+    ctx.check("tor alive past the new agent's grace, the same process",
+              st.get("state") == "alive" and st["daemon"]["pid"] == tor["daemon"]["pid"]
+              and klog_ts(g, "component tor is dead", after=dead_k) is None, json.dumps(st))
+    deaths = len(g.klog("component tor is dead"))
+    ctx.check("tor died twice in the whole scenario (the hang and the kill), never else", deaths == 2,
+              f"{deaths} deaths")
 
 
 SCENARIOS = [
