@@ -1600,6 +1600,10 @@ def notify_image(workdir):
 SDN_TIMEOUT = 2.0
 SDN_GRACE = 6.0
 TOR_GRACE = 15.0
+# The client writes its kernel-log mark just after its last ping: on a busy host the mark
+# lags the ping (16 ms seen), so a death at the timeout can show that much before
+# mark + timeout. An early death (a wrong timeout) would be off by a second or more.
+MARK_LAG = 0.1
 SDN_EXEC = "setsid /usr/sbin/watchkeeper exec sdclient -- /usr/bin/sd-client {} </dev/null >/dev/null 2>&1 &"
 
 
@@ -1716,7 +1720,7 @@ def s_sd_notify(ctx):
     lateness = dead - (mark + SDN_TIMEOUT)
     ctx.figure("pings stopped -> 'is dead', past the timeout (guest clock)", lateness, "s")
     ctx.check("dead at its timeout after the last ping (never early, at most 100 ms late)",
-              -0.01 <= lateness <= 0.1, f"{lateness:+.3f} s")
+              -MARK_LAG <= lateness <= 0.1, f"{lateness:+.3f} s")
     # -- a trigger: dead at once, the repair started at once
     sdn_kill(g)
     g.sh(SDN_EXEC.format("ready pings=8 mark=trigger trigger pings=1000"))
@@ -1735,7 +1739,7 @@ def s_sd_notify(ctx):
     dead2 = sdn_wait(g, "component sdclient is dead", after=silent)
     ignored = sdn_wait(g, "(not the main process of a component that listens)", after=silent)
     ctx.check("a foreign sender's pings are ignored (and reported); the silent daemon dies at its timeout",
-              SDN_TIMEOUT - 0.01 <= dead2 - silent <= SDN_TIMEOUT + 0.1,
+              SDN_TIMEOUT - MARK_LAG <= dead2 - silent <= SDN_TIMEOUT + 0.1,
               f"dead {dead2 - silent:.3f} s after its last ping, the ignored ones reported "
               f"{ignored - silent:.3f} s after")
     g.sh("kill -9 $(cat /run/stranger.pid)")
