@@ -1745,8 +1745,8 @@ def s_sd_notify(ctx):
     g.sh("kill -9 $(cat /run/stranger.pid)")
     # -- tor hangs (SIGSTOP): dead within its timeout, restarted by its repair
     hung = tor_component(g.status())["daemon"]["pid"]
-    stop = g.mark("tor stopped")
-    g.sh(f"kill -STOP {hung}")
+    g.sh(f"echo '<5>wk-test: tor stopped' >/dev/kmsg; kill -STOP {hung}")
+    stop = sdn_wait(g, "wk-test: tor stopped")
     dead_t = sdn_wait(g, "component tor is dead", after=stop)
     ctx.figure("tor hung (SIGSTOP) -> 'is dead' (guest clock)", dead_t - stop, "s",
                "timeout 4 s; tor pings every 2 s")
@@ -1757,8 +1757,8 @@ def s_sd_notify(ctx):
                again - dead_t, "s")
     # -- tor killed: dead at once (its process is pinned), restarted again
     killed = tor["daemon"]["pid"]
-    kill_ts = g.mark("tor killed")
-    g.sh(f"kill -9 {killed}")
+    g.sh(f"echo '<5>wk-test: tor killed' >/dev/kmsg; kill -9 {killed}")
+    kill_ts = sdn_wait(g, "wk-test: tor killed")
     dead_k = sdn_wait(g, "component tor is dead", after=kill_ts)
     ctx.figure("tor kill -9 -> 'is dead' (guest clock)", dead_k - kill_ts, "s")
     ctx.check("tor's death seen at once (within 100 ms)", dead_k - kill_ts <= 0.1, f"{dead_k - kill_ts:.3f} s")
