@@ -16,6 +16,7 @@
 //! pass that looked at everything due; on the reset path the reason is persisted before
 //! feeding stops, and the device is kept open without the magic 'V'.
 
+mod confirming;
 mod hearts;
 mod listening;
 
@@ -29,6 +30,7 @@ use rustix::event::{PollFd, PollFlags};
 
 use crate::cli::status;
 use crate::config::Config;
+use crate::core::boot::Phase;
 use crate::core::pattern::Pattern;
 use crate::core::supervisor::{
     Action, Cause, FALLBACK_TIMEOUTS, Look, Observation, Process, Settings, Supervisor, Withheld,
@@ -36,6 +38,7 @@ use crate::core::supervisor::{
 use crate::core::time::Instant;
 use crate::limits::{MAX_COMPONENTS, MAX_NAME_LEN, MAX_REASON_LEN, MAX_STATUS_LEN};
 use crate::os::clock::Clock;
+use crate::os::confirm::TrialRun;
 use crate::os::heartbeat;
 use crate::os::led::{FaultLed, PinError};
 use crate::os::notify::{FEED_FAILED_STATUS, Notifier};
@@ -46,6 +49,8 @@ use crate::os::spawn::PrepareError;
 use crate::os::state::State;
 use crate::os::watchdog::{self, Takeover, Watchdog};
 use crate::snapshot;
+use confirming::Confirming;
+pub use confirming::resumed_phase;
 use hearts::Hearts;
 use listening::{Listening, Read};
 
@@ -84,6 +89,10 @@ pub struct Parts<P: OutputPin, C: Clock> {
     pub notifier: Option<Notifier>,
     /// Whether the watchdog was already running when the agent opened it.
     pub takeover: Takeover,
+    /// With `[boot]`: where this boot's confirmation stands, and the trial check started
+    /// for a boot still to be checked.
+    pub boot_phase: Phase,
+    pub trial: Option<TrialRun>,
 }
 
 /// Why the agent could not be built from its config (a startup error).
@@ -99,6 +108,8 @@ pub enum StartError {
     },
     /// The `[hearts]` repair command cannot be prepared for launching.
     HeartsRepair(PrepareError),
+    /// The `[boot]` confirm command cannot be prepared for launching.
+    Confirm(PrepareError),
 }
 
 impl fmt::Display for StartError {
@@ -113,6 +124,9 @@ impl fmt::Display for StartError {
             }
             StartError::HeartsRepair(error) => {
                 write!(f, "[hearts]: cannot prepare the repair: {error}")
+            }
+            StartError::Confirm(error) => {
+                write!(f, "[boot]: cannot prepare the confirm command: {error}")
             }
         }
     }
@@ -145,6 +159,8 @@ pub struct Agent<P: OutputPin, C: Clock> {
     hearts: Option<Hearts>,
     /// The notify socket and its daemons, when a component listens.
     listening: Option<Listening>,
+    /// The boot's confirmation, with `[boot]`.
+    confirming: Option<Confirming>,
     repairs: Repairs,
     parts: Parts<P, C>,
     actions: Box<heapless::Vec<Action, MAX_ACTIONS>>,
@@ -165,7 +181,7 @@ pub struct Agent<P: OutputPin, C: Clock> {
 
 impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
     /// Builds the agent for `config` (all allocation happens here).
-    pub fn new(config: &Config, parts: Parts<P, C>) -> Result<Self, StartError> {
+    pub fn new(config: &Config, mut parts: Parts<P, C>) -> Result<Self, StartError> {
         let now = parts.clock.now();
         let hardware_timeout = parts
             .watchdog
@@ -236,6 +252,15 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
         if listening.as_ref().is_some_and(Listening::broken) {
             sup.set_fault(true);
         }
+        let confirming = Confirming::new(
+            config,
+            &mut sup,
+            parts.trial.take(),
+            parts.boot_phase,
+            &parts.agent_binary,
+            (now, parts.clock.uptime()),
+        )
+        .map_err(StartError::Confirm)?;
         Ok(Agent {
             sup,
             watched,
@@ -248,6 +273,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             names,
             hearts,
             listening,
+            confirming,
             repairs: Repairs::default(),
             actions: Box::default(),
             status: Some(Box::default()),
@@ -299,11 +325,12 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
     /// entries change or a datagram comes to the notify socket; what became ready is
     /// handled by the next [`Agent::step`].
     pub fn wait(&mut self, until: Instant) {
-        const MAX_WAITED: usize = MAX_COMPONENTS + 2;
+        const MAX_WAITED: usize = MAX_COMPONENTS + 3;
         let Agent {
             pins,
             hearts,
             listening,
+            confirming,
             exited,
             woken,
             parts,
@@ -315,7 +342,8 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             let watching = watch.is_some();
             let socket = listening.as_ref().and_then(|l| l.socket().fd());
             let listens = socket.is_some();
-            // Cannot overflow: one watch, one socket, and at most one pin per component.
+            // Cannot overflow: one watch, one socket, one trial check and at most one pin
+            // per component. The trial check comes last: it only wakes the loop.
             if let Some(fd) = watch {
                 let _ = fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
             }
@@ -325,16 +353,22 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             for (_, fd) in pins.pinned() {
                 let _ = fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
             }
+            let trial = confirming.as_ref().and_then(Confirming::fd);
+            let checking = trial.is_some();
+            if let Some(fd) = trial {
+                let _ = fds.push(PollFd::from_borrowed_fd(fd, PollFlags::IN));
+            }
             parts.clock.wait_until(until, &mut fds);
             let mut ready = fds.iter().map(|fd| !fd.revents().is_empty());
             let watch_ready = watching && ready.next() == Some(true);
             let datagram = listens && ready.next() == Some(true);
-            for ((index, _), is_ready) in pins.pinned().zip(ready) {
+            for ((index, _), is_ready) in pins.pinned().zip(ready.by_ref()) {
                 if is_ready {
                     let _ = exited.push(index);
                 }
             }
-            (watch_ready, datagram)
+            let checked = checking && ready.next() == Some(true);
+            (watch_ready, datagram || checked)
         };
         if watch_ready && let Some(h) = hearts.as_mut() {
             h.woken();
@@ -393,6 +427,10 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             if after != steps {
                 self.sup.wall_clock_stepped(now, after);
             }
+        }
+        if let Some(confirming) = self.confirming.as_mut() {
+            let uptime = self.parts.clock.uptime();
+            confirming.pass(now, &mut self.sup, &mut self.parts.state, uptime);
         }
         self.tick(now);
         self.act_all(now);
@@ -655,6 +693,13 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
                 "reboot-loop hold over: the board stayed up long enough; forced resets are allowed again"
             ),
             Action::ForceReset { component, cause } => self.force_reset(component, cause),
+            Action::Boot(step) => {
+                if let Some(confirming) = self.confirming.as_mut() {
+                    let uptime = self.parts.clock.uptime();
+                    confirming.act(step, &mut self.sup, &mut self.parts.state, uptime);
+                }
+            }
+            Action::DeadlineReset { culprit } => self.deadline_reset(culprit),
             Action::FallbackReboot => {
                 log::error!(
                     "the board did not reset within {FALLBACK_TIMEOUTS} hardware timeouts: calling reboot(2)"
@@ -727,14 +772,48 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
         let reason = self.reason(component, cause);
         let mut name = NameBuf::new();
         let _ = name.push_str(self.name(component));
+        self.reset_board(&name, &reason);
+    }
+
+    /// The boot was not healthy for `confirm_after` by its deadline: a reset the bootloader
+    /// counts as a failed boot, blamed on `culprit`.
+    fn deadline_reset(&mut self, culprit: Option<usize>) {
+        let mut name = NameBuf::new();
+        let mut reason = Reason::new();
+        let after = self
+            .sup
+            .boot_view()
+            .map_or(Duration::ZERO, |b| b.confirm_after);
+        let _ = write!(
+            reason,
+            "boot not confirmed: critical components not all alive for {after:?} by the confirm deadline"
+        );
+        if let Some(index) = culprit {
+            let _ = name.push_str(self.name(index));
+            if let Some(view) = self.sup.view(index) {
+                let _ = write!(reason, "; {name} {}", view.state);
+                if let Some(cause) = view.cause {
+                    let _ = write!(reason, ": {}", self.reason(index, cause));
+                }
+            }
+        }
+        self.reset_board(&name, &reason);
+    }
+
+    /// Records why, then stops feeding: the board resets within the hardware timeout.
+    fn reset_board(&mut self, name: &str, reason: &str) {
         let uptime = self.parts.clock.uptime();
-        if let Err(e) = self.parts.state.record_forced_reset(&name, &reason, uptime) {
+        if let Err(e) = self.parts.state.record_forced_reset(name, reason, uptime) {
             log::error!(
                 "could not record the reset reason (component {name}: {reason}) in the reset history: {e}; the next boot will not know why it was reset"
             );
         }
         self.led_set(true);
-        log::error!("forcing a board reset: component {name}: {reason}");
+        if name.is_empty() {
+            log::error!("forcing a board reset: {reason}");
+        } else {
+            log::error!("forcing a board reset: component {name}: {reason}");
+        }
         match self.parts.watchdog.as_mut() {
             Some(watchdog) => {
                 let timeout = watchdog.shorten_for_reset();
@@ -810,6 +889,22 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             takeover: self.parts.takeover.as_str(),
         };
         let mut writer = snapshot::Writer::new(out, &agent)?;
+        if let Some(b) = self.sup.boot_view() {
+            let (attempt, retry_ms) = match b.phase {
+                Phase::Confirming { attempt } => (attempt, None),
+                Phase::Retrying { attempt, until } => (attempt, Some(snapshot::millis(until))),
+                _ => (0, None),
+            };
+            writer.boot(&snapshot::Boot {
+                phase: b.phase.word(),
+                attempt,
+                unknown: b.unknown,
+                healthy_since_ms: b.healthy_since.map(snapshot::millis),
+                confirm_after_ms: u64::try_from(b.confirm_after.as_millis()).unwrap_or(u64::MAX),
+                deadline_ms: b.deadline.map(snapshot::millis),
+                retry_ms,
+            })?;
+        }
         for index in self.sup.indices() {
             let Some(view) = self.sup.view(index) else {
                 continue;

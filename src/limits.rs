@@ -46,3 +46,6 @@ pub const REFUSAL_REPORT_INTERVAL_MS: u64 = 2000;
 /// runaway writer) is looked at only this far, so that a pass stays short however large it
 /// grows. Sixteen times the components that fit leaves room for plenty of junk.
 pub const MAX_HEARTS_DIR_ENTRIES: usize = 16 * MAX_COMPONENTS;
+/// Bytes of a trial check's output (or trial file) compared with `trial_value`; a longer
+/// one cannot be told, so the boot is treated as a trial.
+pub const MAX_TRIAL_OUTPUT: usize = 256;

@@ -16,7 +16,7 @@ use watchkeeper::cli::{startup, status, version};
 use watchkeeper::config::{self, ConfigError, DEFAULT_PATH};
 use watchkeeper::core::name::check_name;
 use watchkeeper::os::heartbeat::{self, TouchError};
-use watchkeeper::os::{logging, repair, rundir};
+use watchkeeper::os::{confirm, logging, repair, rundir};
 
 mod unwind;
 
@@ -122,6 +122,10 @@ fn main() -> ExitCode {
     // The repair launcher must stay minimal: no logger, no config.
     if args.first().is_some_and(|a| a == repair::LAUNCHER_COMMAND) {
         say(&repair::exec_repair(&args[1..]));
+        return ExitCode::from(1);
+    }
+    if args.first().is_some_and(|a| a == confirm::LAUNCHER_COMMAND) {
+        say(&confirm::exec_confirm(&args[1..]));
         return ExitCode::from(1);
     }
     logging::init();

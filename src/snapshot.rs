@@ -2,16 +2,23 @@
 //! change and `watchkeeper status` reads. Pure: its writer, its parser and its escaping,
 //! no I/O.
 //!
-//! Format (version [`VERSION`]): a header line, one `agent` record, one `component` record
-//! per supervised component, and an `end` record; fields are separated by tabs (shown
-//! here as `|`):
+//! Format (version [`VERSION`]): a header line, one `agent` record, a `boot` record with
+//! `[boot]`, one `component` record per supervised component, and an `end` record; fields
+//! are separated by tabs (shown here as `|`):
 //!
 //! ```text
-//! watchkeeper-status 5
+//! watchkeeper-status 6
 //! agent|PID|START_TIME|BOOT_ID|WRITTEN_MS|LED|HOLD|RESETTING|CONFIG|TAKEOVER
+//! boot|PHASE|ATTEMPT|UNKNOWN|HEALTHY_SINCE_MS|CONFIRM_AFTER_MS|DEADLINE_MS|RETRY_MS
 //! component|NAME|POSITION|STATE|SINCE_MS|REPAIRS|REASON|MAIN_PID|MAIN_START|READY|TIMEOUT_US|STOPPING|DAEMON_STATUS
 //! end|LISTED|OMITTED
 //! ```
+//!
+//! The `boot` record is the confirmation of this boot (see `core::boot`): its phase's word
+//! ([`crate::core::boot::Phase::word`]), the attempt running or last failed (0 before the
+//! first), 1 when the trial check could not tell, since when every critical component has
+//! been alive (empty unless they all are), `confirm_after`, the deadline (empty: none) and
+//! the next attempt's start (empty unless retrying), on the clock of `WRITTEN_MS`.
 //!
 //! The last six fields describe the daemon of a component that listens for sd_notify
 //! messages, and are all empty for one that does not. `MAIN_PID` and `MAIN_START` are its
@@ -40,7 +47,7 @@ use crate::limits::{MAX_COMPONENTS, MAX_STATUS_LEN};
 /// First word of the header line.
 pub(crate) const MAGIC: &str = "watchkeeper-status";
 /// The format version this build writes and reads.
-pub(crate) const VERSION: u32 = 5;
+pub(crate) const VERSION: u32 = 6;
 /// Room kept for the `end` record while components are written.
 const END_RESERVE: usize = 64;
 
@@ -102,8 +109,21 @@ pub struct Daemon<T> {
     pub status: T,
 }
 
-/// Writes a snapshot into a fixed buffer: [`Writer::new`], [`Writer::component`] for each
-/// component, then [`Writer::finish`].
+/// The confirmation of this boot, as the agent writes it (`T = &str`) and as read
+/// (`T = Text`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Boot<T> {
+    pub phase: T,
+    pub attempt: u32,
+    pub unknown: bool,
+    pub healthy_since_ms: Option<u64>,
+    pub confirm_after_ms: u64,
+    pub deadline_ms: Option<u64>,
+    pub retry_ms: Option<u64>,
+}
+
+/// Writes a snapshot into a fixed buffer: [`Writer::new`], [`Writer::boot`] with `[boot]`,
+/// [`Writer::component`] for each component, then [`Writer::finish`].
 pub struct Writer<'o, const N: usize> {
     out: &'o mut heapless::String<N>,
     listed: usize,
@@ -187,6 +207,35 @@ impl<'o, const N: usize> Writer<'o, N> {
         })
     }
 
+    /// Adds the `boot` record (before any component).
+    pub fn boot(&mut self, b: &Boot<&str>) -> fmt::Result {
+        let out = &mut *self.out;
+        out.push_str("boot\t").map_err(|_| fmt::Error)?;
+        escaped(out, b.phase)?;
+        write!(out, "\t{}\t{}\t", b.attempt, u8::from(b.unknown))?;
+        for (i, value) in [
+            b.healthy_since_ms,
+            Some(b.confirm_after_ms),
+            b.deadline_ms,
+            b.retry_ms,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            if i > 0 {
+                out.push('\t').map_err(|_| fmt::Error)?;
+            }
+            if let Some(v) = value {
+                write!(out, "{v}")?;
+            }
+        }
+        writeln!(out)?;
+        if out.len() + END_RESERVE > N {
+            return Err(fmt::Error);
+        }
+        Ok(())
+    }
+
     /// Adds a component record; one that does not fit is left out and counted.
     pub fn component<S: Display, R: Display>(&mut self, c: &ComponentRecord<'_, S, R>) {
         let start = self.out.len();
@@ -268,6 +317,8 @@ pub struct Component {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
     pub agent: Agent,
+    /// With `[boot]`: the confirmation of this boot.
+    pub boot: Option<Boot<Text>>,
     pub components: Vec<Component>,
     /// Components the agent could not fit in the snapshot.
     pub omitted: usize,
@@ -443,6 +494,26 @@ fn parse_agent(line: &str) -> Result<Agent, Defect> {
     })
 }
 
+fn parse_boot(line: &str) -> Result<Boot<Text>, Defect> {
+    let [_, phase, attempt, unknown, healthy, after, deadline, retry] = fields::<8>(line, "boot")?;
+    let optional = |field: &str, what| {
+        if field.is_empty() {
+            Ok(None)
+        } else {
+            number(field, what).map(Some)
+        }
+    };
+    Ok(Boot {
+        phase: unescape(phase)?,
+        attempt: number(attempt, "the confirm attempt")?,
+        unknown: flag(unknown, "the unknown-trial flag")?,
+        healthy_since_ms: optional(healthy, "the start of health")?,
+        confirm_after_ms: number(after, "confirm_after")?,
+        deadline_ms: optional(deadline, "the confirm deadline")?,
+        retry_ms: optional(retry, "the next confirm attempt")?,
+    })
+}
+
 fn parse_component(line: &str) -> Result<Component, Defect> {
     let [
         _,
@@ -537,10 +608,14 @@ pub fn parse(bytes: &[u8]) -> Result<Snapshot, ParseError> {
     let mut lines = body.split('\n').enumerate().skip(1);
     let (n, agent_line) = lines.next().ok_or(at(2)(Defect::NoAgent))?;
     let agent = parse_agent(agent_line).map_err(at(n + 1))?;
+    let mut boot = None;
     let mut components = Vec::new();
     for (n, line) in lines {
         let line_no = n + 1;
         match line.split('\t').next().unwrap_or_default() {
+            "boot" if boot.is_none() && components.is_empty() => {
+                boot = Some(parse_boot(line).map_err(at(line_no))?);
+            }
             "component" => {
                 if components.len() == MAX_COMPONENTS {
                     return Err(at(line_no)(Defect::TooManyComponents));
@@ -559,6 +634,7 @@ pub fn parse(bytes: &[u8]) -> Result<Snapshot, ParseError> {
                 }
                 return Ok(Snapshot {
                     agent,
+                    boot,
                     components,
                     omitted,
                 });
@@ -701,9 +777,30 @@ mod tests {
 
     #[test]
     fn defects_name_their_line() {
-        let good = "watchkeeper-status 5\nagent\t1\t2\tb\t3\thealthy\t0\t0\t/c\trunning\ncomponent\tn\t1\talive\t0\t0\t\t\t\t\t\t\t\nend\t1\t0\n";
+        let good = "watchkeeper-status 6\nagent\t1\t2\tb\t3\thealthy\t0\t0\t/c\trunning\ncomponent\tn\t1\talive\t0\t0\t\t\t\t\t\t\t\nend\t1\t0\n";
         assert!(parse(good.as_bytes()).is_ok());
+        let with_boot = "watchkeeper-status 6\nagent\t1\t2\tb\t3\thealthy\t0\t0\t/c\trunning\nboot\twaiting\t0\t1\t\t60000\t600000\t\nend\t0\t0\n";
+        let boot = parse(with_boot.as_bytes()).unwrap().boot.unwrap();
+        assert_eq!(
+            (
+                boot.phase.as_slice(),
+                boot.unknown,
+                boot.healthy_since_ms,
+                boot.deadline_ms
+            ),
+            (&b"waiting"[..], true, None, Some(600_000))
+        );
         let cases: &[(&[u8], usize, Defect)] = &[
+            (
+                b"watchkeeper-status 6\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\nboot\twaiting\t0\t2\t\t1\t\t\nend\t0\t0\n",
+                3,
+                Defect::BadFlag("the unknown-trial flag"),
+            ),
+            (
+                b"watchkeeper-status 6\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\nboot\tw\t0\t0\t\t1\t\t\nboot\tw\t0\t0\t\t1\t\t\nend\t0\t0\n",
+                4,
+                Defect::UnknownRecord,
+            ),
             (b"", 1, Defect::Empty),
             (b"garbage", 1, Defect::NotSnapshot),
             (
@@ -712,69 +809,69 @@ mod tests {
                 Defect::OtherVersion(Some(1)),
             ),
             (b"watchkeeper-status x\n", 1, Defect::OtherVersion(None)),
-            (b"watchkeeper-status 5\n", 2, Defect::NoAgent),
+            (b"watchkeeper-status 6\n", 2, Defect::NoAgent),
             (
-                b"watchkeeper-status 5\nagent\t1\t2\tb\t3\th\t0\t0\t/c\xff\trunning\nend\t0\t0\n",
+                b"watchkeeper-status 6\nagent\t1\t2\tb\t3\th\t0\t0\t/c\xff\trunning\nend\t0\t0\n",
                 2,
                 Defect::NotUtf8,
             ),
             (
-                b"watchkeeper-status 5\nagent\t1\t2\tb\t3\th\t0\t0\t/\0c\trunning\nend\t0\t0\n",
+                b"watchkeeper-status 6\nagent\t1\t2\tb\t3\th\t0\t0\t/\0c\trunning\nend\t0\t0\n",
                 2,
                 Defect::ControlByte,
             ),
             (
-                b"watchkeeper-status 5\nagent\t1\t2\tb\t3\th\t0\t0\t\\q\trunning\nend\t0\t0\n",
+                b"watchkeeper-status 6\nagent\t1\t2\tb\t3\th\t0\t0\t\\q\trunning\nend\t0\t0\n",
                 2,
                 Defect::BadEscape,
             ),
             (
-                b"watchkeeper-status 5\nagent\t+1\t2\tb\t3\th\t0\t0\t/c\trunning\nend\t0\t0\n",
+                b"watchkeeper-status 6\nagent\t+1\t2\tb\t3\th\t0\t0\t/c\trunning\nend\t0\t0\n",
                 2,
                 Defect::BadNumber("the pid"),
             ),
             (
-                b"watchkeeper-status 5\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\nend\t0\t0",
+                b"watchkeeper-status 6\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\nend\t0\t0",
                 3,
                 Defect::NoEnd,
             ),
             (
-                b"watchkeeper-status 5\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\n",
+                b"watchkeeper-status 6\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\n",
                 3,
                 Defect::NoEnd,
             ),
             (
-                b"watchkeeper-status 5\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\nend\t1\t0\n",
+                b"watchkeeper-status 6\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\nend\t1\t0\n",
                 3,
                 Defect::WrongCount,
             ),
             (
-                b"watchkeeper-status 5\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\nend\t0\t0\nx\n",
+                b"watchkeeper-status 6\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\nend\t0\t0\nx\n",
                 4,
                 Defect::AfterEnd,
             ),
             (
-                b"watchkeeper-status 5\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\nbogus\nend\t0\t0\n",
+                b"watchkeeper-status 6\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\nbogus\nend\t0\t0\n",
                 3,
                 Defect::UnknownRecord,
             ),
             (
-                b"watchkeeper-status 5\nagent\t1\t2\tb\t3\th\t2\t0\t/c\trunning\nend\t0\t0\n",
+                b"watchkeeper-status 6\nagent\t1\t2\tb\t3\th\t2\t0\t/c\trunning\nend\t0\t0\n",
                 2,
                 Defect::BadFlag("the hold flag"),
             ),
             (
-                b"watchkeeper-status 5\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\ncomponent\tn\t1\talive\t0\t0\t\t\t\t\t\t\tup\nend\t1\t0\n",
+                b"watchkeeper-status 6\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\ncomponent\tn\t1\talive\t0\t0\t\t\t\t\t\t\tup\nend\t1\t0\n",
                 3,
                 Defect::PartialDaemon,
             ),
             (
-                b"watchkeeper-status 5\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\ncomponent\tn\t1\talive\t0\t0\t\t7\t\t1\t2\t0\t\nend\t1\t0\n",
+                b"watchkeeper-status 6\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\ncomponent\tn\t1\talive\t0\t0\t\t7\t\t1\t2\t0\t\nend\t1\t0\n",
                 3,
                 Defect::PartialDaemon,
             ),
             (
-                b"watchkeeper-status 5\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\ncomponent\tn\t1\talive\t0\t0\t\t\t\t2\t1\t0\t\nend\t1\t0\n",
+                b"watchkeeper-status 6\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\ncomponent\tn\t1\talive\t0\t0\t\t\t\t2\t1\t0\t\nend\t1\t0\n",
                 3,
                 Defect::BadFlag("the ready flag"),
             ),
@@ -799,7 +896,7 @@ mod tests {
     #[test]
     fn garbage_never_panics() {
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let good = b"watchkeeper-status 5\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\ncomponent\tn\t1\talive\t0\t0\tr\\x41\t7\t8\t1\t2000000\t1\tup\nend\t1\t0\n";
+        let good = b"watchkeeper-status 6\nagent\t1\t2\tb\t3\th\t0\t0\t/c\trunning\ncomponent\tn\t1\talive\t0\t0\tr\\x41\t7\t8\t1\t2000000\t1\tup\nend\t1\t0\n";
         for _ in 0..20_000 {
             let mut bytes = good.to_vec();
             for _ in 0..(seed % 4 + 1) {

@@ -902,7 +902,7 @@ fn wait_new_history(sb: &Sandbox, state: &Path) {
         Duration::from_secs(10),
         || {
             fs::read_to_string(state.join("history"))
-                .is_ok_and(|h| h.starts_with("watchkeeper-history 1\n1\t"))
+                .is_ok_and(|h| h.starts_with("watchkeeper-history 2\n1\t"))
         },
     );
 }

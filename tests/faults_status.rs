@@ -197,9 +197,9 @@ fn a_garbage_or_foreign_snapshot_is_said_to_be_one() {
         ),
         (
             "a newer format",
-            b"watchkeeper-status 6\nwhatever\n".to_vec(),
+            b"watchkeeper-status 7\nwhatever\n".to_vec(),
             "other_version",
-            "format version 6",
+            "format version 7",
         ),
         (
             "terminal escapes",

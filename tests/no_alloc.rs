@@ -25,6 +25,7 @@ use alloc::{Counts, NONE, counted};
 use fakes::{FakePin, FakeWatchdog, SimClock};
 use watchkeeper::agent::{Agent, Parts};
 use watchkeeper::config;
+use watchkeeper::core::boot::Phase;
 use watchkeeper::core::pattern::Pattern;
 use watchkeeper::core::time::Instant;
 use watchkeeper::os::led::FaultLed;
@@ -130,6 +131,8 @@ critical = false
         seed: 42,
         notifier: None,
         takeover: Takeover::Stopped,
+        boot_phase: Phase::Checking,
+        trial: None,
     };
     let mut agent = Agent::new(&config, parts).unwrap();
     let heart = dir.join("hearts/backup");
@@ -414,6 +417,8 @@ fn broken_and_recreated_directories_allocate_nothing() {
         seed: 7,
         notifier: None,
         takeover: Takeover::Stopped,
+        boot_phase: Phase::Checking,
+        trial: None,
     };
     let mut agent = Agent::new(&config, parts).unwrap();
     let (run, state) = (dir.join("run"), dir.join("state"));
@@ -551,6 +556,8 @@ fn sd_notify_messages_and_a_flood_of_strangers_allocate_nothing() {
         seed: 9,
         notifier: None,
         takeover: Takeover::Stopped,
+        boot_phase: Phase::Checking,
+        trial: None,
     };
     let mut agent = Agent::new(&config, parts).unwrap();
     let daemon = UnixDatagram::unbound().unwrap();

@@ -363,7 +363,7 @@ fn kill_9_mid_write_leaves_every_state_file_readable() {
         kill9(&mut agent);
         let history = fs::read_to_string(sb.path("state/history")).unwrap();
         assert!(
-            history.starts_with("watchkeeper-history 1\n"),
+            history.starts_with("watchkeeper-history 2\n"),
             "round {round}: {history:?}"
         );
         assert!(
@@ -376,7 +376,7 @@ fn kill_9_mid_write_leaves_every_state_file_readable() {
             .read_to_string(&mut status)
             .unwrap();
         assert!(
-            status.starts_with("watchkeeper-status 5\n") && status.ends_with('\n'),
+            status.starts_with("watchkeeper-status 6\n") && status.ends_with('\n'),
             "round {round}: {status:?}"
         );
         if let Ok(problem) = fs::read_to_string(sb.path("run/problems/flappy")) {

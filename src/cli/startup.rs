@@ -11,11 +11,13 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::agent::{Agent, Parts, StartError};
+use crate::agent::{Agent, Parts, StartError, resumed_phase};
 use crate::cli::version;
 use crate::config::{self, Config, ConfigError};
+use crate::core::boot::Phase;
 use crate::core::history::End;
 use crate::os::clock::{Clock, SystemClock};
+use crate::os::confirm::TrialRun;
 use crate::os::led::{self, LedSpec};
 use crate::os::notify::{NOTIFY_SOCKET, Notifier};
 use crate::os::rundir::RunDir;
@@ -234,6 +236,17 @@ pub fn run(config_path: &Path, agent_binary: &Path) -> RunError {
     let fired = boot_status.is_some_and(|bits| bits & WDIOF_CARDRESET != 0);
     let this_boot = state::boot_id();
     let (started, recorded) = state.start_boot(&this_boot, clock.wall(), fired);
+    // Before the agent hardens itself: the check must inherit neither its OOM protection
+    // nor its real-time priority.
+    let boot_phase = match started {
+        Started::Restarted => resumed_phase(state.history().current().map(|b| b.confirm)),
+        _ => Phase::Checking,
+    };
+    let trial = config
+        .boot
+        .as_ref()
+        .filter(|_| boot_phase == Phase::Checking)
+        .map(|b| TrialRun::start(&b.trial));
     // Always one line on how the previous boot ended: after a reset it is the first thing
     // a technician looks for.
     match started {
@@ -339,6 +352,8 @@ pub fn run(config_path: &Path, agent_binary: &Path) -> RunError {
             }
         },
         takeover,
+        boot_phase,
+        trial,
     };
     let agent = match Agent::new(&config, parts) {
         Ok(agent) => agent,

@@ -22,7 +22,7 @@ use nix::errno::Errno;
 use nix::fcntl::{AT_FDCWD, AtFlags, OFlag};
 use nix::sys::stat::{FileStat, Mode};
 
-use crate::core::history::{Boot, End, History};
+use crate::core::history::{Boot, Confirm, End, History};
 use crate::limits::{MAX_COMPONENTS, MAX_STATUS_LEN};
 use crate::os::atomic::libc_mode;
 use crate::os::heartbeat::{self, Refusal};
@@ -167,7 +167,7 @@ enum Read {
     Missing,
     Refused(String),
     Bad(ParseError),
-    Parsed(Snapshot),
+    Parsed(Box<Snapshot>),
 }
 
 fn read_snapshot(run: &Result<OwnedFd, Refusal>) -> Read {
@@ -186,7 +186,7 @@ fn read_snapshot(run: &Result<OwnedFd, Refusal>) -> Read {
             Read::Refused(format!("is larger than {MAX_STATUS_LEN} bytes; not read"))
         }
         Ok(Some(file)) => match snapshot::parse(&file.bytes) {
-            Ok(s) => Read::Parsed(s),
+            Ok(s) => Read::Parsed(Box::new(s)),
             Err(e) => Read::Bad(e),
         },
         Err(why) => Read::Refused(format!("{why}; not read")),
@@ -505,6 +505,76 @@ fn end_text(boot: &Boot, current: bool) -> String {
     }
 }
 
+/// How a boot's confirmation went, for people (`None` without `[boot]`).
+fn confirm_text(boot: &Boot) -> Option<String> {
+    let at = boot
+        .confirm_uptime_ms
+        .map(|ms| format!(" at {} up", human(ms)))
+        .unwrap_or_default();
+    let note = Shown(boot.confirm_note.as_bytes());
+    let words = match boot.confirm {
+        Confirm::Unconfigured => return None,
+        Confirm::NotTrial => format!("not a trial boot ({note})"),
+        Confirm::Trial => format!("trial boot, never confirmed ({note})"),
+        Confirm::Confirming => format!("trial boot, confirming since{at}, no outcome recorded"),
+        Confirm::Confirmed => format!("trial boot, confirmed{at}"),
+        Confirm::Failed => {
+            format!("trial boot, NOT confirmed: the confirm command failed{at} ({note})")
+        }
+    };
+    Some(words)
+}
+
+/// The boot record of the snapshot, for people: where this boot's confirmation stands.
+fn boot_line(b: &snapshot::Boot<snapshot::Text>, now_ms: u64, hold: bool) -> String {
+    let mut line = match b.phase.as_slice() {
+        b"checking" => "checking whether this is a trial boot".to_owned(),
+        b"not-trial" => "not a trial boot: nothing to confirm".to_owned(),
+        b"waiting" => {
+            let healthy = match b.healthy_since_ms {
+                Some(since) => format!(
+                    "every critical component alive for {} of the {} needed",
+                    human(now_ms.saturating_sub(since)),
+                    human(b.confirm_after_ms)
+                ),
+                None => format!(
+                    "not every critical component is alive ({} of health needed)",
+                    human(b.confirm_after_ms)
+                ),
+            };
+            format!("trial boot, not confirmed yet: {healthy}")
+        }
+        b"confirming" => format!("trial boot: confirming (attempt {})", b.attempt),
+        b"retrying" => format!(
+            "trial boot: confirm attempt {} failed, the next in {}",
+            b.attempt,
+            human(b.retry_ms.unwrap_or(now_ms).saturating_sub(now_ms))
+        ),
+        b"confirmed" => "trial boot, confirmed".to_owned(),
+        b"failed" => "trial boot, NOT confirmed: every confirm attempt failed (see the log); the board stays up".to_owned(),
+        other => format!("{}", Shown(other)),
+    };
+    if b.unknown {
+        line.push_str(" [the trial check could not tell: treated as a trial]");
+    }
+    if let Some(deadline) = b.deadline_ms.filter(|_| b.phase == b"waiting") {
+        let _ = write!(
+            line,
+            "; deadline in {}",
+            human(deadline.saturating_sub(now_ms))
+        );
+    }
+    if hold && unconfirmed_trial(&b.phase) {
+        line.push_str("; the reboot-loop hold is suspended until it is confirmed");
+    }
+    line
+}
+
+/// A phase of an unconfirmed trial boot: the hold does not apply.
+fn unconfirmed_trial(phase: &[u8]) -> bool {
+    matches!(phase, b"waiting" | b"confirming" | b"retrying" | b"failed")
+}
+
 /// The word for a boot's end in `status --json`: a record still "running" that is not
 /// this boot ended unrecorded.
 fn end_word(boot: &Boot, current: bool) -> &'static str {
@@ -571,6 +641,9 @@ fn render_text(seen: &Seen) -> String {
                     "no"
                 }
             );
+            if let Some(b) = &s.boot {
+                let _ = writeln!(out, "boot: {}", boot_line(b, seen.now_ms, a.hold));
+            }
             if a.resetting {
                 let _ = writeln!(
                     out,
@@ -681,6 +754,9 @@ fn render_text(seen: &Seen) -> String {
                     utc(b.started_wall),
                     end_text(b, current == Some(i))
                 );
+                if let Some(confirm) = confirm_text(b) {
+                    let _ = writeln!(out, "             {confirm}");
+                }
             }
             if count == 0 {
                 let _ = writeln!(out, "  empty");
@@ -749,6 +825,39 @@ fn render_json(seen: &Seen) -> String {
             a.hold, a.resetting, s.omitted
         );
         json_opt_u64(&mut out, seen.fed_age);
+        out.push_str(",\"boot\":");
+        match &s.boot {
+            Some(b) => {
+                out.push_str("{\"phase\":");
+                json_bytes(&mut out, &b.phase);
+                let _ = write!(
+                    out,
+                    ",\"attempt\":{},\"trial_unknown\":{},\"healthy_for_ms\":",
+                    b.attempt, b.unknown
+                );
+                json_opt_u64(
+                    &mut out,
+                    b.healthy_since_ms.map(|s| seen.now_ms.saturating_sub(s)),
+                );
+                let _ = write!(
+                    out,
+                    ",\"confirm_after_ms\":{},\"deadline_in_ms\":",
+                    b.confirm_after_ms
+                );
+                json_opt_u64(
+                    &mut out,
+                    b.deadline_ms.map(|d| d.saturating_sub(seen.now_ms)),
+                );
+                out.push_str(",\"retry_in_ms\":");
+                json_opt_u64(&mut out, b.retry_ms.map(|r| r.saturating_sub(seen.now_ms)));
+                let _ = write!(
+                    out,
+                    ",\"hold_suspended\":{}}}",
+                    a.hold && unconfirmed_trial(&b.phase)
+                );
+            }
+            None => out.push_str("null"),
+        }
     }
     out.push_str("},\"components\":[");
     for (i, c) in snapshot
@@ -857,6 +966,17 @@ fn render_json(seen: &Seen) -> String {
                 json_string(&mut out, &b.component);
                 out.push_str(",\"reason\":");
                 json_string(&mut out, &b.reason);
+                out.push_str(",\"confirm\":");
+                match b.confirm {
+                    Confirm::Unconfigured => out.push_str("null"),
+                    c => {
+                        let _ = write!(out, "\"{}\"", c.as_str());
+                    }
+                }
+                out.push_str(",\"confirm_uptime_ms\":");
+                json_opt_u64(&mut out, b.confirm_uptime_ms);
+                out.push_str(",\"confirm_note\":");
+                json_string(&mut out, &b.confirm_note);
                 out.push('}');
             }
             out.push(']');

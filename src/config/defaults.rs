@@ -82,6 +82,13 @@ pub(crate) const REPAIR_BACKOFF_MAX: Duration = Duration::from_secs(300);
 /// `max_repairs`.
 pub(crate) const MAX_REPAIRS: u32 = 5;
 
+/// `[boot] confirm_after`.
+pub(crate) const CONFIRM_AFTER: Duration = Duration::from_secs(60);
+/// `[boot] confirm_timeout`, which also bounds the trial check.
+pub(crate) const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
+/// `[boot] confirm_attempts`.
+pub(crate) const CONFIRM_ATTEMPTS: u32 = 3;
+
 /// The default `[watchdog]` section, built without parsing.
 pub fn watchdog() -> WatchdogConfig {
     WatchdogConfig {

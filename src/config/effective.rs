@@ -9,7 +9,7 @@ use core::fmt;
 use core::time::Duration;
 
 use super::schema::toml_string;
-use super::{Config, Repair, defaults};
+use super::{Config, Repair, TrialCheck, defaults};
 use crate::os::led::LedSpec;
 
 /// A duration as written in a config: whole seconds where it is, else milliseconds (the
@@ -22,10 +22,9 @@ fn secs(d: Duration) -> String {
     }
 }
 
-/// A repair command as a TOML list of strings.
-fn argv(repair: &Repair) -> String {
-    let words: Vec<String> = repair
-        .argv
+/// A command as a TOML list of strings.
+fn argv(command: &[std::ffi::OsString]) -> String {
+    let words: Vec<String> = command
         .iter()
         .map(|a| toml_string(&a.to_string_lossy()))
         .collect();
@@ -94,6 +93,34 @@ impl fmt::Display for Config {
                 toml_string(&self.notify.socket.to_string_lossy())
             )?;
         }
+        if let Some(b) = &self.boot {
+            writeln!(f, "\n[boot]\nconfirm = {}", argv(&b.confirm))?;
+            writeln!(
+                f,
+                "confirm_after = {}\nconfirm_timeout = {}\nconfirm_attempts = {}",
+                secs(b.policy.confirm_after),
+                secs(b.policy.timeout),
+                b.policy.attempts
+            )?;
+            if let Some(d) = b.deadline {
+                writeln!(f, "confirm_deadline = {}", secs(d))?;
+            }
+            match &b.trial {
+                TrialCheck::Always => writeln!(f, "# every boot is a trial boot (no trial check)")?,
+                TrialCheck::Command { argv: words, value } => {
+                    writeln!(f, "trial = {}", argv(words))?;
+                    if let Some(v) = value {
+                        writeln!(f, "trial_value = {}", toml_string(v))?;
+                    }
+                }
+                TrialCheck::File { path, value } => writeln!(
+                    f,
+                    "trial_file = {}\ntrial_value = {}",
+                    toml_string(&path.to_string_lossy()),
+                    toml_string(value)
+                )?,
+            }
+        }
         if let Some(h) = &self.hearts {
             writeln!(
                 f,
@@ -144,7 +171,7 @@ impl fmt::Display for Config {
 
 fn write_repair(f: &mut fmt::Formatter<'_>, repair: Option<&Repair>) -> fmt::Result {
     if let Some(r) = repair {
-        writeln!(f, "repair = {}", argv(r))?;
+        writeln!(f, "repair = {}", argv(&r.argv))?;
         writeln!(
             f,
             "repair_timeout = {}\nrepair_backoff = {}\nrepair_backoff_max = {}\nmax_repairs = {}",

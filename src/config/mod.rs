@@ -38,6 +38,7 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::OFlag;
 
+use crate::core::boot::BootPolicy;
 use crate::core::name::Name;
 use crate::core::supervisor::{Policy, RepairPolicy};
 use crate::limits::MAX_CONFIG_LEN;
@@ -59,7 +60,36 @@ pub struct Config {
     pub guard: GuardConfig,
     pub hearts: Option<HeartsConfig>,
     pub notify: NotifyConfig,
+    /// `[boot]`: confirm trial boots of A/B updates when healthy.
+    pub boot: Option<BootConfig>,
     pub components: Vec<ComponentConfig>,
+}
+
+/// `[boot]`: how a trial boot is recognised and confirmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootConfig {
+    /// The confirm command: program (absolute path) and arguments, no shell.
+    pub confirm: Vec<OsString>,
+    pub policy: BootPolicy,
+    /// Uptime by which the boot must have been healthy for `confirm_after`, if any.
+    pub deadline: Option<Duration>,
+    pub trial: TrialCheck,
+}
+
+/// How the agent tells a trial boot (one the bootloader counts) from any other.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrialCheck {
+    /// Every boot is a trial (RAUC's boot counting counts every boot).
+    Always,
+    /// A command: with `value`, a trial when it exits 0 and prints `value`; without, a
+    /// trial when it exits 0 and not one when it exits 1.
+    Command {
+        argv: Vec<OsString>,
+        value: Option<String>,
+    },
+    /// A file: a trial when it holds `value` (surrounding whitespace aside), not one when
+    /// it holds anything else or does not exist.
+    File { path: PathBuf, value: String },
 }
 
 /// `[notify]`: where daemons that speak sd_notify send their messages. The socket exists

@@ -147,6 +147,7 @@ impl Salvage {
             guard: defaults::GUARD,
             hearts: None,
             notify,
+            boot: None,
             components: Vec::new(),
         }
     }

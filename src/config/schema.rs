@@ -354,6 +354,7 @@ pub(super) struct RawConfig {
     pub(super) defaults: RawEntry,
     pub(super) hearts: Option<Spanned<RawEntry>>,
     pub(super) notify: RawNotify,
+    pub(super) boot: Option<Spanned<RawBoot>>,
     /// `[[component]]`
     pub(super) components: Vec<Spanned<RawEntry>>,
 }
@@ -387,6 +388,19 @@ pub(super) struct RawLed {
 #[derive(Default)]
 pub(super) struct RawNotify {
     pub(super) socket: Option<Spanned<AbsPath>>,
+}
+
+/// `[boot]`: health-gated confirmation of trial boots (A/B updates).
+#[derive(Default)]
+pub(super) struct RawBoot {
+    pub(super) confirm: Option<Spanned<Words>>,
+    pub(super) confirm_after: Option<Spanned<Dur>>,
+    pub(super) confirm_deadline: Option<Spanned<Dur>>,
+    pub(super) confirm_timeout: Option<Spanned<Dur>>,
+    pub(super) confirm_attempts: Option<Spanned<Int>>,
+    pub(super) trial: Option<Spanned<Words>>,
+    pub(super) trial_file: Option<Spanned<AbsPath>>,
+    pub(super) trial_value: Option<Spanned<Text>>,
 }
 
 #[derive(Default)]
@@ -501,6 +515,7 @@ impl Section for RawConfig {
         "defaults",
         "hearts",
         "notify",
+        "boot",
         "component",
     ];
     fn set(&mut self, key: &str, value: &Value<'_>) -> Result<bool, ReadError> {
@@ -512,6 +527,7 @@ impl Section for RawConfig {
             "defaults" => self.defaults = read_section(value)?,
             "hearts" => self.hearts = Some(Spanned::new(value.span(), read_section(value)?)),
             "notify" => self.notify = read_section(value)?,
+            "boot" => self.boot = Some(Spanned::new(value.span(), read_section(value)?)),
             "component" => self.components = components(value)?,
             _ => return Ok(false),
         }
@@ -575,6 +591,33 @@ impl Section for RawNotify {
     fn set(&mut self, key: &str, value: &Value<'_>) -> Result<bool, ReadError> {
         match key {
             "socket" => self.socket = spanned(value)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+impl Section for RawBoot {
+    const KEYS: &'static [&'static str] = &[
+        "confirm",
+        "confirm_after",
+        "confirm_deadline",
+        "confirm_timeout",
+        "confirm_attempts",
+        "trial",
+        "trial_file",
+        "trial_value",
+    ];
+    fn set(&mut self, key: &str, value: &Value<'_>) -> Result<bool, ReadError> {
+        match key {
+            "confirm" => self.confirm = spanned(value)?,
+            "confirm_after" => self.confirm_after = spanned(value)?,
+            "confirm_deadline" => self.confirm_deadline = spanned(value)?,
+            "confirm_timeout" => self.confirm_timeout = spanned(value)?,
+            "confirm_attempts" => self.confirm_attempts = spanned(value)?,
+            "trial" => self.trial = spanned(value)?,
+            "trial_file" => self.trial_file = spanned(value)?,
+            "trial_value" => self.trial_value = spanned(value)?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -658,6 +701,7 @@ mod tests {
         knows_its_keys::<RawLed>();
         knows_its_keys::<RawGuard>();
         knows_its_keys::<RawNotify>();
+        knows_its_keys::<RawBoot>();
         knows_its_keys::<RawEntry>();
     }
 }

@@ -19,17 +19,19 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 use super::schema::{
-    AbsPath, Dur, Found, Int, RawAgent, RawConfig, RawEntry, RawGuard, RawLed, RawNotify,
-    RawWatchdog, Words, check_path, toml_string,
+    AbsPath, Dur, Found, Int, RawAgent, RawBoot, RawConfig, RawEntry, RawGuard, RawLed, RawNotify,
+    RawWatchdog, Text, Words, check_path, toml_string,
 };
 use super::{
-    AgentConfig, ComponentConfig, Config, GuardConfig, HeartsConfig, Liveness, LogTarget,
-    NotifyConfig, Repair, WatchdogConfig, defaults,
+    AgentConfig, BootConfig, ComponentConfig, Config, GuardConfig, HeartsConfig, Liveness,
+    LogTarget, NotifyConfig, Repair, TrialCheck, WatchdogConfig, defaults,
 };
+use crate::core::boot::BootPolicy;
 use crate::core::name::Name;
 use crate::core::supervisor::{Policy, RepairPolicy};
 use crate::limits::{
     HISTORY_LEN, MAX_COMPONENTS, MAX_NAME_LEN, MAX_REPAIR_ARGS, MAX_REPAIR_ATTEMPTS,
+    MAX_TRIAL_OUTPUT,
 };
 use crate::os::led::LedSpec;
 
@@ -58,6 +60,10 @@ impl RawConfig {
             &components,
             &file_places,
         )?;
+        let boot = self
+            .boot
+            .map(|section| boot_section(section, &components, hearts.as_ref()))
+            .transpose()?;
         Ok(Config {
             path: path.to_owned(),
             source: source.to_owned(),
@@ -67,6 +73,7 @@ impl RawConfig {
             guard,
             hearts,
             notify,
+            boot,
             components,
         })
     }
@@ -332,6 +339,146 @@ impl RawGuard {
     }
 }
 
+/// `[boot]`, and its timing rules against the critical components (see the README, "A/B
+/// updates"): `confirm_after` covers every critical heartbeat timeout, so that a
+/// component that beat once and died cannot count as alive through it; the deadline leaves
+/// room for every critical component's startup grace and then `confirm_after`.
+fn boot_section(
+    section: Spanned<RawBoot>,
+    components: &[ComponentConfig],
+    hearts: Option<&HeartsConfig>,
+) -> Result<BootConfig, Invalid> {
+    let place = section.span();
+    let b = section.into_inner();
+    let confirm = b.confirm.as_ref().ok_or_else(|| {
+        (
+            Some(place.clone()),
+            "[boot] has no confirm (it is required): the command that confirms a healthy boot, e.g. [\"/usr/bin/rauc\", \"status\", \"mark-good\"]".to_owned(),
+        )
+    })?;
+    let confirm_words = command_words(confirm, "confirm")?;
+    min_duration(&b.confirm_after, "confirm_after", Duration::from_secs(1))?;
+    min_duration(
+        &b.confirm_timeout,
+        "confirm_timeout",
+        Duration::from_millis(100),
+    )?;
+    let get = |v: &Option<Spanned<Dur>>| v.as_ref().map(|v| v.get_ref().0);
+    let policy = BootPolicy {
+        confirm_after: get(&b.confirm_after).unwrap_or(defaults::CONFIRM_AFTER),
+        timeout: get(&b.confirm_timeout).unwrap_or(defaults::CONFIRM_TIMEOUT),
+        attempts: match &b.confirm_attempts {
+            Some(n) => int_in(n, "confirm_attempts", 1..=i64::from(MAX_REPAIR_ATTEMPTS))? as u32,
+            None => defaults::CONFIRM_ATTEMPTS,
+        },
+    };
+    let value = b.trial_value.as_ref().map(trial_value).transpose()?;
+    let trial = match (&b.trial, &b.trial_file) {
+        (Some(_), Some(file)) => {
+            return Err(at(
+                file,
+                "set either trial (a command) or trial_file, not both".to_owned(),
+            ));
+        }
+        (Some(argv), None) => TrialCheck::Command {
+            argv: command_words(argv, "trial")?,
+            value,
+        },
+        (None, Some(file)) => TrialCheck::File {
+            path: file.get_ref().0.clone(),
+            value: value.ok_or_else(|| {
+                at(
+                    file,
+                    "trial_file needs trial_value = \"...\": what the file holds in a trial boot"
+                        .to_owned(),
+                )
+            })?,
+        },
+        (None, None) => {
+            if let Some(v) = &b.trial_value {
+                return Err(at(
+                    v,
+                    "trial_value is compared with the output of trial or the content of trial_file: set one of them".to_owned(),
+                ));
+            }
+            TrialCheck::Always
+        }
+    };
+    // The critical components' (name, timeout, grace); hearts have no timeout until run time.
+    let mut critical: Vec<(String, Option<Duration>, Duration)> = components
+        .iter()
+        .filter(|c| c.policy.critical)
+        .map(|c| {
+            (
+                format!("component {}", toml_string(c.name.as_str())),
+                Some(c.policy.timeout),
+                c.policy.grace,
+            )
+        })
+        .collect();
+    if let Some(h) = hearts.filter(|h| h.critical) {
+        critical.push(("[hearts]".to_owned(), None, h.grace));
+    }
+    if critical.is_empty() {
+        return Err((
+            Some(place),
+            "[boot] confirms a boot when every critical component is alive, and no component is critical: set critical = true on the ones a healthy boot needs".to_owned(),
+        ));
+    }
+    let after_place = span(&b.confirm_after).unwrap_or_else(|| place.clone());
+    for (who, timeout, _) in &critical {
+        if let Some(timeout) = timeout
+            && policy.confirm_after < *timeout
+        {
+            return Err((
+                Some(after_place),
+                format!(
+                    "confirm_after ({:?}) must be at least the timeout of {who} ({timeout:?}): a component that beat once and then died would still count as alive",
+                    policy.confirm_after
+                ),
+            ));
+        }
+    }
+    let deadline = get(&b.confirm_deadline);
+    if let (Some(deadline), Some(deadline_key)) = (deadline, &b.confirm_deadline) {
+        for (who, _, grace) in &critical {
+            let needed = grace.saturating_add(policy.confirm_after);
+            if deadline < needed {
+                return Err(at(
+                    deadline_key,
+                    format!(
+                        "confirm_deadline ({deadline:?}) must be at least the grace of {who} + confirm_after ({grace:?} + {:?} = {needed:?}): a healthy boot must be able to start and then stay healthy before it",
+                        policy.confirm_after
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(BootConfig {
+        confirm: confirm_words,
+        policy,
+        deadline,
+        trial,
+    })
+}
+
+/// `trial_value`: what a trial boot's check prints (or its file holds), compared after
+/// trimming surrounding whitespace; so it is not empty, has none itself and fits the bytes
+/// read of the output.
+fn trial_value(value: &Spanned<Text>) -> Result<String, Invalid> {
+    let text = &value.get_ref().0;
+    if text.is_empty() || text.trim() != text || text.len() > MAX_TRIAL_OUTPUT {
+        return Err(at(
+            value,
+            format!(
+                "trial_value {} must be 1 to {MAX_TRIAL_OUTPUT} bytes without surrounding whitespace (the output is compared trimmed)",
+                toml_string(text)
+            ),
+        ));
+    }
+    Ok(text.clone())
+}
+
 /// `[defaults]`: only policy keys, which [`RawEntry::or`] gives to `[hearts]` and to each
 /// `[[component]]`, where they are checked with the rest of the policy.
 fn defaults_section(section: &RawEntry) -> Result<(), Invalid> {
@@ -587,7 +734,7 @@ impl RawEntry {
         };
         let repair = match &self.repair {
             Some(argv) => {
-                let words = repair_words(argv)?;
+                let words = command_words(argv, "repair")?;
                 let policy = RepairPolicy {
                     timeout: get(&self.repair_timeout).unwrap_or(defaults::REPAIR_TIMEOUT),
                     backoff_initial,
@@ -635,15 +782,15 @@ impl RawEntry {
     }
 }
 
-/// A repair command: 1 to [`MAX_REPAIR_ARGS`] strings without NUL, the first an absolute
-/// path (it is executed directly, with no shell).
-fn repair_words(argv: &Spanned<Words>) -> Result<Vec<OsString>, Invalid> {
+/// A command (`key` is `repair`, `confirm` or `trial`): 1 to [`MAX_REPAIR_ARGS`] strings
+/// without NUL, the first an absolute path (it is executed directly, with no shell).
+fn command_words(argv: &Spanned<Words>, key: &str) -> Result<Vec<OsString>, Invalid> {
     let Words(items) = argv.get_ref();
     if items.is_empty() || items.len() > MAX_REPAIR_ARGS {
         return Err(at(
             argv,
             format!(
-                "repair must be a list of 1 to {MAX_REPAIR_ARGS} strings: the program and its arguments"
+                "{key} must be a list of 1 to {MAX_REPAIR_ARGS} strings: the program and its arguments"
             ),
         ));
     }
@@ -653,14 +800,14 @@ fn repair_words(argv: &Spanned<Words>) -> Result<Vec<OsString>, Invalid> {
             Found::Str(word) if word.contains('\0') => {
                 return Err(at(
                     item,
-                    "a repair argument cannot contain a NUL byte".into(),
+                    format!("a {key} argument cannot contain a NUL byte"),
                 ));
             }
             Found::Str(word) => words.push(word.as_str()),
             other => {
                 return Err(at(
                     item,
-                    format!("each repair word must be a string in quotes (\"...\"), not {other}"),
+                    format!("each {key} word must be a string in quotes (\"...\"), not {other}"),
                 ));
             }
         }
@@ -669,7 +816,7 @@ fn repair_words(argv: &Spanned<Words>) -> Result<Vec<OsString>, Invalid> {
         return Err(at(
             argv,
             format!(
-                "the repair program {} must be an absolute path (no PATH search, no shell; write [\"/bin/sh\", \"-c\", \"...\"] for one)",
+                "the {key} program {} must be an absolute path (no PATH search, no shell; write [\"/bin/sh\", \"-c\", \"...\"] for one)",
                 toml_string(words.first().copied().unwrap_or_default())
             ),
         ));

@@ -13,17 +13,27 @@
 //! uptime counts as zero, which errs towards holding). Wall-clock times are kept for
 //! people only: on boards without an RTC they can be years off.
 //!
+//! With `[boot]`, each record also says how the boot's confirmation went (see
+//! [`Confirm`]). A forced reset of a trial boot that was never confirmed does not count
+//! towards the guard: the bootloader counts it, and falls back to the old slot by its own
+//! rule, which a hold in the next boot must not undo.
+//!
 //! The text format is one tab-separated line per boot under a versioned header; it is
-//! written whole (see `state`) and parsed strictly, naming the line of any defect.
+//! written whole (see `state`) and parsed strictly, naming the line of any defect. Format 2
+//! added the three confirmation fields; format 1 is still read (as "no `[boot]`").
 
 use core::fmt::{self, Write as _};
 use core::time::Duration;
 
 use crate::limits::{BOOT_ID_LEN, HISTORY_LEN, MAX_NAME_LEN, MAX_REASON_LEN};
 
-const HEADER: &str = "watchkeeper-history 1";
-/// Longest serialized record: fixed fields plus name and reason.
-const LINE_MAX: usize = 160 + MAX_NAME_LEN + MAX_REASON_LEN;
+const HEADER: &str = "watchkeeper-history 2";
+/// The format before the confirmation fields, still read.
+const HEADER_1: &str = "watchkeeper-history 1";
+/// Bytes of a confirmation's note (how its command ended).
+pub const MAX_CONFIRM_NOTE: usize = 96;
+/// Longest serialized record: fixed fields plus name, reason and note.
+const LINE_MAX: usize = 200 + MAX_NAME_LEN + MAX_REASON_LEN + MAX_CONFIRM_NOTE;
 /// Room for the whole serialized history.
 pub(crate) const TEXT_MAX: usize = HEADER.len() + 1 + HISTORY_LEN * LINE_MAX;
 
@@ -85,6 +95,54 @@ impl End {
     }
 }
 
+/// How a boot's confirmation went (`[boot]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Confirm {
+    /// No `[boot]` section in this boot (or a record of format 1).
+    Unconfigured,
+    /// Not a trial boot: nothing to confirm.
+    NotTrial,
+    /// A trial boot, waiting for health.
+    Trial,
+    /// Its confirm command was started.
+    Confirming,
+    Confirmed,
+    /// Every confirm attempt failed.
+    Failed,
+}
+
+impl Confirm {
+    /// The word for it in the history file and in `status --json`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Confirm::Unconfigured => "-",
+            Confirm::NotTrial => "not-trial",
+            Confirm::Trial => "trial",
+            Confirm::Confirming => "confirming",
+            Confirm::Confirmed => "confirmed",
+            Confirm::Failed => "failed",
+        }
+    }
+
+    fn parse(word: &str) -> Option<Confirm> {
+        [
+            Confirm::Unconfigured,
+            Confirm::NotTrial,
+            Confirm::Trial,
+            Confirm::Confirming,
+            Confirm::Confirmed,
+            Confirm::Failed,
+        ]
+        .into_iter()
+        .find(|c| c.as_str() == word)
+    }
+
+    /// A trial boot that was not confirmed: the bootloader counts how it ended.
+    pub fn unconfirmed_trial(self) -> bool {
+        matches!(self, Confirm::Trial | Confirm::Confirming | Confirm::Failed)
+    }
+}
+
 /// One boot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Boot {
@@ -102,6 +160,11 @@ pub struct Boot {
     /// The component that forced the reset, if any.
     pub component: heapless::String<MAX_NAME_LEN>,
     pub reason: heapless::String<MAX_REASON_LEN>,
+    pub confirm: Confirm,
+    /// Uptime when `confirm` was last set, when known.
+    pub confirm_uptime_ms: Option<u64>,
+    /// How the confirm command ended (its last attempt), or why the boot is a trial.
+    pub confirm_note: heapless::String<MAX_CONFIRM_NOTE>,
 }
 
 /// What [`History::start_boot`] found.
@@ -209,6 +272,9 @@ impl History {
             hold_cleared: false,
             component: heapless::String::new(),
             reason: heapless::String::new(),
+            confirm: Confirm::Unconfigured,
+            confirm_uptime_ms: None,
+            confirm_note: heapless::String::new(),
         };
         // Cannot fail: a slot was freed above.
         let _ = self.boots.push_back(boot);
@@ -249,6 +315,15 @@ impl History {
         }
     }
 
+    /// Records where the current boot's confirmation stands, at `uptime`, with a note.
+    pub fn record_confirm(&mut self, confirm: Confirm, uptime: Duration, note: &str) {
+        if let Some(boot) = self.boots.back_mut() {
+            boot.confirm = confirm;
+            boot.confirm_uptime_ms = Some(u64::try_from(uptime.as_millis()).unwrap_or(u64::MAX));
+            boot.confirm_note = bounded(note);
+        }
+    }
+
     /// Records that an operator cleared the hold during the current boot.
     pub fn record_hold_cleared(&mut self) {
         if let Some(boot) = self.boots.back_mut() {
@@ -270,7 +345,7 @@ impl History {
         let mut span_ms = 0u64;
         let mut forced = 0;
         for boot in boots {
-            if boot.end == End::Forced {
+            if boot.end == End::Forced && !boot.confirm.unconfirmed_trial() {
                 forced += 1;
                 if forced >= max_resets {
                     return true;
@@ -299,13 +374,19 @@ impl History {
                 Some(ms) => write!(out, "{ms}")?,
                 None => out.push('-').map_err(|_| fmt::Error)?,
             }
-            writeln!(
+            write!(
                 out,
-                "\t{}\t{}\t{}",
+                "\t{}\t{}\t{}\t{}\t",
                 u8::from(b.hold_cleared),
                 b.component,
-                b.reason
+                b.reason,
+                b.confirm.as_str()
             )?;
+            match b.confirm_uptime_ms {
+                Some(ms) => write!(out, "{ms}")?,
+                None => out.push('-').map_err(|_| fmt::Error)?,
+            }
+            writeln!(out, "\t{}", b.confirm_note)?;
         }
         Ok(())
     }
@@ -313,15 +394,16 @@ impl History {
     /// Parses what `write_text` wrote.
     pub fn parse(text: &str) -> Result<History, ParseError> {
         let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
-        match lines.next() {
-            Some((_, HEADER)) => {}
+        let with_confirm = match lines.next() {
+            Some((_, HEADER)) => true,
+            Some((_, HEADER_1)) => false,
             _ => {
                 return Err(ParseError {
                     line: 1,
-                    message: "missing header \"watchkeeper-history 1\"",
+                    message: "missing header \"watchkeeper-history 2\"",
                 });
             }
-        }
+        };
         let mut history = History::default();
         for (line, text) in lines {
             let err = |message| ParseError { line, message };
@@ -346,10 +428,24 @@ impl History {
             };
             let component = next("missing component")?;
             let reason = next("missing reason")?;
+            let (confirm, confirm_uptime_ms, note) = if with_confirm {
+                let confirm = Confirm::parse(next("missing confirmation")?)
+                    .ok_or(err("unknown confirmation"))?;
+                let at = match next("missing confirmation uptime")? {
+                    "-" => None,
+                    ms => Some(ms.parse().map_err(|_| err("bad confirmation uptime"))?),
+                };
+                (confirm, at, next("missing confirmation note")?)
+            } else {
+                (Confirm::Unconfigured, None, "")
+            };
             if fields.next().is_some() {
                 return Err(err("too many fields"));
             }
-            if boot_id.len() > 36 || component.len() > MAX_NAME_LEN || reason.len() > MAX_REASON_LEN
+            if boot_id.len() > 36
+                || component.len() > MAX_NAME_LEN
+                || reason.len() > MAX_REASON_LEN
+                || note.len() > MAX_CONFIRM_NOTE
             {
                 return Err(err("field too long"));
             }
@@ -365,6 +461,9 @@ impl History {
                 hold_cleared,
                 component: bounded(component),
                 reason: bounded(reason),
+                confirm,
+                confirm_uptime_ms,
+                confirm_note: bounded(note),
             });
         }
         Ok(history)
@@ -533,8 +632,7 @@ mod tests {
 
     #[test]
     fn defects_are_named_by_line() {
-        let bad =
-            "watchkeeper-history 1\n1\tid\t0\trunning\t-\t0\t\t\n2\tid\t0\texploded\t-\t0\t\t\n";
+        let bad = "watchkeeper-history 2\n1\tid\t0\trunning\t-\t0\t\t\t-\t-\t\n2\tid\t0\texploded\t-\t0\t\t\t-\t-\t\n";
         assert_eq!(
             History::parse(bad),
             Err(ParseError {
@@ -543,7 +641,60 @@ mod tests {
             })
         );
         assert_eq!(History::parse("").unwrap_err().line, 1);
-        let truncated = "watchkeeper-history 1\n1\tid\t0\trun";
+        let truncated = "watchkeeper-history 2\n1\tid\t0\trun";
         assert_eq!(History::parse(truncated).unwrap_err().line, 2);
+        let old_format = "watchkeeper-history 2\n1\tid\t0\trunning\t-\t0\t\t\n";
+        assert_eq!(
+            History::parse(old_format),
+            Err(ParseError {
+                line: 2,
+                message: "missing confirmation"
+            })
+        );
+    }
+
+    #[test]
+    fn format_1_is_read_as_unconfigured() {
+        let v1 = "watchkeeper-history 1\n1\tid-a\t5\tforced\t9000\t0\tsensor\tdead\n";
+        let h = History::parse(v1).unwrap();
+        let boot = h.current().unwrap();
+        assert_eq!(
+            (boot.end, boot.confirm),
+            (End::Forced, Confirm::Unconfigured)
+        );
+        let mut text = heapless::String::new();
+        h.write_text(&mut text).unwrap();
+        assert!(text.starts_with("watchkeeper-history 2\n"), "{text}");
+        assert_eq!(History::parse(&text).unwrap(), h);
+    }
+
+    #[test]
+    fn resets_of_unconfirmed_trial_boots_are_the_bootloaders_to_count() {
+        let mut h = History::default();
+        for i in 0..3 {
+            h.start_boot(&format!("trial-{i}"), 0, false);
+            h.record_confirm(Confirm::Trial, Duration::from_secs(1), "");
+            h.record_forced_reset(
+                "boot",
+                "not confirmed by the deadline",
+                Duration::from_secs(60),
+            );
+        }
+        // The bootloader fell back to the old slot, which is no trial.
+        h.start_boot("fallback", 0, false);
+        assert!(
+            !h.hold_needed(3, HOUR),
+            "three failed trials are no reboot loop"
+        );
+        h.record_confirm(Confirm::NotTrial, Duration::from_secs(1), "");
+        for i in 0..3 {
+            h.record_forced_reset("sensor", "dead", Duration::from_secs(60));
+            h.start_boot(&format!("loop-{i}"), 0, false);
+            h.record_confirm(Confirm::Confirmed, Duration::from_secs(70), "exit status 0");
+        }
+        assert!(
+            h.hold_needed(3, HOUR),
+            "confirmed boots that reset are a loop"
+        );
     }
 }

@@ -2,6 +2,7 @@
 //! [`time::Instant`] values, decisions come out, so tests drive it without sleeping.
 //! Nothing here imports from the rest of the crate but `crate::limits`.
 
+pub mod boot;
 pub mod history;
 pub mod name;
 pub mod notify;

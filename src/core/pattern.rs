@@ -22,6 +22,8 @@ pub enum Pattern {
     /// The configuration, a device, the run or the state directory cannot be used (see
     /// the log).
     Fault,
+    /// Everything supervised is alive, and this trial boot awaits its confirmation.
+    Unconfirmed,
     /// Everything supervised is alive.
     Healthy,
 }
@@ -57,11 +59,11 @@ const fn timing(on_ms: u32, off_ms: u32, pause_ms: u32) -> Timing {
 }
 
 /// The LED table. Order is priority: the first row that applies is shown.
-pub(crate) const TABLE: [Row; 5] = [
+pub(crate) const TABLE: [Row; 6] = [
     Row {
         name: "reset imminent",
         looks_like: "solid on",
-        meaning: "a component stayed dead; the reason is recorded and the board resets within the hardware timeout",
+        meaning: "a component stayed dead, or a trial boot was not healthy by its confirm deadline; the reason is recorded and the board resets within the hardware timeout",
         timing: Timing {
             on_ms: 0,
             off_ms: 0,
@@ -84,8 +86,14 @@ pub(crate) const TABLE: [Row; 5] = [
     Row {
         name: "fault",
         looks_like: "fast flicker: 50 ms on, 50 ms off",
-        meaning: "config, device, run directory or state directory error: see the log; supervision and feeding go on (with the last good config)",
+        meaning: "config, device, run directory or state directory error, or a boot that could not be confirmed: see the log; supervision and feeding go on (with the last good config)",
         timing: timing(50, 0, 50),
+    },
+    Row {
+        name: "unconfirmed",
+        looks_like: "two 100 ms blips 0.2 s apart every 3.2 s",
+        meaning: "all components alive; this trial boot of an update is not confirmed yet (see `[boot]`)",
+        timing: timing(100, 200, 2600),
     },
     Row {
         name: "healthy",
@@ -102,13 +110,15 @@ impl Pattern {
             Pattern::Hold => &TABLE[1],
             Pattern::Component(_) => &TABLE[2],
             Pattern::Fault => &TABLE[3],
-            Pattern::Healthy => &TABLE[4],
+            Pattern::Unconfirmed => &TABLE[4],
+            Pattern::Healthy => &TABLE[5],
         }
     }
 
     fn blinks(self) -> u64 {
         match self {
             Pattern::Component(k) => u64::from(k.max(1)),
+            Pattern::Unconfirmed => 2,
             _ => 1,
         }
     }
@@ -213,6 +223,7 @@ mod tests {
             Pattern::Hold,
             Pattern::Component(1),
             Pattern::Fault,
+            Pattern::Unconfirmed,
             Pattern::Healthy,
         ] {
             let mut saw_off = false;

@@ -20,12 +20,15 @@
 //!   most once per `feed_interval`, and never once a reset has been decided.
 //! - A critical component dead for `reset_after` (or past its repair budget) forces a reset
 //!   unless the reboot-loop guard holds; non-critical components never do.
+//! - A trial boot (see [`crate::core::boot`]) that is not confirmed suspends the hold: its
+//!   resets are the bootloader's to count. Its missed deadline is a reset like any other.
 //! - Once a reset is decided nothing is fed again; after four hardware timeouts without a
 //!   reset the fallback reboot is requested, once.
 
 use core::fmt;
 use core::time::Duration;
 
+use crate::core::boot::{BootAction, BootView, Gate, Trial};
 use crate::core::pattern::Pattern;
 use crate::core::time::Instant;
 use crate::limits::MAX_COMPONENTS;
@@ -186,6 +189,12 @@ pub enum Action {
     ForceReset { component: usize, cause: Cause },
     /// The hardware did not reset the board in time: call `reboot(2)`.
     FallbackReboot,
+    /// A step of the boot's confirmation (never `DeadlineMissed`: that is `DeadlineReset`).
+    Boot(BootAction),
+    /// The boot was not healthy for `confirm_after` by its deadline: reset the board, so
+    /// that the bootloader counts a failed boot. `culprit` is the critical component that
+    /// was not alive then (or the last to come alive). Nothing is fed after this.
+    DeadlineReset { culprit: Option<usize> },
     /// Feed the hardware watchdog.
     Feed,
 }
@@ -283,6 +292,8 @@ pub struct Supervisor {
     settings: Settings,
     mode: Mode,
     hold_until: Option<Instant>,
+    /// The confirmation of this boot, when `[boot]` is configured.
+    boot: Option<Gate>,
     next_feed: Instant,
     fault: bool,
     rng: u64,
@@ -298,6 +309,7 @@ impl Supervisor {
             settings,
             mode: Mode::Supervising,
             hold_until: hold_until.filter(|until| *until > now),
+            boot: None,
             next_feed: now,
             fault: false,
             rng: seed | 1,
@@ -483,6 +495,66 @@ impl Supervisor {
         }
     }
 
+    /// Confirm this boot through `gate` (see [`crate::core::boot`]).
+    pub fn gate_boot(&mut self, gate: Gate) {
+        self.boot = Some(gate);
+        self.generation += 1;
+    }
+
+    /// The trial check's answer.
+    pub fn boot_checked(&mut self, trial: Trial) {
+        if let Some(gate) = self.boot.as_mut() {
+            gate.checked(trial);
+            self.generation += 1;
+        }
+    }
+
+    /// The confirm command exited (`success`: exit status 0), or could not be started.
+    pub fn confirm_exited(&mut self, success: bool) {
+        if let Some(gate) = self.boot.as_mut() {
+            gate.exited(success);
+        }
+    }
+
+    /// The boot's confirmation, for display; `None` without `[boot]`.
+    pub fn boot_view(&self) -> Option<BootView> {
+        self.boot.as_ref().map(Gate::view)
+    }
+
+    /// Since when every critical component has been alive; `None` unless they all are and
+    /// there is at least one (nothing else proves a boot healthy).
+    fn healthy_since(&self) -> Option<Instant> {
+        let mut since = None;
+        for c in self.slots.iter().flatten().filter(|c| c.policy.critical) {
+            let Health::Alive { .. } = c.health else {
+                return None;
+            };
+            since = Some(since.map_or(c.entered, |s: Instant| s.max(c.entered)));
+        }
+        since
+    }
+
+    /// The critical component to blame for a missed deadline: the first that is not alive,
+    /// else the last to come alive.
+    fn culprit(&self) -> Option<usize> {
+        let critical = || {
+            self.slots
+                .iter()
+                .enumerate()
+                .filter_map(|(i, c)| c.as_ref().filter(|c| c.policy.critical).map(|c| (i, c)))
+        };
+        critical()
+            .find(|(_, c)| !matches!(c.health, Health::Alive { .. }))
+            .or_else(|| critical().max_by_key(|(_, c)| c.entered))
+            .map(|(i, _)| i)
+    }
+
+    /// True while the hold holds resets back: it is set, and no unconfirmed trial boot
+    /// suspends it.
+    fn holding(&self) -> bool {
+        self.hold_until.is_some() && !self.boot.as_ref().is_some_and(Gate::suspends_hold)
+    }
+
     /// An operator cleared the reboot-loop hold.
     pub fn clear_hold(&mut self) {
         if self.hold_until.take().is_some() {
@@ -509,7 +581,7 @@ impl Supervisor {
             self.generation += 1;
             act(Action::HoldEnded);
         }
-        let hold = self.hold_until.is_some();
+        let hold = self.holding();
         let mut reset = None;
         for index in 0..self.slots.len() {
             let Some(c) = self.slots[index].as_mut() else {
@@ -534,10 +606,42 @@ impl Supervisor {
             act(Action::ForceReset { component, cause });
             return;
         }
+        if self.step_boot(now, &mut act) {
+            return;
+        }
         if now >= self.next_feed {
             self.next_feed = now.saturating_add(self.settings.feed_interval);
             act(Action::Feed);
         }
+    }
+
+    /// Steps the boot's confirmation; true when its deadline forced a reset.
+    fn step_boot(&mut self, now: Instant, act: &mut impl FnMut(Action)) -> bool {
+        let healthy_since = self.healthy_since();
+        let jitter = self.next_random();
+        let Some(gate) = self.boot.as_mut() else {
+            return false;
+        };
+        let before = gate.view();
+        let mut missed = false;
+        gate.step(now, healthy_since, jitter, &mut |step| match step {
+            BootAction::DeadlineMissed => missed = true,
+            step => act(Action::Boot(step)),
+        });
+        if gate.view().phase != before.phase || healthy_since != before.healthy_since {
+            self.generation += 1;
+        }
+        if missed {
+            self.mode = Mode::Resetting {
+                since: now,
+                fallback_requested: false,
+            };
+            self.generation += 1;
+            act(Action::DeadlineReset {
+                culprit: self.culprit(),
+            });
+        }
+        missed
     }
 
     /// When the next pass is needed: the earliest heartbeat deadline, grace end, repair
@@ -558,6 +662,9 @@ impl Supervisor {
         if let Some(until) = self.hold_until {
             next = next.min(until);
         }
+        if let Some(gate) = &self.boot {
+            next = next.min(gate.next_deadline());
+        }
         for c in self.slots.iter().flatten() {
             next = next
                 .min(c.next_deadline())
@@ -571,7 +678,7 @@ impl Supervisor {
         if matches!(self.mode, Mode::Resetting { .. }) {
             return Pattern::ResetImminent;
         }
-        if self.hold_until.is_some() {
+        if self.holding() {
             return Pattern::Hold;
         }
         let dead = self.slots.iter().position(|c| {
@@ -580,7 +687,10 @@ impl Supervisor {
         });
         match dead {
             Some(index) => Pattern::Component(u16::try_from(index + 1).unwrap_or(u16::MAX)),
-            None if self.fault => Pattern::Fault,
+            None if self.fault || self.boot_failed() => Pattern::Fault,
+            None if self.boot.as_ref().is_some_and(Gate::awaits_confirmation) => {
+                Pattern::Unconfirmed
+            }
             None => Pattern::Healthy,
         }
     }
@@ -611,9 +721,21 @@ impl Supervisor {
         0..self.slots.len()
     }
 
-    /// True while the reboot-loop guard holds resets back.
+    /// True while the reboot-loop guard's hold is set (it may be suspended: see
+    /// [`Self::hold_suspended`]).
     pub fn in_hold(&self) -> bool {
         self.hold_until.is_some()
+    }
+
+    /// True while a hold is set but an unconfirmed trial boot suspends it.
+    pub fn hold_suspended(&self) -> bool {
+        self.hold_until.is_some() && !self.holding()
+    }
+
+    fn boot_failed(&self) -> bool {
+        self.boot
+            .as_ref()
+            .is_some_and(|g| g.phase() == crate::core::boot::Phase::Failed)
     }
 
     /// True once a reset has been decided.
@@ -652,18 +774,9 @@ fn date_beat(stamp: Stamp, previous: Look, look: Look) -> Instant {
     Instant::from_nanos(u64::try_from(dated).unwrap_or(look.at.as_nanos()))
 }
 
-/// Wait after failed attempt `attempt` (1-based): initial * 2^(attempt-1), capped, then
-/// scaled into [50%, 100%] by `random` so that boards repairing the same fault spread out.
+/// Wait after failed repair attempt `attempt` (1-based), with jitter from `random`.
 fn backoff(policy: RepairPolicy, attempt: u32, random: u64) -> Duration {
-    let doublings = attempt.saturating_sub(1).min(30);
-    let base = policy
-        .backoff_initial
-        .saturating_mul(1 << doublings)
-        .min(policy.backoff_max);
-    let base_nanos = crate::core::time::duration_nanos(base);
-    let half = base_nanos / 2;
-    let jitter = if half == 0 { 0 } else { random % (half + 1) };
-    Duration::from_nanos(half + jitter)
+    crate::core::time::backoff(policy.backoff_initial, policy.backoff_max, attempt, random)
 }
 
 impl Component {

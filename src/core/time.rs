@@ -46,6 +46,17 @@ pub(crate) fn duration_nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
+/// Wait after failed attempt `attempt` (1-based): `initial` * 2^(attempt-1), capped at
+/// `max`, then scaled into [50%, 100%] by `random`, so that boards retrying the same fault
+/// spread out.
+pub(crate) fn backoff(initial: Duration, max: Duration, attempt: u32, random: u64) -> Duration {
+    let doublings = attempt.saturating_sub(1).min(30);
+    let base = initial.saturating_mul(1 << doublings).min(max);
+    let half = duration_nanos(base) / 2;
+    let jitter = if half == 0 { 0 } else { random % (half + 1) };
+    Duration::from_nanos(half + jitter)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@
 
 pub(crate) mod atomic;
 pub mod clock;
+pub mod confirm;
 pub mod dirwatch;
 pub(crate) mod harden;
 pub mod heartbeat;

@@ -22,7 +22,7 @@ use nix::fcntl::{AT_FDCWD, AtFlags};
 use nix::sys::statvfs::FsFlags;
 use nix::unistd::UnlinkatFlags;
 
-use crate::core::history::{Boot, BootStart, History, TEXT_MAX};
+use crate::core::history::{Boot, BootStart, Confirm, History, TEXT_MAX};
 use crate::core::time::Instant;
 use crate::limits::BOOT_ID_LEN;
 use crate::os::atomic::{self, libc_mode};
@@ -302,6 +302,18 @@ impl State {
     pub fn record_shutdown(&mut self, uptime: Duration, bound: Duration) -> Result<(), StateError> {
         self.history.record_shutdown(uptime, bound);
         self.persist()
+    }
+
+    /// Records where this boot's confirmation stands, durably. Allocation-free, also when it
+    /// fails.
+    pub fn record_confirm(
+        &mut self,
+        confirm: Confirm,
+        uptime: Duration,
+        note: &str,
+    ) -> Result<(), WriteError<'_>> {
+        self.history.record_confirm(confirm, uptime, note);
+        self.write_in_loop()
     }
 
     /// Records that an operator cleared the hold in this boot, durably. Allocation-free,

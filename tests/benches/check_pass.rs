@@ -71,6 +71,8 @@ fn measure_pass(components: usize) -> (Duration, Duration, usize) {
         seed: 1,
         notifier: None,
         takeover: Takeover::NoDevice,
+        boot_phase: watchkeeper::core::boot::Phase::Checking,
+        trial: None,
     };
     let mut agent = Agent::new(&config, parts).unwrap();
     let passes = (200_000 / components).clamp(200, 20_000);

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use watchkeeper::cli::status;
 use watchkeeper::config;
-use watchkeeper::core::history::History;
+use watchkeeper::core::history::{Confirm, History};
 use watchkeeper::core::notify::{self, Watchdog};
 use watchkeeper::core::supervisor::Process;
 use watchkeeper::limits::{MAX_DURATION_SECS, MAX_NOTIFY_STATUS_LEN};
@@ -1851,6 +1851,21 @@ fn history_text(rng: &mut Rng) -> Vec<u8> {
         if rng.one_in(5) {
             h.record_hold_cleared();
         }
+        if rng.one_in(3) {
+            let confirm = *rng.pick(&[
+                Confirm::NotTrial,
+                Confirm::Trial,
+                Confirm::Confirming,
+                Confirm::Confirmed,
+                Confirm::Failed,
+            ]);
+            let note = rng.pick(TEXTS).repeat(1 + rng.below(40));
+            h.record_confirm(
+                confirm,
+                Duration::from_millis(rng.next() >> rng.below(64)),
+                &note,
+            );
+        }
     }
     let mut text = heapless::String::new();
     let _ = h.write_text(&mut text);
@@ -1862,6 +1877,7 @@ fn history_seeds() -> Vec<Vec<u8>> {
     let mut seeds: Vec<Vec<u8>> = (0..8).map(|_| history_text(&mut rng)).collect();
     seeds.push(b"watchkeeper-history 1\n1\tid\t0\trunning\t-\t0\t\t\n".to_vec());
     seeds.push(b"watchkeeper-history 1\r\n1\tid\t0\tforced\t100\t1\tc\tr\r\n".to_vec());
+    seeds.push(b"watchkeeper-history 2\n1\tid\t0\tforced\t100\t1\tc\tr\ttrial\t-\tnote\n".to_vec());
     seeds.push(Vec::new());
     seeds
 }
@@ -1886,6 +1902,9 @@ const FIELDS: &[&str] = &[
     "unrequested",
     "Running",
     "0\r",
+    "trial",
+    "confirmed",
+    "not-trial",
 ];
 
 fn mutate_history(rng: &mut Rng, pool: &[Vec<u8>]) -> Vec<u8> {
@@ -2034,7 +2053,7 @@ fn snapshot_text(rng: &mut Rng) -> Vec<u8> {
             "",
         ])
         .to_string();
-    let version = rng.pick(&["4", "4", "4", "3", "5", "x"]).to_string();
+    let version = rng.pick(&["6", "6", "6", "5", "7", "x"]).to_string();
     let mut text = format!(
         "watchkeeper-status {version}\nagent\t{pid}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
         rng.pick(NUMBERS),
