@@ -1081,3 +1081,107 @@ fn liveness_chooses_the_signs_of_life_and_a_notify_component_gets_its_exec_pidfi
         Some(Path::new("/run/wk/exec/sensord.pid"))
     );
 }
+
+/// A component with a 30 s timeout and grace 60 s (the defaults), then `[boot]` lines.
+fn boot(lines: &str) -> String {
+    format!("[[component]]\nname = \"app\"\nheartbeat = \"/run/app.beat\"\n[boot]\n{lines}")
+}
+
+#[test]
+fn boot_confirmation_gets_its_defaults_and_check_prints_it_back() {
+    use watchkeeper::config::TrialCheck;
+    let c = parse(&boot(
+        "confirm = [\"/usr/bin/rauc\", \"status\", \"mark-good\"]\n",
+    ))
+    .unwrap();
+    let b = c.boot.as_ref().unwrap();
+    assert_eq!(b.policy.confirm_after, Duration::from_secs(60));
+    assert_eq!(b.policy.timeout, Duration::from_secs(30));
+    assert_eq!(b.policy.attempts, 3);
+    assert_eq!((b.deadline, &b.trial), (None, &TrialCheck::Always));
+    for lines in [
+        "confirm = [\"/usr/bin/fw_setenv\", \"upgrade_available\", \"0\"]\nconfirm_after = \"2m\"\nconfirm_deadline = \"10m\"\nconfirm_timeout = \"5s\"\nconfirm_attempts = 5\ntrial = [\"/usr/bin/fw_printenv\", \"-n\", \"upgrade_available\"]\ntrial_value = \"1\"\n",
+        "confirm = [\"/usr/bin/mender\", \"commit\"]\ntrial = [\"/usr/local/bin/is-trial\"]\n",
+        "confirm = [\"/bin/true\"]\ntrial_file = \"/run/trial \\\"boot\\\"\"\ntrial_value = \"yes\"\n",
+    ] {
+        let c = parse(&boot(lines)).unwrap_or_else(|e| panic!("{e}\n{lines}"));
+        let printed = c.to_string();
+        let reparsed = parse(&printed).unwrap_or_else(|e| panic!("{e}\n{printed}"));
+        assert_eq!(reparsed.boot, c.boot, "{printed}");
+        assert_eq!(reparsed.to_string(), printed);
+    }
+}
+
+#[test]
+fn boot_confirmation_refuses_what_could_not_work_at_its_place() {
+    let confirm = "confirm = [\"/bin/true\"]\n";
+    let cases: Vec<(String, &str)> = vec![
+        (
+            boot(""),
+            "/etc/wk.toml:4:1: [boot] has no confirm (it is required)",
+        ),
+        (
+            boot("confirm = [\"rauc\", \"status\", \"mark-good\"]\n"),
+            "/etc/wk.toml:5:11: the confirm program \"rauc\" must be an absolute path",
+        ),
+        (
+            boot(&format!("{confirm}confirm_after = \"20s\"\n")),
+            "/etc/wk.toml:6:17: confirm_after (20s) must be at least the timeout of component \"app\" (30s): a component that beat once and then died would still count as alive",
+        ),
+        (
+            boot(&format!("{confirm}confirm_deadline = \"100s\"\n")),
+            "/etc/wk.toml:6:20: confirm_deadline (100s) must be at least the grace of component \"app\" + confirm_after (60s + 60s = 120s)",
+        ),
+        (
+            boot(&format!("{confirm}confirm_attempts = 0\n")),
+            "/etc/wk.toml:6:20: confirm_attempts must be a whole number from 1 to 100, not 0",
+        ),
+        (
+            boot(&format!(
+                "{confirm}trial = [\"/bin/true\"]\ntrial_file = \"/run/t\"\ntrial_value = \"1\"\n"
+            )),
+            "/etc/wk.toml:7:14: set either trial (a command) or trial_file, not both",
+        ),
+        (
+            boot(&format!("{confirm}trial_file = \"/run/t\"\n")),
+            "/etc/wk.toml:6:14: trial_file needs trial_value",
+        ),
+        (
+            boot(&format!("{confirm}trial_value = \"1\"\n")),
+            "/etc/wk.toml:6:15: trial_value is compared with the output of trial or the content of trial_file",
+        ),
+        (
+            boot(&format!(
+                "{confirm}trial = [\"/bin/true\"]\ntrial_value = \" 1\"\n"
+            )),
+            "/etc/wk.toml:7:15: trial_value \" 1\" must be 1 to 256 bytes without surrounding whitespace",
+        ),
+        (
+            boot(&format!("{confirm}confirm_after = 5\n")),
+            "/etc/wk.toml:6:17: confirm_after (5s) must be at least the timeout",
+        ),
+        (
+            boot(&format!("{confirm}confirm_after = \"500ms\"\n")),
+            "/etc/wk.toml:6:17: confirm_after must be at least 1s",
+        ),
+        (
+            boot(&format!("{confirm}unknown = 1\n")),
+            "/etc/wk.toml:6:1: unknown key `unknown`, expected one of `confirm`",
+        ),
+        (
+            format!(
+                "[[component]]\nname = \"app\"\nheartbeat = \"/run/app.beat\"\ncritical = false\n[boot]\n{confirm}"
+            ),
+            "/etc/wk.toml:5:1: [boot] confirms a boot when every critical component is alive, and no component is critical",
+        ),
+    ];
+    let cases: Vec<(&str, &str)> = cases.iter().map(|(t, e)| (t.as_str(), *e)).collect();
+    assert_errors(&cases);
+    // Critical hearts are enough, and their grace counts for the deadline.
+    let hearts = "[hearts]\ncritical = true\ngrace = \"90s\"\n[boot]\nconfirm = [\"/bin/true\"]\nconfirm_deadline = \"2m\"\n";
+    assert_errors(&[(
+        hearts,
+        "/etc/wk.toml:6:20: confirm_deadline (120s) must be at least the grace of [hearts] + confirm_after (90s + 60s = 150s)",
+    )]);
+    assert!(parse(&hearts.replace("\"2m\"", "\"150s\"")).is_ok());
+}

@@ -1103,3 +1103,315 @@ fn a_trigger_is_a_death_at_once_with_a_repair_and_only_a_restart_undoes_it() {
         )]
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Boot confirmation (`[boot]`, core::boot)
+
+use watchkeeper::core::boot::{BootAction, BootPolicy, CONFIRM_KILL_GRACE, Gate, Phase, Trial};
+
+fn boot_policy(confirm_after: u64, attempts: u32) -> BootPolicy {
+    BootPolicy {
+        confirm_after: SEC * confirm_after as u32,
+        timeout: 10 * SEC,
+        attempts,
+    }
+}
+
+/// [`run`], where each confirm attempt ends as `outcome(attempt)` says, at once: `Some(ok)`,
+/// or `None` for one that hangs (until signalled: then it exits, failed).
+fn run_boot(
+    sup: &mut Supervisor,
+    sims: &[Sim],
+    from: Instant,
+    end: Instant,
+    outcome: impl Fn(u32) -> Option<bool>,
+) -> Vec<(Instant, Action)> {
+    let mut log = Vec::new();
+    let mut now = from;
+    while now <= end {
+        for (i, sim) in sims.iter().enumerate() {
+            if sup.look_due(i, now) {
+                sup.observe(i, look(now), sim.observe_at(now));
+            }
+        }
+        let mut exits = Vec::new();
+        sup.tick(now, |a| {
+            match a {
+                Action::Boot(BootAction::StartConfirm { attempt }) => {
+                    if let Some(ok) = outcome(attempt) {
+                        exits.push(ok);
+                    }
+                }
+                Action::Boot(BootAction::SignalConfirm { kill: true }) => exits.push(false),
+                _ => {}
+            }
+            log.push((now, a));
+        });
+        for ok in exits {
+            sup.confirm_exited(ok);
+        }
+        let next = sup.next_deadline();
+        assert!(
+            next > now || next == Instant::NEVER,
+            "deadline must move forward"
+        );
+        if next == Instant::NEVER {
+            break;
+        }
+        now = next;
+    }
+    log
+}
+
+fn starts(log: &[(Instant, Action)]) -> Vec<(Instant, u32)> {
+    log.iter()
+        .filter_map(|(t, a)| match a {
+            Action::Boot(BootAction::StartConfirm { attempt }) => Some((*t, *attempt)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A supervisor with one critical component, gated for a trial boot.
+fn trial_boot(after: u64, attempts: u32, deadline: Option<u64>) -> Supervisor {
+    let mut sup = Supervisor::new(settings(), Instant::ZERO, None, 5);
+    sup.add(policy(5, 60), Instant::ZERO).unwrap();
+    sup.gate_boot(Gate::new(
+        boot_policy(after, attempts),
+        deadline.map(secs),
+        Phase::Checking,
+    ));
+    sup.boot_checked(Trial::Yes);
+    sup
+}
+
+#[test]
+fn a_healthy_trial_boot_is_confirmed_once_after_unbroken_health() {
+    let mut sup = trial_boot(30, 3, Some(300));
+    assert_eq!(sup.led_pattern(), Pattern::Unconfirmed);
+    // Beats from 1 s, every second: alive at the first beat seen after the baseline.
+    let sims = [Sim::every(SEC, secs(1), secs(3600))];
+    let log = run_boot(&mut sup, &sims, Instant::ZERO, secs(3600), |_| Some(true));
+    let alive = first(&log, |a| matches!(a, Action::Recovered { .. }))
+        .unwrap()
+        .0;
+    assert_eq!(starts(&log), vec![(alive.saturating_add(30 * SEC), 1)]);
+    // The command's exit is taken by the next pass.
+    let confirmed = first(&log, |a| *a == Action::Boot(BootAction::Confirmed))
+        .unwrap()
+        .0;
+    assert!(confirmed.since(alive.saturating_add(30 * SEC)) <= settings().feed_interval);
+    assert_eq!(sup.boot_view().unwrap().phase, Phase::Confirmed);
+    assert_eq!(sup.led_pattern(), Pattern::Healthy);
+    assert!(first(&log, |a| matches!(a, Action::DeadlineReset { .. })).is_none());
+    assert!(feeds(&log).len() > 1700, "fed all along");
+}
+
+#[test]
+fn a_death_restarts_the_count_towards_confirmation() {
+    let mut sup = trial_boot(30, 3, None);
+    // Beats from 1 s to 20 s, a silence (dead at 25 s), beats again from 40 s.
+    let mut sim = Sim::every(SEC, secs(1), secs(20));
+    sim.beats
+        .extend(Sim::every(SEC, secs(40), secs(3600)).beats);
+    let log = run_boot(&mut sup, &[sim], Instant::ZERO, secs(3600), |_| Some(true));
+    let back = log
+        .iter()
+        .find(|(_, a)| {
+            *a == Action::Recovered {
+                component: 0,
+                was_dead: true,
+            }
+        })
+        .unwrap()
+        .0;
+    assert_eq!(starts(&log), vec![(back.saturating_add(30 * SEC), 1)]);
+}
+
+#[test]
+fn a_failing_confirm_is_retried_with_backoff_then_shows_the_fault_and_never_resets() {
+    let mut sup = trial_boot(10, 3, Some(120));
+    let sims = [Sim::every(SEC, secs(1), secs(3600))];
+    let log = run_boot(&mut sup, &sims, Instant::ZERO, secs(3600), |_| Some(false));
+    let tries = starts(&log);
+    assert_eq!(tries.iter().map(|t| t.1).collect::<Vec<_>>(), vec![1, 2, 3]);
+    // 5 s then 10 s, each scaled into [50%, 100%].
+    let waits: Vec<Duration> = tries.windows(2).map(|w| w[1].0.since(w[0].0)).collect();
+    assert!(
+        (2500..=5000).contains(&(waits[0].as_millis() as u64)),
+        "{waits:?}"
+    );
+    assert!(
+        (5000..=10_000).contains(&(waits[1].as_millis() as u64)),
+        "{waits:?}"
+    );
+    assert_eq!(
+        log.iter()
+            .filter(|(_, a)| *a == Action::Boot(BootAction::ConfirmFailed))
+            .count(),
+        1
+    );
+    assert_eq!(sup.boot_view().unwrap().phase, Phase::Failed);
+    assert_eq!(sup.led_pattern(), Pattern::Fault);
+    // Healthy in time: the deadline (120 s) does not apply to a command that fails.
+    assert!(!sup.resetting());
+    assert!(feeds(&log).last().unwrap() > &secs(3500));
+}
+
+#[test]
+fn a_hung_confirm_gets_term_then_kill_and_counts_as_failed() {
+    let mut sup = trial_boot(10, 1, None);
+    let sims = [Sim::every(SEC, secs(1), secs(600))];
+    let log = run_boot(&mut sup, &sims, Instant::ZERO, secs(600), |_| None);
+    let (started, _) = starts(&log)[0];
+    let term = first(&log, |a| {
+        *a == Action::Boot(BootAction::SignalConfirm { kill: false })
+    })
+    .unwrap()
+    .0;
+    let kill = first(&log, |a| {
+        *a == Action::Boot(BootAction::SignalConfirm { kill: true })
+    })
+    .unwrap()
+    .0;
+    assert_eq!(term, started.saturating_add(10 * SEC));
+    assert_eq!(kill, term.saturating_add(CONFIRM_KILL_GRACE));
+    assert_eq!(sup.boot_view().unwrap().phase, Phase::Failed);
+}
+
+#[test]
+fn a_trial_boot_that_is_never_healthy_is_reset_at_its_deadline() {
+    let mut sup = Supervisor::new(settings(), Instant::ZERO, None, 5);
+    sup.add(policy(5, 3600), Instant::ZERO).unwrap();
+    let mut noncritical = policy(5, 3600);
+    noncritical.critical = false;
+    sup.add(noncritical, Instant::ZERO).unwrap();
+    sup.add(policy(5, 3600), Instant::ZERO).unwrap();
+    sup.gate_boot(Gate::new(
+        boot_policy(30, 3),
+        Some(secs(120)),
+        Phase::Checking,
+    ));
+    sup.boot_checked(Trial::Unknown);
+    assert!(sup.boot_view().unwrap().unknown);
+    // The first beats; the third never starts.
+    let sims = [
+        Sim::every(SEC, secs(1), secs(3600)),
+        Sim::every(SEC, secs(1), secs(3600)),
+        Sim {
+            beats: vec![],
+            process: Process::Unknown,
+        },
+    ];
+    let log = run_boot(&mut sup, &sims, Instant::ZERO, secs(3600), |_| Some(true));
+    assert!(starts(&log).is_empty());
+    let (at, reset) = *first(&log, |a| matches!(a, Action::DeadlineReset { .. })).unwrap();
+    assert_eq!(
+        (at, reset),
+        (secs(120), Action::DeadlineReset { culprit: Some(2) })
+    );
+    assert!(sup.resetting());
+    assert_eq!(sup.led_pattern(), Pattern::ResetImminent);
+    assert!(
+        feeds(&log).iter().all(|t| *t < secs(120)),
+        "nothing fed after the reset"
+    );
+}
+
+#[test]
+fn a_boot_that_is_no_trial_is_never_confirmed_nor_reset_by_a_deadline() {
+    let mut sup = Supervisor::new(settings(), Instant::ZERO, None, 5);
+    sup.add(policy(5, 3600), Instant::ZERO).unwrap();
+    sup.gate_boot(Gate::new(
+        boot_policy(30, 3),
+        Some(secs(60)),
+        Phase::Checking,
+    ));
+    sup.boot_checked(Trial::No);
+    let sims = [Sim {
+        beats: vec![],
+        process: Process::Unknown,
+    }];
+    let log = run_boot(&mut sup, &sims, Instant::ZERO, secs(600), |_| Some(true));
+    assert!(starts(&log).is_empty());
+    assert!(first(&log, |a| matches!(a, Action::DeadlineReset { .. })).is_none());
+    assert_eq!(sup.boot_view().unwrap().phase, Phase::NotTrial);
+}
+
+#[test]
+fn an_unconfirmed_trial_boot_suspends_the_hold_and_a_confirmed_one_restores_it() {
+    // A hold decided at startup; the component is dead from the start.
+    let mut sup = Supervisor::new(settings(), Instant::ZERO, Some(secs(3600)), 5);
+    sup.add(policy(5, 10), Instant::ZERO).unwrap();
+    sup.gate_boot(Gate::new(boot_policy(30, 3), None, Phase::Checking));
+    // While checking, the hold holds.
+    assert_eq!(sup.led_pattern(), Pattern::Hold);
+    sup.boot_checked(Trial::Yes);
+    assert!(sup.hold_suspended());
+    let sims = [Sim {
+        beats: vec![],
+        process: Process::Unknown,
+    }];
+    let log = run_boot(&mut sup, &sims, Instant::ZERO, secs(600), |_| Some(true));
+    let (at, _) = *first(&log, |a| matches!(a, Action::ForceReset { .. })).unwrap();
+    assert_eq!(
+        at,
+        secs(15),
+        "grace 5 s + reset_after 10 s, the hold suspended"
+    );
+
+    // Confirmed: the same death is held, as without [boot].
+    let mut sup = Supervisor::new(settings(), Instant::ZERO, Some(secs(3600)), 5);
+    sup.add(policy(5, 10), Instant::ZERO).unwrap();
+    sup.gate_boot(Gate::new(boot_policy(30, 3), None, Phase::Confirmed));
+    assert!(!sup.hold_suspended());
+    let log = run_boot(&mut sup, &sims, Instant::ZERO, secs(600), |_| Some(true));
+    assert!(first(&log, |a| matches!(a, Action::ForceReset { .. })).is_none());
+    assert!(
+        first(&log, |a| *a
+            == Action::EscalationWithheld {
+                component: 0,
+                why: Withheld::Hold
+            })
+        .is_some()
+    );
+}
+
+#[test]
+fn a_restarted_agent_never_confirms_a_confirmed_boot_again() {
+    let mut sup = Supervisor::new(settings(), Instant::ZERO, None, 5);
+    sup.add(policy(5, 60), Instant::ZERO).unwrap();
+    sup.gate_boot(Gate::new(
+        boot_policy(10, 3),
+        Some(secs(60)),
+        Phase::Confirmed,
+    ));
+    // A late check's answer cannot reopen it either.
+    sup.boot_checked(Trial::Yes);
+    let sims = [Sim::every(SEC, secs(1), secs(600))];
+    let log = run_boot(&mut sup, &sims, Instant::ZERO, secs(600), |_| Some(true));
+    assert!(starts(&log).is_empty());
+    assert_eq!(sup.led_pattern(), Pattern::Healthy);
+}
+
+#[test]
+fn nothing_critical_alive_is_never_healthy() {
+    let mut sup = Supervisor::new(settings(), Instant::ZERO, None, 5);
+    let mut noncritical = policy(5, 60);
+    noncritical.critical = false;
+    sup.add(noncritical, Instant::ZERO).unwrap();
+    sup.gate_boot(Gate::new(
+        boot_policy(10, 3),
+        Some(secs(100)),
+        Phase::Checking,
+    ));
+    sup.boot_checked(Trial::Yes);
+    let sims = [Sim::every(SEC, secs(1), secs(600))];
+    let log = run_boot(&mut sup, &sims, Instant::ZERO, secs(600), |_| Some(true));
+    assert!(starts(&log).is_empty());
+    let (at, reset) = *first(&log, |a| matches!(a, Action::DeadlineReset { .. })).unwrap();
+    assert_eq!(
+        (at, reset),
+        (secs(100), Action::DeadlineReset { culprit: None })
+    );
+}
