@@ -671,3 +671,103 @@ fn sd_notify_messages_and_a_flood_of_strangers_allocate_nothing() {
     assert!(socket.exists(), "the removed socket was bound again");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The boot's confirmation (`[boot]`) through the real loop: the trial check's answer read
+/// from its pipe, confirm attempts that fail and are retried, then one that succeeds, each
+/// step recorded in the history; not one allocation after warm-up.
+#[test]
+fn confirming_a_boot_allocates_nothing() {
+    watchkeeper::os::logging::init();
+    let dir = temp_dir("boot");
+    let text = format!(
+        "[watchdog]\ndevice = \"none\"\ntimeout = 4\n[agent]\ncheck_interval = \"10ms\"\nstate_dir = \"{d}/state\"\nrun_dir = \"{d}/run\"\nrealtime_priority = 0\n\
+         [[component]]\nname = \"app\"\nheartbeat = \"{d}/app.beat\"\ntimeout = \"1s\"\ngrace = \"2s\"\n\
+         [boot]\nconfirm = [\"/bin/sh\", \"-c\", \"test -e {d}/ok\"]\nconfirm_after = \"1s\"\nconfirm_attempts = 100\n\
+         trial = [\"/bin/sh\", \"-c\", \"sleep 2; echo 1\"]\ntrial_value = \"1\"\n",
+        d = dir.display()
+    );
+    let config = config::parse(Path::new("no_alloc.toml"), &text).unwrap();
+    let now = Rc::new(Cell::new(Instant::from_millis(1)));
+    let (mut state, _) = State::open(&config.agent.state_dir).unwrap();
+    state.start_boot("no-alloc-boot", 0, false).1.unwrap();
+    let trial = watchkeeper::os::confirm::TrialRun::start(&config.boot.as_ref().unwrap().trial);
+    let parts = Parts {
+        watchdog: Some(Box::new(FakeWatchdog {
+            feeds: Rc::new(Cell::new(0)),
+            shortened: Rc::new(Cell::new(false)),
+        })),
+        may_reboot: false,
+        led: FaultLed::new(FakePin::default(), false),
+        clock: SimClock { now: now.clone() },
+        state,
+        run: RunDir::open(&config.agent.run_dir),
+        agent_binary: PathBuf::from(env!("CARGO_BIN_EXE_watchkeeper")),
+        fault: false,
+        hold_until: None,
+        seed: 11,
+        notifier: None,
+        takeover: Takeover::Stopped,
+        boot_phase: Phase::Checking,
+        trial: Some(trial),
+    };
+    let mut agent = Agent::new(&config, parts).unwrap();
+    let beat = dir.join("app.beat");
+    let mut phases = Vec::new();
+    let mut last_touch = u64::MAX;
+    let mut total = NONE;
+    let mut checked_at = None;
+    let real_start = std::time::Instant::now();
+    loop {
+        let ms = now.get().as_nanos() / 1_000_000;
+        if ms / 200 != last_touch {
+            last_touch = ms / 200;
+            touch(&beat);
+        }
+        // Failing attempts for the first 20 simulated seconds, then the command succeeds.
+        if ms > 20_000 && !dir.join("ok").exists() {
+            std::fs::write(dir.join("ok"), b"").unwrap();
+        }
+        let (wake, allocations) = counted(|| agent.step());
+        let ((), waited) =
+            counted(|| agent.wait(wake.min(now.get().saturating_add(Duration::from_millis(10)))));
+        // Warm-up: the first simulated second (the first snapshot, the first beat).
+        if ms > 1_000 {
+            total += allocations;
+            total += waited;
+            assert_eq!(
+                allocations, NONE,
+                "allocation at {ms} ms, phases {phases:?}"
+            );
+            assert_eq!(waited, NONE, "allocation in the wait at {ms} ms");
+        }
+        let phase = agent.supervisor().boot_view().unwrap().phase.word();
+        if phase != "checking" && checked_at.is_none() {
+            checked_at = Some(ms);
+        }
+        if phases.last() != Some(&phase) {
+            phases.push(phase);
+        }
+        if phase == "confirmed" {
+            break;
+        }
+        assert!(
+            real_start.elapsed() < Duration::from_secs(60),
+            "not confirmed within 60 s (phases {phases:?})"
+        );
+        // Real processes need real time: about 1 ms of it per 10 simulated.
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(total, NONE);
+    assert_eq!(phases.first(), Some(&"checking"));
+    // The check's answer came in the counted part (it takes 2 s of real time, at least 200 iterations).
+    assert!(
+        checked_at.is_some_and(|ms| ms > 1_000),
+        "answered at {checked_at:?} ms"
+    );
+    assert!(phases.contains(&"retrying"), "{phases:?}");
+    assert_eq!(phases.last(), Some(&"confirmed"));
+    let history = State::read_only(&config.agent.state_dir).unwrap().unwrap();
+    let boot = history.current().unwrap();
+    assert_eq!(boot.confirm, watchkeeper::core::history::Confirm::Confirmed);
+    std::fs::remove_dir_all(dir).unwrap();
+}
