@@ -151,6 +151,19 @@ impl Confirming {
                     log::error!("boot: {words}, but not recorded: {e}");
                 }
                 sup.boot_checked(checked.trial);
+                if let Some(view) = sup.boot_view().filter(|_| checked.trial != Trial::No) {
+                    match view.deadline {
+                        Some(deadline) => log::info!(
+                            "boot: confirmed once every critical component has been alive for {:?}; if not by the deadline, {:?} from now, the board is reset",
+                            view.confirm_after,
+                            deadline.since(now)
+                        ),
+                        None => log::info!(
+                            "boot: confirmed once every critical component has been alive for {:?} (no deadline)",
+                            view.confirm_after
+                        ),
+                    }
+                }
                 self.trial = None;
             }
         }
