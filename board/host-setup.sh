@@ -20,6 +20,14 @@ have fakeroot || need_apt+=(fakeroot)
 # mmdebstrap's unshare mode maps the user's subordinate ids when it is not root
 [ "$(id -u)" -eq 0 ] || have newuidmap || need_apt+=(uidmap)
 have dpkg-deb || need_apt+=(dpkg)
+# The A/B appliance (tests/system/ab.py): U-Boot for QEMU's virt board and its tools, the
+# GPT disk, and RAUC to sign the update bundles (it makes them with mksquashfs).
+[ -e /usr/lib/u-boot/qemu_arm64/u-boot.bin ] || need_apt+=(u-boot-qemu)
+have mkimage || need_apt+=(u-boot-tools)
+have sfdisk || [ -x /sbin/sfdisk ] || need_apt+=(fdisk)
+have rauc || need_apt+=(rauc)
+have mksquashfs || need_apt+=(squashfs-tools)
+have openssl || need_apt+=(openssl)
 
 # The machine's qemu-utils comes from bookworm-backports; the emulators must match it.
 need_qemu=()

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# build-debian.sh ARCH OUTDIR
+# build-debian.sh [--ab] ARCH OUTDIR
 #
 # The Debian virtual appliance: a real Debian 12 with systemd as PID 1, for the same QEMU
 # boards as the BusyBox appliance. Writes
@@ -19,9 +19,17 @@
 # getty masked), a shutdown marker unit, the sample service wk-sample, no docs or man
 # pages. Not watchkeeper: the tests install its package with dpkg in the running guest.
 # Packages come from this machine's own apt sources.
+#
+# --ab: the A/B update appliance instead (OUTDIR/debian-ab-ARCH.ext4, 384 MiB, to fit a
+# slot): RAUC (rauc, rauc-service, dbus), libubootenv's fw_printenv/fw_setenv, the modules
+# RAUC mounts bundles with (loop, squashfs, dm-verity), /etc/rauc/system.conf,
+# /etc/fw_env.config and an fstab mounting the shared /data (board/qemu/debian-ab/). The
+# keyring and the kernel in /boot are each slot's, written in by tests/system/ab.py.
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-usage() { sed -n '2,20p' "${BASH_SOURCE[0]}" >&2; exit 2; }
+usage() { sed -n '2,26p' "${BASH_SOURCE[0]}" >&2; exit 2; }
+AB=0
+[ "${1:-}" = --ab ] && { AB=1; shift; }
 [ $# -eq 2 ] || usage
 ARCH=$1 OUT=$2
 case $ARCH in
@@ -32,17 +40,25 @@ esac
 mkdir -p "$OUT"
 eval "$("$HERE/fetch-kernel.sh" "$ARCH")"
 G=$HERE/debian
+GAB=$HERE/debian-ab
 CONTROL_SHELL=$HERE/rootfs/etc/wk/control-shell
+FLAVOR=debian SIZE=1G PACKAGES=systemd,systemd-sysv,udev,kmod,procps,util-linux
+if [ "$AB" = 1 ]; then
+    FLAVOR=debian-ab SIZE=384M PACKAGES=$PACKAGES,dbus,rauc,rauc-service,libubootenv-tool
+fi
+# RAUC's bundle mounts, with what they depend on (a verity bundle: dm-verity).
+AB_MODULES="loop squashfs dax dm-mod dm-bufio reed_solomon dm-verity"
 
 # The key: what goes into the tarball (not the initramfs's init), names and modes included.
 key=$( { cat "${BASH_SOURCE[0]}" "$CONTROL_SHELL";
          for f in "$G"/*; do [ "${f##*/}" = init ] || { stat -c '%n %a' "$f"; cat "$f"; }; done
-         echo "$ARCH $WK_KERNEL_RELEASE $WATCHDOG_MODULE"; } | sha256sum | cut -c1-16)
+         [ "$AB" = 0 ] || for f in "$GAB"/*; do [ "${f##*/}" = boot.cmd ] || { stat -c '%n %a' "$f"; cat "$f"; }; done
+         echo "$ARCH $WK_KERNEL_RELEASE $WATCHDOG_MODULE $AB $AB_MODULES"; } | sha256sum | cut -c1-16)
 cache_dir=$(dirname "$WK_KERNEL")
-cached=$cache_dir/debian-bookworm-$key.ext4
+cached=$cache_dir/$FLAVOR-bookworm-$key.ext4
 
 # One build at a time per architecture: a second one waits, then finds the image cached.
-exec 9>"$cache_dir/debian-build.lock"
+exec 9>"$cache_dir/$FLAVOR-build.lock"
 flock 9
 if [ ! -s "$cached" ]; then
     sources=()
@@ -50,13 +66,33 @@ if [ ! -s "$cached" ]; then
         [ -s "$f" ] && sources+=("$f")
     done
     [ ${#sources[@]} -gt 0 ] || { echo "build-debian: this machine has no apt sources" >&2; exit 1; }
-    rm -rf "$cache_dir"/debian-bookworm-*   # older keys: one image per architecture
-    tmp=$cache_dir/debian-bookworm-$key.tmp
+    rm -rf "$cache_dir/$FLAVOR"-bookworm-*   # older keys: one image per architecture
+    tmp=$cache_dir/$FLAVOR-bookworm-$key.tmp
+    hooks=()
+    if [ "$AB" = 1 ]; then
+        # The modules, from the kernel package, under /usr/lib (merged /usr: a lib/ of
+        # their own would replace the /lib symlink).
+        rm -rf "$tmp.kdeb" "$tmp.mods"
+        dpkg-deb -x "$cache_dir/debs/${WK_KERNEL_PKG}_${WK_KERNEL_DEB_VERSION}_$ARCH.deb" "$tmp.kdeb"
+        kmods=$tmp.kdeb/lib/modules/$WK_KERNEL_RELEASE
+        for m in $AB_MODULES; do
+            src=$(find "$kmods/kernel" -name "$m.ko" | head -n 1)
+            [ -n "$src" ] || { echo "build-debian: module $m not in $WK_KERNEL_PKG" >&2; exit 1; }
+            rel=${src#"$tmp.kdeb/"}
+            mkdir -p "$tmp.mods/usr/$(dirname "$rel")"
+            cp "$src" "$tmp.mods/usr/$rel"
+        done
+        hooks+=(--customize-hook="sync-in $tmp.mods /"
+                --customize-hook="mkdir -p \"\$1/etc/rauc\" \"\$1/data\""
+                --customize-hook="chroot \"\$1\" depmod $WK_KERNEL_RELEASE"
+                --customize-hook="copy-in $GAB/rauc-system.conf $GAB/fw_env.config $GAB/fstab /etc"
+                --customize-hook="mv \"\$1/etc/rauc-system.conf\" \"\$1/etc/rauc/system.conf\"")
+    fi
     t0=$(date +%s)
-    echo "build-debian: building the Debian 12 $ARCH root filesystem (mmdebstrap)..." >&2
+    echo "build-debian: building the $FLAVOR 12 $ARCH root filesystem (mmdebstrap)..." >&2
     kmod_dir=/lib/modules/$WK_KERNEL_RELEASE/kernel/drivers/watchdog
     mmdebstrap --mode=unshare --format=tar --variant=minbase --arch="$ARCH" \
-        --include=systemd,systemd-sysv,udev,kmod,procps,util-linux \
+        --include="$PACKAGES" \
         --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*' \
         --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*' \
         --customize-hook="mkdir -p \"\$1$kmod_dir\" \"\$1/usr/local/sbin\" \"\$1/etc/systemd/system.conf.d\" \"\$1/etc/modules-load.d\"" \
@@ -70,6 +106,7 @@ if [ ! -s "$cached" ]; then
         --customize-hook="mv \"\$1/etc/systemd/system.conf.d/system.conf\" \"\$1/etc/systemd/system.conf.d/wk-console.conf\"" \
         --customize-hook="echo $WATCHDOG_MODULE >\"\$1/etc/modules-load.d/watchdog.conf\"" \
         --customize-hook="echo 'LABEL=wkroot / ext4 rw,errors=remount-ro 0 0' >\"\$1/etc/fstab\"" \
+        "${hooks[@]}" \
         --customize-hook="echo wk-debian-$ARCH >\"\$1/etc/hostname\"" \
         --customize-hook="chroot \"\$1\" systemctl mask serial-getty@ttyAMA0.service getty@tty1.service" \
         --customize-hook="chroot \"\$1\" systemctl enable wk-control.service wk-shutdown-marker.service wk-sample.service" \
@@ -78,13 +115,13 @@ if [ ! -s "$cached" ]; then
     rm -rf "$tmp.d"
     mkdir "$tmp.d"
     pack="tar -xpf '$tmp.tar' -C '$tmp.d' --exclude='./dev/*' &&
-          mke2fs -q -F -t ext4 -L wkroot -d '$tmp.d' '$tmp.ext4' 1G"
+          mke2fs -q -F -t ext4 -b 4096 -L wkroot -d '$tmp.d' '$tmp.ext4' $SIZE"
     if [ "$(id -u)" -eq 0 ]; then sh -c "$pack"; else fakeroot sh -c "$pack"; fi
-    rm -rf "$tmp.d" "$tmp.tar"
+    rm -rf "$tmp.d" "$tmp.tar" "$tmp.kdeb" "$tmp.mods"
     mv "$tmp.ext4" "$cached"
-    echo "build-debian: $ARCH root filesystem built in $(( $(date +%s) - t0 )) s ($(du -m "$cached" | cut -f1) MB used of 1 GiB)" >&2
+    echo "build-debian: $FLAVOR $ARCH root filesystem built in $(( $(date +%s) - t0 )) s ($(du -m "$cached" | cut -f1) MB used of $SIZE)" >&2
 fi
-ln -sf "$cached" "$OUT/debian-$ARCH.ext4"
+ln -sf "$cached" "$OUT/$FLAVOR-$ARCH.ext4"
 
 list=$(mktemp)
 trap 'rm -f "$list"' EXIT
@@ -97,5 +134,5 @@ trap 'rm -f "$list"' EXIT
         echo "file /lib/modules/$m.ko $WK_MODULES_DIR/$m.ko 0644 0 0"
     done
 } >"$list"
-python3 "$HERE/gen_cpio.py" "$list" "$OUT/debian-$ARCH.cpio.gz"
-echo "$OUT/debian-$ARCH.ext4 $OUT/debian-$ARCH.cpio.gz"
+python3 "$HERE/gen_cpio.py" "$list" "$OUT/$FLAVOR-$ARCH.cpio.gz"
+echo "$OUT/$FLAVOR-$ARCH.ext4 $OUT/$FLAVOR-$ARCH.cpio.gz"

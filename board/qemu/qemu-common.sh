@@ -5,7 +5,10 @@
 # can signal it directly).
 #
 # usage: qemu.sh --initrd FILE [options] [-- extra qemu args]
-#   --initrd FILE     initramfs from board/qemu/build-initramfs.sh (required)
+#        qemu.sh --bios FILE [options] [-- extra qemu args]
+#   --initrd FILE     initramfs from board/qemu/build-initramfs.sh (QEMU loads the kernel)
+#   --bios FILE       a bootloader instead (U-Boot: it loads kernel and initramfs from a disk;
+#                     --kernel, --initrd and --append are then its to choose)
 #   --kernel FILE     default: the cached Debian kernel (board/qemu/fetch-kernel.sh)
 #   --disk IMG        raw ext4 image (board/qemu/mkdisk.sh) -> guest /dev/vda (virtio-mmio)
 #   --qmp PATH        QMP unix socket (server, no wait): events WATCHDOG/SHUTDOWN/RESET, HMP
@@ -20,13 +23,14 @@
 set -euo pipefail
 
 QEMU_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-usage() { sed -n '6,20p' "$QEMU_DIR/qemu-common.sh" >&2; exit 2; }
+usage() { sed -n '6,23p' "$QEMU_DIR/qemu-common.sh" >&2; exit 2; }
 
-KERNEL='' INITRD='' DISK='' QMP='' SERIAL='' APPEND='' MEM=256M SMP=1 NOREBOOT=0 DRYRUN=0 EXTRA=()
+KERNEL='' INITRD='' BIOS='' DISK='' QMP='' SERIAL='' APPEND='' MEM=256M SMP=1 NOREBOOT=0 DRYRUN=0 EXTRA=()
 while [ $# -gt 0 ]; do
     case $1 in
         --kernel) KERNEL=$2; shift 2 ;;
         --initrd) INITRD=$2; shift 2 ;;
+        --bios) BIOS=$2; shift 2 ;;
         --disk) DISK=$2; shift 2 ;;
         --qmp) QMP=$2; shift 2 ;;
         --serial) SERIAL=$2; shift 2 ;;
@@ -39,8 +43,8 @@ while [ $# -gt 0 ]; do
         *) usage ;;
     esac
 done
-[ -n "$INITRD" ] || { echo "$BOARD/qemu.sh: --initrd is required (board/qemu/build-initramfs.sh makes one)" >&2; exit 2; }
-if [ -z "$KERNEL" ]; then
+[ -n "$INITRD$BIOS" ] || { echo "$BOARD/qemu.sh: --initrd is required (board/qemu/build-initramfs.sh makes one), or --bios" >&2; exit 2; }
+if [ -z "$KERNEL" ] && [ -z "$BIOS" ]; then
     # From the cache: no network once fetch-kernel.sh has run.
     KERNEL=$("$QEMU_DIR/fetch-kernel.sh" "$FETCH_ARCH" | sed -n "s/^WK_KERNEL='\(.*\)'$/\1/p")
 fi
@@ -58,11 +62,14 @@ cmd=(
     # Only what is asked for below: no default NIC, VGA, monitor or serial.
     -nodefaults -display none
     -serial "$SERIAL_ARG"
-    -kernel "$KERNEL" -initrd "$INITRD"
-    # console on the PL011; rdinit is the default but named for clarity
-    -append "console=ttyAMA0 rdinit=/init ${APPEND}"
     "${BOARD_DEVICES[@]}"
 )
+if [ -n "$BIOS" ]; then
+    cmd+=(-bios "$BIOS")
+else
+    # console on the PL011; rdinit is the default but named for clarity
+    cmd+=(-kernel "$KERNEL" -initrd "$INITRD" -append "console=ttyAMA0 rdinit=/init ${APPEND}")
+fi
 if [ -n "$DISK" ]; then
     # virtio-mmio (not PCI): the guest needs only virtio_mmio + virtio_blk; the virt board
     # has 32 virtio-mmio slots. cache=writeback: guest fsync/sync reaches the image file.

@@ -100,12 +100,13 @@ class Guest:
     """One QEMU process running the appliance; it may go through several boots."""
 
     def __init__(self, board, initrd, disk=None, workdir=None, append="", no_reboot=False,
-                 extra_qemu_args=(), name=None, echo=False, mem=None):
+                 extra_qemu_args=(), name=None, echo=False, mem=None, bios=None):
         if board not in BOARDS:
             raise ValueError(f"board must be one of {sorted(BOARDS)}")
         self.board = board
         self.name = name or board
-        self.initrd, self.disk = initrd, disk
+        # bios: a bootloader (U-Boot) that loads kernel and initrd itself (initrd then None)
+        self.initrd, self.disk, self.bios = initrd, disk, bios
         self.append, self.no_reboot = append, no_reboot
         self.extra_qemu_args = list(extra_qemu_args)
         self.mem = mem  # guest RAM (qemu.sh --mem), None: the board's default
@@ -139,7 +140,8 @@ class Guest:
     # ---------------------------------------------------------------- lifecycle
     def start(self):
         board_dir, _ = BOARDS[self.board]
-        cmd = [os.path.join(BOARD_DIR, board_dir, "qemu.sh"), "--initrd", self.initrd,
+        boot = ["--bios", self.bios] if self.bios else ["--initrd", self.initrd]
+        cmd = [os.path.join(BOARD_DIR, board_dir, "qemu.sh"), *boot,
                "--qmp", self.qmp_path, "--serial", "stdio"]
         if self.disk:
             cmd += ["--disk", self.disk]

@@ -78,6 +78,7 @@ from appliance import (Appliance, all_alive, build_appliance, build_binary,  # n
                        classify_led, component, ms, new_disk)
 from led_decode import GROUP_GAP, HIDE, decode, precise  # noqa: E402
 from qemu_harness import REPO, HarnessError  # noqa: E402
+import ab  # noqa: E402
 import debian  # noqa: E402
 
 CONFIGS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
@@ -1792,6 +1793,170 @@ def s_sd_notify(ctx):
               f"{deaths} deaths")
 
 
+
+# ------------------------------------------------------------------- A/B boot confirmation
+# Each slot's config: the sample service is critical; its death is left to the deadline
+# (reset_after far beyond it), the state is on /data, shared by both slots.
+AB_CONFIRM_AFTER = 15.0
+AB_DEADLINE = 75.0
+AB_CONFIG = f"""[watchdog]
+device = "/dev/watchdog"
+timeout = {DEB_HW_TIMEOUT:.0f}
+feed_interval = "1s"
+shutdown_timeout = {DEB_SHUTDOWN_TIMEOUT:.0f}
+[agent]
+check_interval = "250ms"
+state_dir = "/data/watchkeeper"
+log = "kmsg"
+[[component]]
+name = "sample"
+heartbeat = "/run/wk-sample.beat"
+pidfile = "/run/wk-sample.pid"
+timeout = "3s"
+grace = "20s"
+reset_after = "10m"
+repair = ["/usr/bin/systemctl", "restart", "wk-sample"]
+repair_timeout = "5s"
+repair_backoff = "3s"
+[boot]
+confirm = ["/usr/bin/rauc", "status", "mark-good"]
+confirm_after = "{AB_CONFIRM_AFTER:.0f}s"
+confirm_deadline = "{AB_DEADLINE:.0f}s"
+"""
+AB_BOOT_TIMEOUT = 180
+
+
+def ab_env(g):
+    """The boot-counting variables, as the booted system's fw_printenv reads them."""
+    out = g.sh("fw_printenv BOOT_ORDER BOOT_A_LEFT BOOT_B_LEFT")
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def ab_boot(ctx, g, n, slot, version):
+    """Boot N through U-Boot: the slot it chose, the root it mounted, systemd up, the agent
+    running. Returns the Boot."""
+    b = g.wait_ready(n, timeout=AB_BOOT_TIMEOUT)
+    chosen = [t for t in g.uboot_lines() if t.startswith("WK-UBOOT slot")]
+    root = next((m for m in b.markers if m.startswith("WK-ROOT")), "")
+    g.run("systemctl is-system-running --wait", timeout=AB_BOOT_TIMEOUT)
+    ctx.check(f"boot {n}: U-Boot chose slot {slot} and the kernel mounted it ({version})",
+              chosen and chosen[-1].startswith(f"WK-UBOOT slot {slot} ") and f"version={version}" in root,
+              f"{chosen[-1] if chosen else 'no WK-UBOOT slot line'}; {root}")
+    g.wait_agent(timeout=60)
+    return b
+
+
+def ab_record(g, n):
+    return boots_by_number(g.status()).get(n, {})
+
+
+def ab_wait_confirmed(ctx, g, n):
+    """Waits for boot N's confirmation; returns its uptime (s) from the history."""
+    t_end = time.monotonic() + AB_DEADLINE + 60
+    while time.monotonic() < t_end:
+        rec = ab_record(g, n)
+        if rec.get("confirm") in ("confirmed", "failed"):
+            break
+        time.sleep(2)
+    rec = ab_record(g, n)
+    ctx.check(f"boot {n} confirmed", rec.get("confirm") == "confirmed", json.dumps(rec))
+    runs = g.run("dmesg | grep -c 'boot: every critical component alive long enough: confirming'", raw=True)[0].strip()
+    ctx.check(f"boot {n}: the confirm command ran once", runs == "1", f"{runs} runs in the kernel log")
+    return rec["confirm_uptime_ms"] / 1000
+
+
+def ab_install(ctx, g, bundle):
+    g.mount_transfer()
+    t = time.monotonic()
+    out, rc = g.run(f"rauc install /mnt/pkg/{os.path.basename(bundle)} 2>&1 | tail -n 2", timeout=300)
+    took = time.monotonic() - t
+    ctx.check(f"rauc install {os.path.basename(bundle)}", rc == 0 and "succeeded" in out, out.strip())
+    ctx.figure(f"rauc install of {os.path.basename(bundle)} (384 MiB slot, TCG)", took, "s")
+
+
+def s_debian_ab(ctx):
+    """A/B updates with real U-Boot and RAUC: an update to a healthy slot is confirmed once,
+    after confirm_after, and RAUC marks it good; an update whose critical component never
+    comes up is never confirmed, is reset at its deadline, and after the bootloader's three
+    attempts the good slot boots again, with the history telling the story."""
+    built = ctx.images["debian-ab"]
+    w = ctx.workdir
+    t = time.monotonic()
+    slots = {v: ab.slot_image(built, os.path.join(w, f"slot-v{v}.ext4"), v, AB_CONFIG, broken=(v == 3))
+             for v in (1, 2, 3)}
+    bundles = [ab.bundle(built, slots[v], v, os.path.join(w, f"update-v{v}.raucb")) for v in (2, 3)]
+    system = ab.system_disk(built, os.path.join(w, "system.img"), slots[1])
+    transfer = ab.transfer_disk(os.path.join(w, "transfer.img"), bundles)
+    for f in slots.values():
+        os.remove(f)
+    ctx.log(f"slot images, bundles ({', '.join(f'{os.path.getsize(b) >> 20} MiB' for b in bundles)}) "
+            f"and disks in {time.monotonic() - t:.0f} s")
+    g = ab.ABAppliance(system, transfer, w, f"{ctx.name}-1", led_interval=None)
+    ctx.guests.append(g)
+    g.start()
+
+    # Boot 1: the factory slot A, confirmed as every RAUC boot is.
+    ab_boot(ctx, g, 1, "A", 1)
+    up = ab_wait_confirmed(ctx, g, 1)
+    ctx.figure("slot A (factory): kernel start -> boot confirmed (rauc status mark-good exited 0)", up, "s")
+    env = ab_env(g)
+    ctx.check("mark-good gave slot A its 3 attempts back", env.get("BOOT_A_LEFT") == "3", str(env))
+
+    # The healthy update into slot B.
+    ab_install(ctx, g, bundles[0])
+    env = ab_env(g)
+    ctx.check("RAUC made slot B the first choice", env.get("BOOT_ORDER") == "B A", str(env))
+    t_reboot = time.monotonic()
+    g.run_nowait("systemctl reboot")
+    ab_boot(ctx, g, 2, "B", 2)
+    env = ab_env(g)
+    ctx.check("boot 2 is a trial: U-Boot counted it", env.get("BOOT_B_LEFT") == "2", str(env))
+    up = ab_wait_confirmed(ctx, g, 2)
+    ctx.check("confirmed no earlier than confirm_after of health", up >= AB_CONFIRM_AFTER, f"at {up:.1f} s up")
+    ctx.figure("update to a healthy slot: kernel start -> boot confirmed", up, "s")
+    ctx.figure("update to a healthy slot: reboot -> boot confirmed (host)", time.monotonic() - t_reboot, "s")
+    rauc = json.loads(g.sh("rauc status --output-format=json 2>/dev/null"))
+    slots_json = {k: v for d in rauc["slots"] for k, v in d.items()}
+    ctx.check("rauc status: booted from B, and B is good and primary",
+              rauc.get("booted") == "B" and rauc.get("boot_primary") == "rootfs.1"
+              and slots_json["rootfs.1"]["boot_status"] == "good", json.dumps(rauc))
+    ctx.check("mark-good gave slot B its 3 attempts back", ab_env(g).get("BOOT_B_LEFT") == "3", str(ab_env(g)))
+
+    # The bad update into slot A: its sample service never starts.
+    ab_install(ctx, g, bundles[1])
+    t_bad = time.monotonic()
+    g.run_nowait("systemctl reboot")
+    for n in (3, 4, 5):
+        b = ab_boot(ctx, g, n, "A", 3)
+        rec = ab_record(g, n)
+        ctx.check(f"boot {n}: a trial, not confirmed", rec.get("confirm") == "trial", json.dumps(rec))
+        g.wait_boot(n + 1, timeout=AB_DEADLINE + 120)
+        ctx.log(f"boot {n} ended {g.boots[n].t_boot - b.t_boot:.0f} s after it started")
+    # Boot 6: no attempts left in A: U-Boot falls back to B.
+    ab_boot(ctx, g, 6, "B", 2)
+    ctx.figure("bad update: first boot of it -> the good slot booting again (3 attempts, host)",
+               g.boots[5].t_boot - t_bad, "s")
+    up = ab_wait_confirmed(ctx, g, 6)
+    status = g.status()
+    history = boots_by_number(status)
+    for n in (3, 4, 5):
+        rec = history.get(n, {})
+        ctx.check(f"history: boot {n} was reset by watchkeeper at the deadline, never confirmed",
+                  rec.get("end") == "forced" and rec.get("confirm") == "trial"
+                  and rec.get("reason", "").startswith("boot not confirmed") and rec.get("component") == "sample"
+                  and abs(rec.get("uptime_ms", 0) / 1000 - AB_DEADLINE) < 5,
+                  json.dumps(rec))
+    ctx.check("history: boot 6, back on the good slot, confirmed",
+              history.get(6, {}).get("confirm") == "confirmed", json.dumps(history.get(6)))
+    ctx.check("the reboot-loop guard does not hold the good slot for the bad one's resets",
+              status["agent"]["hold"] is False, json.dumps(status["agent"]))
+    rauc = json.loads(g.sh("rauc status --output-format=json 2>/dev/null"))
+    slots_json = {k: v for d in rauc["slots"] for k, v in d.items()}
+    ctx.check("rauc status: slot A (the bad update) is bad, B booted and good",
+              slots_json["rootfs.0"]["boot_status"] == "bad" and rauc.get("booted") == "B"
+              and slots_json["rootfs.1"]["boot_status"] == "good", json.dumps(rauc))
+    ctx.log(g.status_text())
+
 SCENARIOS = [
     # (number, name, function, estimated seconds)
     (1, "healthy-soak", s_healthy_soak, None),
@@ -1810,6 +1975,7 @@ SCENARIOS = [
     (14, "debian-shutdowns", s_debian_shutdowns, 180),
     (15, "debian-armhf", s_debian_armhf, 200),
     (16, "sd-notify", s_sd_notify, 260),
+    (17, "debian-ab", s_debian_ab, 600),
 ]
 
 
@@ -1929,7 +2095,7 @@ def main():
     print(f"scenarios: {', '.join(s[1] for s in chosen)} (jobs {args.jobs}, seed {args.seed})", flush=True)
     boards = sorted({"armv7" if s[1] == "armv7" else "aarch64" for s in chosen if not s[1].startswith("debian-")})
     debian_arches = sorted({"armhf" if s[1] == "debian-armhf" else "arm64" for s in chosen
-                            if s[1].startswith("debian-")})
+                            if s[1].startswith("debian-") and s[1] != "debian-ab"})
     images = {}
     try:
         if args.setup:
@@ -1951,6 +2117,9 @@ def main():
             images[f"debian-{arch}"] = d
             print(f"Debian {arch} root filesystem: {d['root']} "
                   + (f"(built in {d['image_seconds']:.0f} s)" if d["image_seconds"] else "(cached)"), flush=True)
+        if any(s[1] == "debian-ab" for s in chosen):
+            print("A/B appliance: board/qemu/build-debian.sh --ab, board/build-deb, keys", flush=True)
+            images["debian-ab"] = ab.build(os.path.join(args.workdir, "images"))
     except (HarnessError, OSError, subprocess.CalledProcessError) as e:
         print(f"cannot build the appliance: {e}", flush=True)
         print(f"scenarios: 0 passed, {len(chosen)} failed")
