@@ -1797,8 +1797,8 @@ def s_sd_notify(ctx):
 # ------------------------------------------------------------------- A/B boot confirmation
 # Each slot's config: the sample service is critical; its death is left to the deadline
 # (reset_after far beyond it), the state is on /data, shared by both slots.
-AB_CONFIRM_AFTER = 15.0
-AB_DEADLINE = 75.0
+AB_CONFIRM_AFTER = 10.0
+AB_DEADLINE = 60.0
 AB_CONFIG = f"""[watchdog]
 device = "/dev/watchdog"
 timeout = {DEB_HW_TIMEOUT:.0f}
@@ -1975,7 +1975,7 @@ SCENARIOS = [
     (14, "debian-shutdowns", s_debian_shutdowns, 180),
     (15, "debian-armhf", s_debian_armhf, 200),
     (16, "sd-notify", s_sd_notify, 260),
-    (17, "debian-ab", s_debian_ab, 600),
+    (17, "debian-ab", s_debian_ab, 430),
 ]
 
 
