@@ -88,7 +88,7 @@ impl Confirming {
         match phase {
             Phase::Checking => {}
             Phase::Waiting => log::warn!(
-                "boot: a trial boot, not confirmed yet: it is once every critical component has been alive for {:?}",
+                "boot: a trial boot, not confirmed yet: it will be once every critical component has been alive for {:?}",
                 boot.policy.confirm_after
             ),
             phase => log::info!(
