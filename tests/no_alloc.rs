@@ -761,10 +761,10 @@ fn confirming_a_boot_allocates_nothing() {
     }
     assert_eq!(total, NONE);
     assert_eq!(phases.first(), Some(&"checking"));
-    // The check's answer came in the counted part (it takes 2 s of real time, at least 200 iterations).
+    // The check's answer came in the counted part (it takes 2 s of real time).
     assert!(
-        checked_at.is_some_and(|ms| ms > 1_000),
-        "answered at {checked_at:?} ms"
+        checked_at.is_some_and(|turn| turn > 2),
+        "answered at turn {checked_at:?}"
     );
     assert!(phases.contains(&"retrying"), "{phases:?}");
     assert_eq!(phases.last(), Some(&"confirmed"));
