@@ -356,6 +356,15 @@ fn kill_9_mid_write_leaves_every_state_file_readable() {
     let mut seed = 0x2545_F491_4F6C_DD1Du64;
     for round in 0..20 {
         let mut agent = sb.start();
+        if round == 0 {
+            // Every later kill may land mid-write; this one must not land before the first
+            // writes (under qemu-user on a busy host, startup alone can outlast the sleep).
+            sb.wait_for(
+                "the first history and status",
+                Duration::from_secs(30),
+                || sb.path("state/history").exists() && sb.path("run/status").exists(),
+            );
+        }
         seed ^= seed << 13;
         seed ^= seed >> 7;
         seed ^= seed << 17;
