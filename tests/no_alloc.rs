@@ -22,17 +22,14 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use alloc::{Counts, NONE, counted};
-use fakes::{FakePin, FakeWatchdog, SimClock};
+use fakes::{FakePin, FakeWatchdog, sim_parts};
 use watchkeeper::agent::{Agent, Parts};
 use watchkeeper::config;
-use watchkeeper::core::boot::Phase;
 use watchkeeper::core::pattern::Pattern;
 use watchkeeper::core::time::Instant;
 use watchkeeper::os::led::FaultLed;
 use watchkeeper::os::repair::{self, Repairs};
-use watchkeeper::os::rundir::RunDir;
 use watchkeeper::os::state::State;
-use watchkeeper::os::watchdog::Takeover;
 
 fn touch(path: &Path) {
     watchkeeper::os::heartbeat::touch(path, false).unwrap();
@@ -116,24 +113,14 @@ critical = false
             feeds: feeds.clone(),
             shortened: shortened.clone(),
         })),
-        may_reboot: false,
         led: FaultLed::new(
             FakePin {
                 level: level.clone(),
             },
             false,
         ),
-        clock: SimClock { now: now.clone() },
-        state,
-        run: RunDir::open(&config.agent.run_dir),
-        agent_binary: PathBuf::from(env!("CARGO_BIN_EXE_watchkeeper")),
-        fault: false,
         hold_until: Some(Instant::from_millis(60_000)),
-        seed: 42,
-        notifier: None,
-        takeover: Takeover::Stopped,
-        boot_phase: Phase::Checking,
-        trial: None,
+        ..sim_parts(&config, state, &now, &feeds, 42)
     };
     let mut agent = Agent::new(&config, parts).unwrap();
     let heart = dir.join("hearts/backup");
@@ -409,25 +396,7 @@ fn broken_and_recreated_directories_allocate_nothing() {
     let feeds = Rc::new(Cell::new(0));
     let (mut state, _) = State::open(&config.agent.state_dir).unwrap();
     state.start_boot("no-alloc-boot", 0, false).1.unwrap();
-    let parts = Parts {
-        watchdog: Some(Box::new(FakeWatchdog {
-            feeds: feeds.clone(),
-            shortened: Rc::new(Cell::new(false)),
-        })),
-        may_reboot: false,
-        led: FaultLed::new(FakePin::default(), false),
-        clock: SimClock { now: now.clone() },
-        state,
-        run: RunDir::open(&config.agent.run_dir),
-        agent_binary: PathBuf::from(env!("CARGO_BIN_EXE_watchkeeper")),
-        fault: false,
-        hold_until: None,
-        seed: 7,
-        notifier: None,
-        takeover: Takeover::Stopped,
-        boot_phase: Phase::Checking,
-        trial: None,
-    };
+    let parts = sim_parts(&config, state, &now, &feeds, 7);
     let mut agent = Agent::new(&config, parts).unwrap();
     let (run, state) = (dir.join("run"), dir.join("state"));
     // Each fault at its own simulated second, undone at the next; "gone" is dead by then,
@@ -548,25 +517,7 @@ fn sd_notify_messages_and_a_flood_of_strangers_allocate_nothing() {
     let feeds = Rc::new(Cell::new(0));
     let (mut state, _) = State::open(&config.agent.state_dir).unwrap();
     state.start_boot("no-alloc-boot", 0, false).1.unwrap();
-    let parts = Parts {
-        watchdog: Some(Box::new(FakeWatchdog {
-            feeds: feeds.clone(),
-            shortened: Rc::new(Cell::new(false)),
-        })),
-        may_reboot: false,
-        led: FaultLed::new(FakePin::default(), false),
-        clock: SimClock { now: now.clone() },
-        state,
-        run: RunDir::open(&config.agent.run_dir),
-        agent_binary: PathBuf::from(env!("CARGO_BIN_EXE_watchkeeper")),
-        fault: false,
-        hold_until: None,
-        seed: 9,
-        notifier: None,
-        takeover: Takeover::Stopped,
-        boot_phase: Phase::Checking,
-        trial: None,
-    };
+    let parts = sim_parts(&config, state, &now, &feeds, 9);
     let mut agent = Agent::new(&config, parts).unwrap();
     let daemon = UnixDatagram::unbound().unwrap();
     daemon.set_nonblocking(true).unwrap();
@@ -700,23 +651,8 @@ fn confirming_a_boot_allocates_nothing() {
     state.start_boot("no-alloc-boot", 0, false).1.unwrap();
     let trial = watchkeeper::os::confirm::TrialRun::start(&config.boot.as_ref().unwrap().trial);
     let parts = Parts {
-        watchdog: Some(Box::new(FakeWatchdog {
-            feeds: Rc::new(Cell::new(0)),
-            shortened: Rc::new(Cell::new(false)),
-        })),
-        may_reboot: false,
-        led: FaultLed::new(FakePin::default(), false),
-        clock: SimClock { now: now.clone() },
-        state,
-        run: RunDir::open(&config.agent.run_dir),
-        agent_binary: PathBuf::from(env!("CARGO_BIN_EXE_watchkeeper")),
-        fault: false,
-        hold_until: None,
-        seed: 11,
-        notifier: None,
-        takeover: Takeover::Stopped,
-        boot_phase: Phase::Checking,
         trial: Some(trial),
+        ..sim_parts(&config, state, &now, &Rc::new(Cell::new(0)), 11)
     };
     let mut agent = Agent::new(&config, parts).unwrap();
     let beat = dir.join("app.beat");

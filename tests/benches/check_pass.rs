@@ -18,12 +18,10 @@ use std::rc::Rc;
 use std::time::{Duration, Instant as WallInstant};
 
 use alloc::counted;
-use fakes::{FakePin, SimClock};
+use fakes::sim_parts;
 use watchkeeper::agent::{Agent, Parts};
 use watchkeeper::config;
 use watchkeeper::core::time::Instant;
-use watchkeeper::os::led::FaultLed;
-use watchkeeper::os::rundir::RunDir;
 use watchkeeper::os::state::State;
 use watchkeeper::os::watchdog::{NoDevice, Takeover};
 
@@ -60,19 +58,8 @@ fn measure_pass(components: usize) -> (Duration, Duration, usize) {
     let (state, _) = State::open(&config.agent.state_dir).unwrap();
     let parts = Parts {
         watchdog: Some(Box::new(NoDevice::new(Duration::from_secs(10)))),
-        may_reboot: false,
-        led: FaultLed::new(FakePin::default(), false),
-        clock: SimClock { now: now.clone() },
-        state,
-        run: RunDir::open(&config.agent.run_dir),
-        agent_binary: PathBuf::from(env!("CARGO_BIN_EXE_watchkeeper")),
-        fault: false,
-        hold_until: None,
-        seed: 1,
-        notifier: None,
         takeover: Takeover::NoDevice,
-        boot_phase: watchkeeper::core::boot::Phase::Checking,
-        trial: None,
+        ..sim_parts(&config, state, &now, &Rc::new(Cell::new(0)), 1)
     };
     let mut agent = Agent::new(&config, parts).unwrap();
     let passes = (200_000 / components).clamp(200, 20_000);

@@ -1,18 +1,25 @@
 //! Stand-ins for the agent's hardware and time, for tests and benchmarks that run the real
-//! `Agent`: a simulated clock, a fake watchdog and a fake LED pin. Each shares what it
+//! `Agent`: a simulated clock, a fake watchdog and a fake LED pin, and an agent's parts
+//! made of them. Each shares what it
 //! records through an `Rc`, so the test reads it while the agent owns the fake. None of
 //! them allocates, so they never show in an allocation count.
 #![allow(dead_code)] // each binary uses its own part of this module
 
 use std::cell::Cell;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
 use embedded_hal::digital::{ErrorType, OutputPin};
+use watchkeeper::agent::Parts;
+use watchkeeper::config::Config;
+use watchkeeper::core::boot::Phase;
 use watchkeeper::core::time::Instant;
 use watchkeeper::os::clock::Clock;
-use watchkeeper::os::led::PinError;
-use watchkeeper::os::watchdog::{Watchdog, WatchdogError};
+use watchkeeper::os::led::{FaultLed, PinError};
+use watchkeeper::os::rundir::RunDir;
+use watchkeeper::os::state::State;
+use watchkeeper::os::watchdog::{Takeover, Watchdog, WatchdogError};
 
 /// A clock that moves only when the test sets `now` or the agent waits; waiting jumps to
 /// the deadline at once (never back in time), unless a descriptor waited on is ready now.
@@ -95,5 +102,37 @@ impl OutputPin for FakePin {
     fn set_high(&mut self) -> Result<(), PinError> {
         self.level.set(true);
         Ok(())
+    }
+}
+
+/// An agent's parts on these fakes, for `config` with its state in `state`: a fake
+/// watchdog (whose feeds it counts in `feeds`), an LED pin no one reads, the clock `now`,
+/// no hold, no service manager, and a boot still to be checked. A test sets what it needs
+/// otherwise with struct update syntax.
+pub fn sim_parts(
+    config: &Config,
+    state: State,
+    now: &Rc<Cell<Instant>>,
+    feeds: &Rc<Cell<u64>>,
+    seed: u64,
+) -> Parts<FakePin, SimClock> {
+    Parts {
+        watchdog: Some(Box::new(FakeWatchdog {
+            feeds: feeds.clone(),
+            shortened: Rc::new(Cell::new(false)),
+        })),
+        may_reboot: false,
+        led: FaultLed::new(FakePin::default(), false),
+        clock: SimClock { now: now.clone() },
+        state,
+        run: RunDir::open(&config.agent.run_dir),
+        agent_binary: PathBuf::from(env!("CARGO_BIN_EXE_watchkeeper")),
+        fault: false,
+        hold_until: None,
+        seed,
+        notifier: None,
+        takeover: Takeover::Stopped,
+        boot_phase: Phase::Checking,
+        trial: None,
     }
 }
