@@ -106,6 +106,20 @@ impl Sim {
 /// Runs the loop the way the shell does: pass at each deadline, until `end`.
 /// Returns every action with the instant it was decided.
 fn run(sup: &mut Supervisor, sims: &[Sim], from: Instant, end: Instant) -> Vec<(Instant, Action)> {
+    run_boot(sup, sims, from, end, |_| None)
+}
+
+/// Drives `sup` from `from` to `end`, each tick at its own next deadline; the actions, with
+/// their instants. Simulated repairs exit at once without fixing anything; each confirm
+/// attempt ends as `outcome(attempt)` says, at once: `Some(ok)`, or `None` for one that
+/// hangs (until signalled: then it exits, failed).
+fn run_boot(
+    sup: &mut Supervisor,
+    sims: &[Sim],
+    from: Instant,
+    end: Instant,
+    outcome: impl Fn(u32) -> Option<bool>,
+) -> Vec<(Instant, Action)> {
     let mut log = Vec::new();
     let mut now = from;
     while now <= end {
@@ -114,16 +128,25 @@ fn run(sup: &mut Supervisor, sims: &[Sim], from: Instant, end: Instant) -> Vec<(
                 sup.observe(i, look(now), sim.observe_at(now));
             }
         }
-        let mut exited = Vec::new();
+        let (mut repaired, mut confirms) = (Vec::new(), Vec::new());
         sup.tick(now, |a| {
-            if let Action::StartRepair { component, .. } = a {
-                // Simulated repairs exit at once without fixing anything.
-                exited.push(component);
+            match a {
+                Action::StartRepair { component, .. } => repaired.push(component),
+                Action::Boot(BootAction::StartConfirm { attempt }) => {
+                    if let Some(ok) = outcome(attempt) {
+                        confirms.push(ok);
+                    }
+                }
+                Action::Boot(BootAction::SignalConfirm { kill: true }) => confirms.push(false),
+                _ => {}
             }
             log.push((now, a));
         });
-        for component in exited {
+        for component in repaired {
             sup.repair_exited(component, now);
+        }
+        for ok in confirms {
+            sup.confirm_exited(ok);
         }
         let next = sup.next_deadline();
         assert!(
@@ -1115,52 +1138,6 @@ fn boot_policy(confirm_after: u64, attempts: u32) -> BootPolicy {
         timeout: 10 * SEC,
         attempts,
     }
-}
-
-/// [`run`], where each confirm attempt ends as `outcome(attempt)` says, at once: `Some(ok)`,
-/// or `None` for one that hangs (until signalled: then it exits, failed).
-fn run_boot(
-    sup: &mut Supervisor,
-    sims: &[Sim],
-    from: Instant,
-    end: Instant,
-    outcome: impl Fn(u32) -> Option<bool>,
-) -> Vec<(Instant, Action)> {
-    let mut log = Vec::new();
-    let mut now = from;
-    while now <= end {
-        for (i, sim) in sims.iter().enumerate() {
-            if sup.look_due(i, now) {
-                sup.observe(i, look(now), sim.observe_at(now));
-            }
-        }
-        let mut exits = Vec::new();
-        sup.tick(now, |a| {
-            match a {
-                Action::Boot(BootAction::StartConfirm { attempt }) => {
-                    if let Some(ok) = outcome(attempt) {
-                        exits.push(ok);
-                    }
-                }
-                Action::Boot(BootAction::SignalConfirm { kill: true }) => exits.push(false),
-                _ => {}
-            }
-            log.push((now, a));
-        });
-        for ok in exits {
-            sup.confirm_exited(ok);
-        }
-        let next = sup.next_deadline();
-        assert!(
-            next > now || next == Instant::NEVER,
-            "deadline must move forward"
-        );
-        if next == Instant::NEVER {
-            break;
-        }
-        now = next;
-    }
-    log
 }
 
 fn starts(log: &[(Instant, Action)]) -> Vec<(Instant, u32)> {
