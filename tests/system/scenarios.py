@@ -1274,7 +1274,8 @@ def s_armv7(ctx):
 DEB_HW_TIMEOUT = 5.0
 DEB_SHUTDOWN_TIMEOUT = 20.0
 DEB_RESET_AFTER = 10.0
-DEB_CONFIG = f"""[watchdog]
+# Its [agent] table comes last: the A/B config adds to it.
+DEB_WATCHDOG_AGENT = f"""[watchdog]
 device = "/dev/watchdog"
 timeout = {DEB_HW_TIMEOUT:.0f}
 feed_interval = "1s"
@@ -1282,21 +1283,29 @@ shutdown_timeout = {DEB_SHUTDOWN_TIMEOUT:.0f}
 [agent]
 check_interval = "250ms"
 log = "kmsg"
-[led]
-kind = "gpio"
-chip = "/dev/gpiochip0"
-line = 4
-[[component]]
+"""
+
+
+def deb_sample(reset_after):
+    """The sample service as a component, forcing a reset after RESET_AFTER seconds dead."""
+    return f"""[[component]]
 name = "sample"
 heartbeat = "/run/wk-sample.beat"
 pidfile = "/run/wk-sample.pid"
 timeout = "3s"
 grace = "20s"
-reset_after = "{DEB_RESET_AFTER:.0f}s"
+reset_after = "{reset_after:.0f}s"
 repair = ["/usr/bin/systemctl", "restart", "wk-sample"]
 repair_timeout = "5s"
 repair_backoff = "3s"
 """
+
+
+DEB_CONFIG = DEB_WATCHDOG_AGENT + """[led]
+kind = "gpio"
+chip = "/dev/gpiochip0"
+line = 4
+""" + deb_sample(DEB_RESET_AFTER)
 DEB_BOOT_TIMEOUT = {"aarch64": 150, "armv7": 300}
 
 
@@ -1799,31 +1808,15 @@ def s_sd_notify(ctx):
 # (reset_after far beyond it), the state is on /data, shared by both slots.
 AB_CONFIRM_AFTER = 10.0
 AB_DEADLINE = 60.0
-AB_CONFIG = f"""[watchdog]
-device = "/dev/watchdog"
-timeout = {DEB_HW_TIMEOUT:.0f}
-feed_interval = "1s"
-shutdown_timeout = {DEB_SHUTDOWN_TIMEOUT:.0f}
-[agent]
-check_interval = "250ms"
-state_dir = "/data/watchkeeper"
-log = "kmsg"
-[[component]]
-name = "sample"
-heartbeat = "/run/wk-sample.beat"
-pidfile = "/run/wk-sample.pid"
-timeout = "3s"
-grace = "20s"
-reset_after = "10m"
-repair = ["/usr/bin/systemctl", "restart", "wk-sample"]
-repair_timeout = "5s"
-repair_backoff = "3s"
-[boot]
+AB_CONFIG = DEB_WATCHDOG_AGENT + 'state_dir = "/data/watchkeeper"\n' + deb_sample(600) + f"""[boot]
 confirm = ["/usr/bin/rauc", "status", "mark-good"]
 confirm_after = "{AB_CONFIRM_AFTER:.0f}s"
 confirm_deadline = "{AB_DEADLINE:.0f}s"
 """
 AB_BOOT_TIMEOUT = 180
+# The U-Boot environment (board/qemu/debian-ab/fw_env.config names it by its label): partition 4
+# of the system disk, by the kernel's own name, there before udev makes the label's link.
+AB_ENV_DEVICE = "/dev/vda4"
 
 
 def ab_env(g):
@@ -1850,18 +1843,29 @@ def ab_record(g, n):
     return boots_by_number(g.status()).get(n, {})
 
 
-def ab_wait_confirmed(ctx, g, n):
-    """Waits for boot N's confirmation; returns its uptime (s) from the history."""
+def ab_wait_confirm_ended(g, n):
+    """Waits until boot N's confirmation has ended (confirmed or failed); its record."""
     t_end = time.monotonic() + AB_DEADLINE + 60
     while time.monotonic() < t_end:
         rec = ab_record(g, n)
         if rec.get("confirm") in ("confirmed", "failed"):
-            break
+            return rec
         time.sleep(2)
-    rec = ab_record(g, n)
+    return ab_record(g, n)
+
+
+def ab_confirm_runs(g):
+    """How many times the confirm command ran in this boot, from the kernel log."""
+    out = g.run("dmesg | grep -c 'boot: every critical component alive long enough: confirming'", raw=True)[0]
+    return int(out.strip() or 0)
+
+
+def ab_wait_confirmed(ctx, g, n):
+    """Waits for boot N's confirmation; returns its uptime (s) from the history."""
+    rec = ab_wait_confirm_ended(g, n)
     ctx.check(f"boot {n} confirmed", rec.get("confirm") == "confirmed", json.dumps(rec))
-    runs = g.run("dmesg | grep -c 'boot: every critical component alive long enough: confirming'", raw=True)[0].strip()
-    ctx.check(f"boot {n}: the confirm command ran once", runs == "1", f"{runs} runs in the kernel log")
+    runs = ab_confirm_runs(g)
+    ctx.check(f"boot {n}: the confirm command ran once", runs == 1, f"{runs} runs in the kernel log")
     return rec["confirm_uptime_ms"] / 1000
 
 
@@ -1877,8 +1881,10 @@ def ab_install(ctx, g, bundle):
 def s_debian_ab(ctx):
     """A/B updates with real U-Boot and RAUC: an update to a healthy slot is confirmed once,
     after confirm_after, and RAUC marks it good; an update whose critical component never
-    comes up is never confirmed, is reset at its deadline, and after the bootloader's three
-    attempts the good slot boots again, with the history telling the story."""
+    comes up is never confirmed (a planned reboot of it is no reset), is reset at its
+    deadline, and after the bootloader's three attempts the good slot boots again; there a
+    confirmation that fails (the environment read-only) leaves the board up, showing the
+    fault, and the next boot, a trial again, confirms. The history tells the story."""
     built = ctx.images["debian-ab"]
     w = ctx.workdir
     t = time.monotonic()
@@ -1922,32 +1928,69 @@ def s_debian_ab(ctx):
               and slots_json["rootfs.1"]["boot_status"] == "good", json.dumps(rauc))
     ctx.check("mark-good gave slot B its 3 attempts back", ab_env(g).get("BOOT_B_LEFT") == "3", str(ab_env(g)))
 
-    # The bad update into slot A: its sample service never starts.
+    # The bad update into slot A: its sample service never starts. Its first boot is ended
+    # by a planned reboot before its deadline, the next two by the deadline.
     ab_install(ctx, g, bundles[1])
     t_bad = time.monotonic()
     g.run_nowait("systemctl reboot")
-    for n in (3, 4, 5):
+    ab_boot(ctx, g, 3, "A", 3)
+    rec = ab_record(g, 3)
+    ctx.check("boot 3: a trial, not confirmed", rec.get("confirm") == "trial", json.dumps(rec))
+    g.run_nowait("systemctl reboot")
+    for n in (4, 5):
         b = ab_boot(ctx, g, n, "A", 3)
         rec = ab_record(g, n)
         ctx.check(f"boot {n}: a trial, not confirmed", rec.get("confirm") == "trial", json.dumps(rec))
         g.wait_boot(n + 1, timeout=AB_DEADLINE + 120)
         ctx.log(f"boot {n} ended {g.boots[n].t_boot - b.t_boot:.0f} s after it started")
-    # Boot 6: no attempts left in A: U-Boot falls back to B.
+    # Boot 6: no attempts left in A: U-Boot falls back to B. Its environment is made
+    # read-only at once, so that its confirmation fails.
+    g.wait_ready(6, timeout=AB_BOOT_TIMEOUT)
+    g.sh(f"blockdev --setro {AB_ENV_DEVICE}")
+    early = ab_record(g, 6).get("confirm")
+    if early not in (None, "trial"):
+        raise HostTooBusy(f"boot 6 was at confirmation step {early!r} before the harness's first "
+                          "command (10 s of health): the guest ran too slowly to set the case up")
     ab_boot(ctx, g, 6, "B", 2)
     ctx.figure("bad update: first boot of it -> the good slot booting again (3 attempts, host)",
                g.boots[5].t_boot - t_bad, "s")
-    up = ab_wait_confirmed(ctx, g, 6)
+    rec = ab_wait_confirm_ended(g, 6)
+    runs = ab_confirm_runs(g)
+    ctx.check("boot 6: the confirmation failed, after confirm_attempts (3) runs",
+              rec.get("confirm") == "failed" and runs == 3 and "exit" in rec.get("confirm_note", ""),
+              f"{json.dumps(rec)}; {runs} runs in the kernel log")
+    time.sleep(2 * DEB_HW_TIMEOUT)
+    status = g.status()
+    agent = status["agent"]
+    ctx.check("a failed confirmation shows the fault pattern, keeps feeding and is no reset",
+              agent["boot"]["phase"] == "failed" and agent["led"] == "fault" and not agent["resetting"]
+              and len(g.boots) == 6 and agent["fed_age_ms"] is not None
+              and agent["fed_age_ms"] < DEB_HW_TIMEOUT * 1000,
+              json.dumps(agent))
+    ctx.check("the bootloader was not told: slot B's attempt stays counted",
+              ab_env(g).get("BOOT_B_LEFT") == "2", str(ab_env(g)))
+    # Boot 7: the environment writable again, the same slot boots as a trial and confirms.
+    g.sh(f"blockdev --setrw {AB_ENV_DEVICE}")
+    g.run_nowait("systemctl reboot")
+    ab_boot(ctx, g, 7, "B", 2)
+    ctx.check("boot 7 is a trial again: U-Boot counted it", ab_env(g).get("BOOT_B_LEFT") == "1", str(ab_env(g)))
+    ab_wait_confirmed(ctx, g, 7)
+    ctx.check("mark-good gave slot B its 3 attempts back", ab_env(g).get("BOOT_B_LEFT") == "3", str(ab_env(g)))
     status = g.status()
     history = boots_by_number(status)
-    for n in (3, 4, 5):
+    rec = history.get(3, {})
+    ctx.check("history: boot 3 ended by the planned reboot, never confirmed, not a reset",
+              rec.get("end") == "shutdown" and rec.get("confirm") == "trial", json.dumps(rec))
+    for n in (4, 5):
         rec = history.get(n, {})
         ctx.check(f"history: boot {n} was reset by watchkeeper at the deadline, never confirmed",
                   rec.get("end") == "forced" and rec.get("confirm") == "trial"
                   and rec.get("reason", "").startswith("boot not confirmed") and rec.get("component") == "sample"
                   and abs(rec.get("uptime_ms", 0) / 1000 - AB_DEADLINE) < 5,
                   json.dumps(rec))
-    ctx.check("history: boot 6, back on the good slot, confirmed",
-              history.get(6, {}).get("confirm") == "confirmed", json.dumps(history.get(6)))
+    ctx.check("history: boot 6 failed to confirm, boot 7 confirmed",
+              history.get(6, {}).get("confirm") == "failed" and history.get(7, {}).get("confirm") == "confirmed",
+              json.dumps([history.get(6), history.get(7)]))
     ctx.check("the reboot-loop guard does not hold the good slot for the bad one's resets",
               status["agent"]["hold"] is False, json.dumps(status["agent"]))
     rauc = json.loads(g.sh("rauc status --output-format=json 2>/dev/null"))
@@ -1975,7 +2018,7 @@ SCENARIOS = [
     (14, "debian-shutdowns", s_debian_shutdowns, 180),
     (15, "debian-armhf", s_debian_armhf, 200),
     (16, "sd-notify", s_sd_notify, 260),
-    (17, "debian-ab", s_debian_ab, 430),
+    (17, "debian-ab", s_debian_ab, 500),
 ]
 
 
