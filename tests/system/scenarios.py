@@ -434,7 +434,9 @@ def s_kill_repair(ctx):
         ctx.log(f"kill -9 {name} (pid {old}, LED position {pos})")
         t_prob = g.wait_guest(f"test -e /run/watchkeeper/problems/{name}", 10, interval=0.05,
                               what=f"problem file of {name}")
-        content = g.sh(f"cat /run/watchkeeper/problems/{name}")
+        # Each line marked: the repair's own messages reach the same console meanwhile.
+        marked = g.sh(f"sed 's/^/WKP /' /run/watchkeeper/problems/{name}")
+        content = "\n".join(l[4:] for l in marked.splitlines() if l.startswith("WKP "))
         ctx.check(f"{name}: problem file appeared, saying who noticed and why",
                   content.startswith("watchkeeper:") and "gone" in content, content)
         ctx.figure(f"{name}: kill -> problem file seen (host)", t_prob - t_ack, "s",
@@ -1843,15 +1845,24 @@ def ab_record(g, n):
     return boots_by_number(g.status()).get(n, {})
 
 
-def ab_wait_confirm_ended(g, n):
-    """Waits until boot N's confirmation has ended (confirmed or failed); its record."""
+def ab_wait_confirm(g, n, steps):
+    """Waits until boot N's confirmation has reached one of STEPS; its record."""
     t_end = time.monotonic() + AB_DEADLINE + 60
     while time.monotonic() < t_end:
         rec = ab_record(g, n)
-        if rec.get("confirm") in ("confirmed", "failed"):
+        if rec.get("confirm") in steps:
             return rec
-        time.sleep(2)
+        time.sleep(1)
     return ab_record(g, n)
+
+
+def ab_ro_before_agent(g, n):
+    """Makes the environment read-only as soon as boot N's control shell answers, before
+    the agent can have confirmed; a boot the harness was too late for is unmeasured."""
+    g.wait_ready(n, timeout=AB_BOOT_TIMEOUT)
+    if g.sh(f"blockdev --setro {AB_ENV_DEVICE} && (pidof watchkeeper || true)"):
+        raise HostTooBusy(f"boot {n}'s agent was already running when the harness's first command made "
+                          "the environment read-only (the guest ran slowly): the case cannot be set up")
 
 
 def ab_confirm_runs(g):
@@ -1862,7 +1873,7 @@ def ab_confirm_runs(g):
 
 def ab_wait_confirmed(ctx, g, n):
     """Waits for boot N's confirmation; returns its uptime (s) from the history."""
-    rec = ab_wait_confirm_ended(g, n)
+    rec = ab_wait_confirm(g, n, ("confirmed", "failed"))
     ctx.check(f"boot {n} confirmed", rec.get("confirm") == "confirmed", json.dumps(rec))
     runs = ab_confirm_runs(g)
     ctx.check(f"boot {n}: the confirm command ran once", runs == 1, f"{runs} runs in the kernel log")
@@ -1879,8 +1890,9 @@ def ab_install(ctx, g, bundle):
 
 
 def s_debian_ab(ctx):
-    """A/B updates with real U-Boot and RAUC: an update to a healthy slot is confirmed once,
-    after confirm_after, and RAUC marks it good; an update whose critical component never
+    """A/B updates with real U-Boot and RAUC: an update to a healthy slot, its first boot cut
+    by a power cut while confirming, is confirmed once at its next boot, after
+    confirm_after, and RAUC marks it good; an update whose critical component never
     comes up is never confirmed (a planned reboot of it is no reset), is reset at its
     deadline, and after the bootloader's three attempts the good slot boots again; there a
     confirmation that fails (the environment read-only) leaves the board up, showing the
@@ -1912,15 +1924,31 @@ def s_debian_ab(ctx):
     ab_install(ctx, g, bundles[0])
     env = ab_env(g)
     ctx.check("RAUC made slot B the first choice", env.get("BOOT_ORDER") == "B A", str(env))
-    t_reboot = time.monotonic()
     g.run_nowait("systemctl reboot")
+    # Boot 2: a power cut while confirming. The environment is made read-only at once, so
+    # that the first attempt fails and the confirmation is still under way (its retry 5 s
+    # later) when the power goes.
+    ab_ro_before_agent(g, 2)
     ab_boot(ctx, g, 2, "B", 2)
     env = ab_env(g)
     ctx.check("boot 2 is a trial: U-Boot counted it", env.get("BOOT_B_LEFT") == "2", str(env))
-    up = ab_wait_confirmed(ctx, g, 2)
+    rec = ab_wait_confirm(g, 2, ("confirming", "confirmed", "failed"))
+    ctx.check("boot 2: confirming (an attempt running, or failed and to be retried)", rec.get("confirm") == "confirming"
+              and ab_confirm_runs(g) >= 1, json.dumps(rec))
+    t_reboot = time.monotonic()
+    g.qmp("system_reset")
+    ab_boot(ctx, g, 3, "B", 2)
+    env = ab_env(g)
+    ctx.check("boot 3, after the power cut, is a trial again: U-Boot counted it",
+              env.get("BOOT_B_LEFT") == "1", str(env))
+    up = ab_wait_confirmed(ctx, g, 3)
     ctx.check("confirmed no earlier than confirm_after of health", up >= AB_CONFIRM_AFTER, f"at {up:.1f} s up")
     ctx.figure("update to a healthy slot: kernel start -> boot confirmed", up, "s")
-    ctx.figure("update to a healthy slot: reboot -> boot confirmed (host)", time.monotonic() - t_reboot, "s")
+    ctx.figure("update to a healthy slot: power cut -> boot confirmed (host)", time.monotonic() - t_reboot, "s")
+    rec = ab_record(g, 2)
+    ctx.check("history: boot 2 cut while confirming, a reset the agent did not ask for",
+              rec.get("confirm") == "confirming" and rec.get("end") in ("unrequested", "watchdog"),
+              json.dumps(rec))
     rauc = json.loads(g.sh("rauc status --output-format=json 2>/dev/null"))
     slots_json = {k: v for d in rauc["slots"] for k, v in d.items()}
     ctx.check("rauc status: booted from B, and B is good and primary",
@@ -1933,29 +1961,25 @@ def s_debian_ab(ctx):
     ab_install(ctx, g, bundles[1])
     t_bad = time.monotonic()
     g.run_nowait("systemctl reboot")
-    ab_boot(ctx, g, 3, "A", 3)
-    rec = ab_record(g, 3)
-    ctx.check("boot 3: a trial, not confirmed", rec.get("confirm") == "trial", json.dumps(rec))
+    ab_boot(ctx, g, 4, "A", 3)
+    rec = ab_record(g, 4)
+    ctx.check("boot 4: a trial, not confirmed", rec.get("confirm") == "trial", json.dumps(rec))
     g.run_nowait("systemctl reboot")
-    for n in (4, 5):
+    for n in (5, 6):
         b = ab_boot(ctx, g, n, "A", 3)
         rec = ab_record(g, n)
         ctx.check(f"boot {n}: a trial, not confirmed", rec.get("confirm") == "trial", json.dumps(rec))
         g.wait_boot(n + 1, timeout=AB_DEADLINE + 120)
         ctx.log(f"boot {n} ended {g.boots[n].t_boot - b.t_boot:.0f} s after it started")
-    # Boot 6: no attempts left in A: U-Boot falls back to B. Its environment is made
+    # Boot 7: no attempts left in A: U-Boot falls back to B. Its environment is made
     # read-only at once, so that its confirmation fails.
-    g.wait_ready(6, timeout=AB_BOOT_TIMEOUT)
-    agent_before = g.sh(f"blockdev --setro {AB_ENV_DEVICE} && (pidof watchkeeper || true)")
-    ab_boot(ctx, g, 6, "B", 2)
+    ab_ro_before_agent(g, 7)
+    ab_boot(ctx, g, 7, "B", 2)
     ctx.figure("bad update: first boot of it -> the good slot booting again (3 attempts, host)",
-               g.boots[5].t_boot - t_bad, "s")
-    rec = ab_wait_confirm_ended(g, 6)
-    if rec.get("confirm") == "confirmed" and agent_before:
-        raise HostTooBusy("boot 6's agent was already running when the harness's first command made "
-                          "the environment read-only: it may have confirmed before (the guest ran slowly)")
+               g.boots[6].t_boot - t_bad, "s")
+    rec = ab_wait_confirm(g, 7, ("confirmed", "failed"))
     runs = ab_confirm_runs(g)
-    ctx.check("boot 6: the confirmation failed, after confirm_attempts (3) runs",
+    ctx.check("boot 7: the confirmation failed, after confirm_attempts (3) runs",
               rec.get("confirm") == "failed" and runs == 3 and "exit" in rec.get("confirm_note", ""),
               f"{json.dumps(rec)}; {runs} runs in the kernel log")
     time.sleep(2 * DEB_HW_TIMEOUT)
@@ -1963,33 +1987,33 @@ def s_debian_ab(ctx):
     agent = status["agent"]
     ctx.check("a failed confirmation shows the fault pattern, keeps feeding and is no reset",
               agent["boot"]["phase"] == "failed" and agent["led"] == "fault" and not agent["resetting"]
-              and len(g.boots) == 6 and agent["fed_age_ms"] is not None
+              and len(g.boots) == 7 and agent["fed_age_ms"] is not None
               and agent["fed_age_ms"] < DEB_HW_TIMEOUT * 1000,
               json.dumps(agent))
     ctx.check("the bootloader was not told: slot B's attempt stays counted",
               ab_env(g).get("BOOT_B_LEFT") == "2", str(ab_env(g)))
-    # Boot 7: the environment writable again, the same slot boots as a trial and confirms.
+    # Boot 8: the environment writable again, the same slot boots as a trial and confirms.
     g.sh(f"blockdev --setrw {AB_ENV_DEVICE}")
     g.run_nowait("systemctl reboot")
-    ab_boot(ctx, g, 7, "B", 2)
-    ctx.check("boot 7 is a trial again: U-Boot counted it", ab_env(g).get("BOOT_B_LEFT") == "1", str(ab_env(g)))
-    ab_wait_confirmed(ctx, g, 7)
+    ab_boot(ctx, g, 8, "B", 2)
+    ctx.check("boot 8 is a trial again: U-Boot counted it", ab_env(g).get("BOOT_B_LEFT") == "1", str(ab_env(g)))
+    ab_wait_confirmed(ctx, g, 8)
     ctx.check("mark-good gave slot B its 3 attempts back", ab_env(g).get("BOOT_B_LEFT") == "3", str(ab_env(g)))
     status = g.status()
     history = boots_by_number(status)
-    rec = history.get(3, {})
-    ctx.check("history: boot 3 ended by the planned reboot, never confirmed, not a reset",
+    rec = history.get(4, {})
+    ctx.check("history: boot 4 ended by the planned reboot, never confirmed, not a reset",
               rec.get("end") == "shutdown" and rec.get("confirm") == "trial", json.dumps(rec))
-    for n in (4, 5):
+    for n in (5, 6):
         rec = history.get(n, {})
         ctx.check(f"history: boot {n} was reset by watchkeeper at the deadline, never confirmed",
                   rec.get("end") == "forced" and rec.get("confirm") == "trial"
                   and rec.get("reason", "").startswith("boot not confirmed") and rec.get("component") == "sample"
                   and abs(rec.get("uptime_ms", 0) / 1000 - AB_DEADLINE) < 5,
                   json.dumps(rec))
-    ctx.check("history: boot 6 failed to confirm, boot 7 confirmed",
-              history.get(6, {}).get("confirm") == "failed" and history.get(7, {}).get("confirm") == "confirmed",
-              json.dumps([history.get(6), history.get(7)]))
+    ctx.check("history: boot 7 failed to confirm, boot 8 confirmed",
+              history.get(7, {}).get("confirm") == "failed" and history.get(8, {}).get("confirm") == "confirmed",
+              json.dumps([history.get(7), history.get(8)]))
     ctx.check("the reboot-loop guard does not hold the good slot for the bad one's resets",
               status["agent"]["hold"] is False, json.dumps(status["agent"]))
     rauc = json.loads(g.sh("rauc status --output-format=json 2>/dev/null"))
@@ -2017,7 +2041,7 @@ SCENARIOS = [
     (14, "debian-shutdowns", s_debian_shutdowns, 180),
     (15, "debian-armhf", s_debian_armhf, 200),
     (16, "sd-notify", s_sd_notify, 260),
-    (17, "debian-ab", s_debian_ab, 500),
+    (17, "debian-ab", s_debian_ab, 520),
 ]
 
 
