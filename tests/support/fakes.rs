@@ -1,8 +1,8 @@
 //! Stand-ins for the agent's hardware and time, for tests and benchmarks that run the real
 //! `Agent`: a simulated clock, a fake watchdog and a fake LED pin, and an agent's parts
 //! made of them. Each shares what it records through an `Rc`, so the test reads it while
-//! the agent owns the fake. None of
-//! them allocates, so they never show in an allocation count.
+//! the agent owns the fake. None of them allocates, so they never show in an allocation
+//! count.
 #![allow(dead_code)] // each binary uses its own part of this module
 
 use std::cell::Cell;
