@@ -766,7 +766,16 @@ mod tests {
             .stdin(std::fs::File::open(&path).unwrap())
             .spawn()
             .unwrap();
-        let holder = holder_of(&path);
+        // Under qemu-user, spawn can return before the child has exec'd, while its comm is
+        // still the test thread's name; wait for the exec, with a margin for a loaded host.
+        let started = std::time::Instant::now();
+        let mut holder = holder_of(&path);
+        while holder.as_ref().is_some_and(|h| h.program != "sleep")
+            && started.elapsed() < Duration::from_secs(20)
+        {
+            std::thread::sleep(Duration::from_millis(10));
+            holder = holder_of(&path);
+        }
         let _ = child.kill();
         let _ = child.wait();
         assert_eq!(
