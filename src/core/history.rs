@@ -18,9 +18,17 @@
 //! towards the guard: the bootloader counts it, and falls back to the old slot by its own
 //! rule, which a hold in the next boot must not undo.
 //!
-//! The text format is one tab-separated line per boot under a versioned header; it is
-//! written whole (see `state`) and parsed strictly, naming the line of any defect. Format 2
-//! added the three confirmation fields; format 1 is still read (as "no `[boot]`").
+//! Boots that leave the window are not forgotten by the fleet's counters: how they ended is
+//! added up in [`Dropped`], which `state` keeps in a file of its own (an older agent, after
+//! an A/B fallback, still reads the history it knows), so that [`History::ends`] only ever
+//! grows. `Dropped` says through which boot number it counts, so a crash between writing it
+//! and writing the history never counts a boot twice, and a fresh history (the old one was
+//! unusable) numbers on from it.
+//!
+//! The text formats are one tab-separated line per boot (or per count) under a versioned
+//! header; each is written whole (see `state`) and parsed strictly, naming the line of any
+//! defect. History format 2 added the three confirmation fields; format 1 is still read (as
+//! "no `[boot]`").
 
 use core::fmt::{self, Write as _};
 use core::time::Duration;
@@ -92,6 +100,121 @@ impl End {
         ]
         .into_iter()
         .find(|end| end.as_str() == word)
+    }
+}
+
+/// How many boots ended each way (a boot still running counts nowhere).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Ends {
+    pub forced: u64,
+    pub watchdog: u64,
+    pub unrequested: u64,
+    pub shutdown: u64,
+    pub shutdown_hung: u64,
+}
+
+impl Ends {
+    fn add(&mut self, end: End) {
+        let count = match end {
+            End::Running => return,
+            End::Forced => &mut self.forced,
+            End::Unrequested {
+                watchdog_fired: true,
+            } => &mut self.watchdog,
+            End::Unrequested {
+                watchdog_fired: false,
+            } => &mut self.unrequested,
+            End::Shutdown {
+                watchdog_fired: false,
+            } => &mut self.shutdown,
+            End::Shutdown {
+                watchdog_fired: true,
+            } => &mut self.shutdown_hung,
+        };
+        *count = count.saturating_add(1);
+    }
+
+    /// Each count with the word of its end ([`End::as_str`]).
+    pub fn by_word(&self) -> [(&'static str, u64); 5] {
+        [
+            ("forced", self.forced),
+            ("watchdog", self.watchdog),
+            ("unrequested", self.unrequested),
+            ("shutdown", self.shutdown),
+            ("shutdown-hung", self.shutdown_hung),
+        ]
+    }
+}
+
+/// The boots that left the history's window: how they ended, up to and including boot
+/// number `through` (0: none left it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Dropped {
+    pub through: u64,
+    pub ends: Ends,
+}
+
+const DROPPED_HEADER: &str = "watchkeeper-dropped 1";
+/// Room for the serialized [`Dropped`].
+pub(crate) const DROPPED_TEXT_MAX: usize = 256;
+
+impl Dropped {
+    /// Serializes the counts: a header, then `WORD<TAB>COUNT` lines, `through` first.
+    pub fn write_text(&self, out: &mut heapless::String<DROPPED_TEXT_MAX>) -> fmt::Result {
+        out.clear();
+        writeln!(out, "{DROPPED_HEADER}\nthrough\t{}", self.through)?;
+        for (word, count) in self.ends.by_word() {
+            writeln!(out, "{word}\t{count}")?;
+        }
+        Ok(())
+    }
+
+    /// Parses what `write_text` wrote: every line, in its order.
+    pub fn parse(text: &str) -> Result<Dropped, ParseError> {
+        let mut lines = text.lines();
+        if lines.next() != Some(DROPPED_HEADER) {
+            return Err(ParseError {
+                line: 1,
+                message: "missing header \"watchkeeper-dropped 1\"",
+            });
+        }
+        let mut dropped = Dropped::default();
+        let words = [
+            "through",
+            "forced",
+            "watchdog",
+            "unrequested",
+            "shutdown",
+            "shutdown-hung",
+        ];
+        for (i, word) in words.into_iter().enumerate() {
+            let line = i + 2;
+            let err = |message| ParseError { line, message };
+            let (found, count) = lines
+                .next()
+                .ok_or(err("missing count"))?
+                .split_once('\t')
+                .ok_or(err("missing tab"))?;
+            if found != word {
+                return Err(err("unexpected word"));
+            }
+            let count: u64 = count.parse().map_err(|_| err("bad count"))?;
+            *match word {
+                "through" => &mut dropped.through,
+                "forced" => &mut dropped.ends.forced,
+                "watchdog" => &mut dropped.ends.watchdog,
+                "unrequested" => &mut dropped.ends.unrequested,
+                "shutdown" => &mut dropped.ends.shutdown,
+                _ => &mut dropped.ends.shutdown_hung,
+            } = count;
+        }
+        if lines.next().is_some() {
+            return Err(ParseError {
+                line: words.len() + 2,
+                message: "more lines than the counts",
+            });
+        }
+        Ok(dropped)
     }
 }
 
@@ -178,10 +301,11 @@ pub enum BootStart<'a> {
     Restarted,
 }
 
-/// The last [`HISTORY_LEN`] boots, oldest first.
+/// The last [`HISTORY_LEN`] boots, oldest first, and the counts of those before them.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct History {
     boots: heapless::Deque<Boot, HISTORY_LEN>,
+    dropped: Dropped,
 }
 
 /// A defect in the history text.
@@ -223,6 +347,30 @@ impl History {
         self.boots.back()
     }
 
+    /// The counts of the boots that left the window.
+    pub fn dropped(&self) -> Dropped {
+        self.dropped
+    }
+
+    /// Takes the counts kept beside the history text (read separately, see the module doc).
+    pub fn set_dropped(&mut self, dropped: Dropped) {
+        self.dropped = dropped;
+    }
+
+    /// How every boot on this board ended: those that left the window and those in it that
+    /// [`Dropped`] does not count yet. Never decreases as boots come and go.
+    pub fn ends(&self) -> Ends {
+        let mut ends = self.dropped.ends;
+        for boot in self
+            .boots
+            .iter()
+            .filter(|b| b.number > self.dropped.through)
+        {
+            ends.add(boot.end);
+        }
+        ends
+    }
+
     /// Starts the record of a new boot, unless the agent merely restarted within the boot
     /// that has the latest record (which then is "running" again, even after a shutdown
     /// was recorded). Closes a previous record left "running" as unrequested, and one left
@@ -238,7 +386,10 @@ impl History {
             }
             return BootStart::Restarted;
         }
-        let number = self.boots.back().map_or(1, |b| b.number + 1);
+        let number = self
+            .boots
+            .back()
+            .map_or(self.dropped.through + 1, |b| b.number + 1);
         if let Some(previous) = self.boots.back_mut() {
             match previous.end {
                 End::Running => {
@@ -260,8 +411,12 @@ impl History {
                 _ => {}
             }
         }
-        if self.boots.is_full() {
-            self.boots.pop_front();
+        if self.boots.is_full()
+            && let Some(oldest) = self.boots.pop_front()
+            && oldest.number > self.dropped.through
+        {
+            self.dropped.through = oldest.number;
+            self.dropped.ends.add(oldest.end);
         }
         let boot = Boot {
             number,
@@ -620,7 +775,13 @@ mod tests {
         );
         let mut text = heapless::String::new();
         h.write_text(&mut text).unwrap();
-        let parsed = History::parse(&text).unwrap();
+        let mut parsed = History::parse(&text).unwrap();
+        assert_eq!(
+            parsed.dropped(),
+            Dropped::default(),
+            "kept in a file of its own"
+        );
+        parsed.set_dropped(h.dropped());
         assert_eq!(parsed, h);
         assert_eq!(parsed.boots().len(), HISTORY_LEN);
         assert_eq!(parsed.boots().next().unwrap().number, 6);
@@ -696,5 +857,105 @@ mod tests {
             h.hold_needed(3, HOUR),
             "confirmed boots that reset are a loop"
         );
+    }
+
+    /// `boots` more boots, each ending by its number in turn: forced, unrequested, watchdog,
+    /// shutdown (the last one still running).
+    fn ending_in_turn(h: &mut History, boots: usize) {
+        for _ in 0..boots {
+            let n = h.current().map_or(1, |b| b.number + 1);
+            h.start_boot(&format!("boot-{n}"), 0, n % 4 == 3);
+            match n % 4 {
+                1 => h.record_forced_reset("sensor", "dead", Duration::from_secs(60)),
+                0 => h.record_shutdown(Duration::from_secs(60), Duration::from_secs(30)),
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn the_counts_of_ends_only_grow_as_boots_leave_the_window() {
+        let mut h = History::default();
+        let mut last = Ends::default();
+        for boot in 1..=(3 * HISTORY_LEN) {
+            ending_in_turn(&mut h, 1);
+            let ends = h.ends();
+            let total: u64 = ends.by_word().iter().map(|(_, n)| n).sum();
+            // Every boot but the one running has ended once.
+            let running = u64::from(h.current().unwrap().end == End::Running);
+            assert_eq!(total + running, boot as u64, "boot {boot}: {ends:?}");
+            for ((word, now), (_, before)) in ends.by_word().iter().zip(last.by_word()) {
+                assert!(
+                    *now >= before,
+                    "boot {boot}: {word} went from {before} to {now}"
+                );
+            }
+            last = ends;
+        }
+        assert_eq!(h.dropped().through, (2 * HISTORY_LEN) as u64);
+        // 48 boots: the 48th is recorded as shut down, so every one has ended.
+        assert_eq!(
+            (last.forced, last.unrequested, last.watchdog, last.shutdown),
+            (12, 12, 12, 12)
+        );
+    }
+
+    #[test]
+    fn a_crash_between_the_two_files_counts_no_boot_twice() {
+        let mut h = History::default();
+        ending_in_turn(&mut h, HISTORY_LEN + 3);
+        let ends = h.ends();
+        // The counts were written, the history was not: the boots they count are still in
+        // the window the history file holds.
+        let mut stale = History::default();
+        ending_in_turn(&mut stale, HISTORY_LEN);
+        stale.set_dropped(h.dropped());
+        let counted: u64 = stale.ends().by_word().iter().map(|(_, n)| n).sum();
+        let dropped: u64 = h.dropped().ends.by_word().iter().map(|(_, n)| n).sum();
+        let newer = stale
+            .boots()
+            .filter(|b| b.number > h.dropped().through && b.end != End::Running)
+            .count();
+        assert_eq!(counted, dropped + newer as u64);
+        assert!(ends.forced >= stale.ends().forced);
+    }
+
+    #[test]
+    fn a_fresh_history_numbers_on_from_the_dropped_boots() {
+        let mut h = History::default();
+        h.set_dropped(Dropped {
+            through: 40,
+            ends: Ends {
+                forced: 3,
+                ..Ends::default()
+            },
+        });
+        h.start_boot("a", 0, false);
+        assert_eq!(h.current().unwrap().number, 41);
+        h.record_forced_reset("sensor", "dead", Duration::from_secs(5));
+        assert_eq!(h.ends().forced, 4);
+    }
+
+    #[test]
+    fn dropped_counts_round_trip_and_defects_name_their_line() {
+        let dropped = Dropped {
+            through: 17,
+            ends: Ends {
+                forced: 1,
+                watchdog: 2,
+                unrequested: 3,
+                shutdown: 4,
+                shutdown_hung: u64::MAX,
+            },
+        };
+        let mut text = heapless::String::new();
+        dropped.write_text(&mut text).unwrap();
+        assert_eq!(Dropped::parse(&text), Ok(dropped));
+        let line = |text: &str| Dropped::parse(text).unwrap_err().line;
+        assert_eq!(line(""), 1);
+        assert_eq!(line(&text.replace("watchdog\t2", "watchdog\tx")), 4);
+        assert_eq!(line(&text.replace("forced", "forsed")), 3);
+        assert_eq!(line(&text[..text.rfind("shutdown-hung").unwrap()]), 7);
+        assert_eq!(line(&format!("{text}extra\t1\n")), 8);
     }
 }

@@ -1,4 +1,10 @@
-//! The persistent state directory: reset history and the last good config.
+//! The persistent state directory: reset history, the counts of the boots it no longer
+//! holds, and the last good config.
+//!
+//! `dropped` keeps those counts ([`Dropped`]). It is written, before the history, only
+//! when a boot leaves the history's window (or the directory was recreated), so it costs
+//! one write in sixteen boots. One that cannot be read is reported and counted from zero:
+//! the counts are for the fleet's monitoring, never for a decision of the agent's.
 //!
 //! Lives on persistent storage (default `/var/lib/watchkeeper`). Every write goes through
 //! [`atomic::replace`] with fsyncs, so a power cut at any instant leaves each file whole.
@@ -22,13 +28,16 @@ use nix::fcntl::{AT_FDCWD, AtFlags};
 use nix::sys::statvfs::FsFlags;
 use nix::unistd::UnlinkatFlags;
 
-use crate::core::history::{Boot, BootStart, Confirm, History, TEXT_MAX};
+use crate::core::history::{
+    Boot, BootStart, Confirm, DROPPED_TEXT_MAX, Dropped, History, TEXT_MAX,
+};
 use crate::core::time::Instant;
 use crate::limits::BOOT_ID_LEN;
 use crate::os::atomic::{self, libc_mode};
 
 const HISTORY: &str = "history";
 const HISTORY_CORRUPT: &str = "history.corrupt";
+const DROPPED: &str = "dropped";
 const LAST_GOOD: &str = "last-good.toml";
 const BOOT_ID: &str = "/proc/sys/kernel/random/boot_id";
 /// How often a history write that failed (a full disk, say) is tried again.
@@ -117,6 +126,9 @@ pub struct State {
     retry_at: Instant,
     history: History,
     scratch: Box<heapless::String<TEXT_MAX>>,
+    /// The counts of dropped boots differ from those on disk: written with the next
+    /// history.
+    dropped_unwritten: bool,
 }
 
 /// Where an unusable history went.
@@ -177,6 +189,20 @@ fn read_history(dir: &OwnedFd) -> Result<History, String> {
     }
 }
 
+/// The counts of the boots that left the history, or what is wrong with their file.
+fn read_dropped(dir: &OwnedFd) -> Result<Dropped, String> {
+    let mut buf = [0u8; DROPPED_TEXT_MAX];
+    let len = match atomic::read(dir, DROPPED, &mut buf) {
+        Ok(Some(len)) => len,
+        Ok(None) => return Ok(Dropped::default()),
+        Err(Errno::EFBIG) => return Err("it is larger than its counts can be".to_owned()),
+        Err(Errno::ELOOP | Errno::EINVAL) => return Err("it is not a regular file".to_owned()),
+        Err(e) => return Err(format!("it cannot be read: {}", e.desc())),
+    };
+    let text = core::str::from_utf8(&buf[..len]).map_err(|_| "it is not UTF-8 text".to_owned())?;
+    Dropped::parse(text).map_err(|e| format!("it does not parse: {e}"))
+}
+
 /// Gets an unusable history out of the way: renamed aside, else removed.
 fn put_aside(dir: &OwnedFd, path: &Path) -> Aside {
     if nix::fcntl::renameat(dir, HISTORY, dir, HISTORY_CORRUPT).is_ok() {
@@ -216,7 +242,7 @@ impl State {
             doing: "opening the state directory",
             errno,
         })?;
-        let (history, finding) = match read_history(&dir) {
+        let (mut history, finding) = match read_history(&dir) {
             Ok(history) => (history, None),
             Err(defect) => {
                 let aside = put_aside(&dir, path);
@@ -226,6 +252,13 @@ impl State {
                 )
             }
         };
+        match read_dropped(&dir) {
+            Ok(dropped) => history.set_dropped(dropped),
+            Err(defect) => log::warn!(
+                "{}: the counts of the boots the history no longer holds cannot be used ({defect}): they count from zero again",
+                path.join(DROPPED).display()
+            ),
+        }
         let state = State {
             read_only: on_read_only_fs(&dir),
             unwritten: None,
@@ -236,6 +269,7 @@ impl State {
             retry_at: Instant::ZERO,
             history,
             scratch: Box::default(),
+            dropped_unwritten: false,
         };
         Ok((state, finding))
     }
@@ -253,12 +287,20 @@ impl State {
             retry_at: Instant::NEVER,
             history: History::default(),
             scratch: Box::default(),
+            dropped_unwritten: false,
         }
     }
 
-    /// Reads the history without creating or changing anything (for `status`).
+    /// Reads the history, with the counts of dropped boots when they can be read, without
+    /// creating or changing anything (for `status`).
     pub fn read_only(path: &Path) -> Result<Result<History, String>, StateError> {
-        Ok(read_history(&open_dir(path)?))
+        let dir = open_dir(path)?;
+        Ok(read_history(&dir).map(|mut history| {
+            if let Ok(dropped) = read_dropped(&dir) {
+                history.set_dropped(dropped);
+            }
+            history
+        }))
     }
 
     pub fn history(&self) -> &History {
@@ -278,11 +320,13 @@ impl State {
         wall: i64,
         watchdog_fired: bool,
     ) -> (Started, Result<(), StateError>) {
+        let dropped = self.history.dropped();
         let started = match self.history.start_boot(boot_id, wall, watchdog_fired) {
             BootStart::First => Started::First,
             BootStart::After(previous) => Started::After(Box::new(previous.clone())),
             BootStart::Restarted => Started::Restarted,
         };
+        self.dropped_unwritten |= self.history.dropped() != dropped;
         (started, self.persist())
     }
 
@@ -359,6 +403,7 @@ impl State {
                     self.dir = Ok(fd);
                     self.dir_id = id;
                     self.unwritten = Some(Errno::ENOENT);
+                    self.dropped_unwritten = self.history.dropped() != Dropped::default();
                 }
                 Err(e) => self.dir = Err(e),
             }
@@ -404,17 +449,36 @@ impl State {
         })
     }
 
-    /// Writes the whole history, allocation-free; remembers a failure for [`State::fault`].
+    /// Writes the whole history, allocation-free, after the counts of dropped boots if they
+    /// changed (so that a crash between the two counts no boot twice: see [`Dropped`]);
+    /// remembers a failure for [`State::fault`].
     fn write_history(&mut self) -> Result<(), Errno> {
-        self.history
-            .write_text(&mut self.scratch)
-            .map_err(|_| Errno::EOVERFLOW)?;
-        let written = match &self.dir {
-            Ok(dir) => atomic::replace(dir, HISTORY, self.scratch.as_bytes(), true),
-            Err(e) => Err(*e),
-        };
+        let written = self.write_dropped().and_then(|()| {
+            self.history
+                .write_text(&mut self.scratch)
+                .map_err(|_| Errno::EOVERFLOW)?;
+            match &self.dir {
+                Ok(dir) => atomic::replace(dir, HISTORY, self.scratch.as_bytes(), true),
+                Err(e) => Err(*e),
+            }
+        });
         self.unwritten = written.err();
         written
+    }
+
+    fn write_dropped(&mut self) -> Result<(), Errno> {
+        if !self.dropped_unwritten {
+            return Ok(());
+        }
+        let mut text = heapless::String::<DROPPED_TEXT_MAX>::new();
+        self.history
+            .dropped()
+            .write_text(&mut text)
+            .map_err(|_| Errno::EOVERFLOW)?;
+        let dir = self.dir.as_ref().map_err(|e| *e)?;
+        atomic::replace(dir, DROPPED, text.as_bytes(), true)?;
+        self.dropped_unwritten = false;
+        Ok(())
     }
 
     /// Keeps `source` as the last config that loaded, unless it already is. `source` was
@@ -489,6 +553,34 @@ mod tests {
         };
         assert_eq!(previous.component, "sensor");
         assert_eq!(State::read_only(&path).unwrap().unwrap().boots().len(), 2);
+        std::fs::remove_dir_all(path).unwrap();
+    }
+
+    #[test]
+    fn the_counts_of_ends_survive_boots_leaving_the_window_and_a_lost_history() {
+        let path = dir("dropped");
+        let boots = crate::limits::HISTORY_LEN as u64 + 4;
+        for n in 1..=boots {
+            let (mut state, _) = State::open(&path).unwrap();
+            state.start_boot(&format!("boot-{n}"), 0, false).1.unwrap();
+            state
+                .record_forced_reset("sensor", "dead", Duration::from_secs(5))
+                .unwrap();
+        }
+        let read = State::read_only(&path).unwrap().unwrap();
+        assert_eq!(read.dropped().through, 4);
+        assert_eq!(read.ends().forced, boots);
+        // A history lost (unparsable) counts on from what left it, and numbers on.
+        std::fs::write(path.join(HISTORY), b"garbage").unwrap();
+        let (mut state, finding) = State::open(&path).unwrap();
+        assert!(finding.is_some());
+        state.start_boot("after-the-loss", 0, false).1.unwrap();
+        assert_eq!(state.history().current().unwrap().number, 5);
+        assert_eq!(state.history().ends().forced, 4);
+        // Counts that cannot be read are counted from zero, and the agent goes on.
+        std::fs::write(path.join(DROPPED), b"watchkeeper-dropped 1\nthrough\tx\n").unwrap();
+        let (state, _) = State::open(&path).unwrap();
+        assert_eq!(state.history().dropped(), Dropped::default());
         std::fs::remove_dir_all(path).unwrap();
     }
 
