@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use watchkeeper::core::pattern::Pattern;
 use watchkeeper::core::supervisor::{
-    Action, Cause, FALLBACK_TIMEOUTS, Look, Observation, Policy, Process, REPAIR_KILL_GRACE,
-    RepairPolicy, Settings, Stamp, Supervisor, Withheld,
+    Action, Cause, Counts, FALLBACK_TIMEOUTS, Look, Observation, Policy, Process,
+    REPAIR_KILL_GRACE, RepairPolicy, Settings, Stamp, Supervisor, Withheld,
 };
 use watchkeeper::core::time::Instant;
 
@@ -403,6 +403,15 @@ fn repairs_back_off_exponentially_with_jitter_and_are_bounded() {
     // Budget spent and the last wait over: the reset comes long before reset_after.
     let (reset_at, _) = *first(&log, |a| matches!(a, Action::ForceReset { .. })).unwrap();
     assert!(reset_at < secs(200));
+    // Each attempt failed, the last one too once its wait ran out.
+    assert_eq!(
+        sup.view(0).unwrap().counts,
+        Counts {
+            deaths: 1,
+            repairs: 5,
+            repair_failures: 5
+        }
+    );
 }
 
 #[test]
@@ -509,6 +518,47 @@ fn a_successful_repair_brings_the_component_back() {
         ]
     );
     assert_eq!(sup.led_pattern(), Pattern::Healthy);
+    // The first attempt's wait ran out with it dead; the second brought it back.
+    assert_eq!(
+        sup.view(0).unwrap().counts,
+        Counts {
+            deaths: 1,
+            repairs: 2,
+            repair_failures: 1
+        }
+    );
+}
+
+#[test]
+fn the_latest_feed_is_measured_against_when_it_was_due() {
+    let sims = [Sim::every(SEC, Instant::ZERO, secs(100))];
+    let mut sup = Supervisor::new(settings(), Instant::ZERO, None, 1);
+    sup.add(policy(5, 60), Instant::ZERO).unwrap();
+    run(&mut sup, &sims, Instant::ZERO, secs(30));
+    assert_eq!(
+        sup.feed_lateness_max(),
+        Duration::ZERO,
+        "ticked at each deadline"
+    );
+    // A stalled loop: the next tick comes at least 1.5 s after the next feed was due.
+    let late = secs(30).saturating_add(settings().feed_interval + Duration::from_millis(1500));
+    for i in 0..sims.len() {
+        sup.observe(i, look(late), sims[i].observe_at(late));
+    }
+    let mut fed = false;
+    sup.tick(late, |a| fed |= a == Action::Feed);
+    assert!(fed);
+    assert!(
+        sup.feed_lateness_max() >= Duration::from_millis(1500),
+        "{:?}",
+        sup.feed_lateness_max()
+    );
+    let next = sup.next_deadline();
+    run(&mut sup, &sims, next, secs(60));
+    assert!(
+        sup.feed_lateness_max() >= Duration::from_millis(1500),
+        "a maximum stays"
+    );
 }
 
 #[test]

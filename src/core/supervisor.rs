@@ -219,6 +219,18 @@ impl fmt::Display for State {
     }
 }
 
+/// What befell a component since it was added (for a configured one: since the agent
+/// started), for the fleet's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    pub deaths: u64,
+    /// Repair attempts started.
+    pub repairs: u64,
+    /// Repair attempts after which the component was still dead when the attempt's
+    /// backoff ran out (success is the heartbeat coming back, never an exit status).
+    pub repair_failures: u64,
+}
+
 /// A component as the status command shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct View {
@@ -227,6 +239,7 @@ pub struct View {
     pub since: Instant,
     pub cause: Option<Cause>,
     pub repair_attempts: u32,
+    pub counts: Counts,
 }
 
 /// The capacity of [`MAX_COMPONENTS`] is used up.
@@ -275,6 +288,7 @@ struct Component {
     repair: Repair,
     attempts: u32,
     escalation_reported: bool,
+    counts: Counts,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -298,6 +312,8 @@ pub struct Supervisor {
     fault: bool,
     rng: u64,
     generation: u64,
+    /// The latest a feed has come after it was due.
+    feed_lateness_max: Duration,
 }
 
 impl Supervisor {
@@ -314,6 +330,7 @@ impl Supervisor {
             fault: false,
             rng: seed | 1,
             generation: 0,
+            feed_lateness_max: Duration::ZERO,
         }
     }
 
@@ -338,6 +355,7 @@ impl Supervisor {
             repair: Repair::Idle,
             attempts: 0,
             escalation_reported: false,
+            counts: Counts::default(),
         };
         self.generation += 1;
         if let Some(index) = self.slots.iter().position(Option::is_none) {
@@ -588,9 +606,9 @@ impl Supervisor {
                 continue;
             };
             // A beat moves `last_beat` on every pass; only what a display shows counts.
-            let before = c.shown();
+            let before = (c.shown(), c.counts);
             let due = c.step(index, now, hold, &mut act);
-            if c.shown() != before {
+            if (c.shown(), c.counts) != before {
                 self.generation += 1;
             }
             if let (None, Some(cause)) = (reset, due) {
@@ -610,6 +628,7 @@ impl Supervisor {
             return;
         }
         if now >= self.next_feed {
+            self.feed_lateness_max = self.feed_lateness_max.max(now.since(self.next_feed));
             self.next_feed = now.saturating_add(self.settings.feed_interval);
             act(Action::Feed);
         }
@@ -712,6 +731,7 @@ impl Supervisor {
             since: c.entered,
             cause,
             repair_attempts,
+            counts: c.counts,
         })
     }
 
@@ -750,6 +770,12 @@ impl Supervisor {
     /// Changes whenever anything a status display shows changes.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// The latest any feed came after it was due, since the supervisor started: how close
+    /// a starved or stalled agent brought the board to a reset it did not decide on.
+    pub fn feed_lateness_max(&self) -> Duration {
+        self.feed_lateness_max
     }
 
     fn next_random(&mut self) -> u64 {
@@ -912,6 +938,7 @@ impl Component {
     fn die(&mut self, index: usize, since: Instant, cause: Cause, act: &mut impl FnMut(Action)) {
         self.health = Health::Dead { since, cause };
         self.entered = since;
+        self.counts.deaths += 1;
         act(Action::Died {
             component: index,
             cause,
@@ -927,7 +954,9 @@ impl Component {
             if now < until {
                 return;
             }
+            // A recovery ends the backoff early (to Idle): running out, it is still dead.
             self.repair = Repair::Idle;
+            self.counts.repair_failures += 1;
         }
         match &mut self.repair {
             Repair::Running {
@@ -955,6 +984,7 @@ impl Component {
                 if matches!(self.health, Health::Dead { .. }) && self.attempts < policy.max_attempts
                 {
                     self.attempts += 1;
+                    self.counts.repairs += 1;
                     self.repair = Repair::Running {
                         started: now,
                         term_sent: None,
