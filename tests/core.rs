@@ -542,8 +542,8 @@ fn the_latest_feed_is_measured_against_when_it_was_due() {
     );
     // A stalled loop: the next tick comes at least 1.5 s after the next feed was due.
     let late = secs(30).saturating_add(settings().feed_interval + Duration::from_millis(1500));
-    for i in 0..sims.len() {
-        sup.observe(i, look(late), sims[i].observe_at(late));
+    for (i, sim) in sims.iter().enumerate() {
+        sup.observe(i, look(late), sim.observe_at(late));
     }
     let mut fed = false;
     sup.tick(late, |a| fed |= a == Action::Feed);
