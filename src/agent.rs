@@ -31,12 +31,14 @@ use rustix::event::{PollFd, PollFlags};
 use crate::cli::status;
 use crate::config::Config;
 use crate::core::boot::Phase;
+use crate::core::history::End;
 use crate::core::pattern::Pattern;
 use crate::core::supervisor::{
     Action, Cause, FALLBACK_TIMEOUTS, Look, Observation, Process, Settings, Supervisor, Withheld,
 };
 use crate::core::time::Instant;
 use crate::limits::{MAX_COMPONENTS, MAX_NAME_LEN, MAX_REASON_LEN, MAX_STATUS_LEN};
+use crate::metrics;
 use crate::os::clock::Clock;
 use crate::os::confirm::TrialRun;
 use crate::os::heartbeat;
@@ -47,6 +49,7 @@ use crate::os::repair::{self, Repairs};
 use crate::os::rundir::{Checked, RunDir};
 use crate::os::spawn::PrepareError;
 use crate::os::state::State;
+use crate::os::textfile::Textfile;
 use crate::os::watchdog::{self, Takeover, Watchdog};
 use crate::snapshot;
 use confirming::Confirming;
@@ -177,7 +180,21 @@ pub struct Agent<P: OutputPin, C: Clock> {
     hardware_timeout: Duration,
     /// Written into the snapshot so that `status` can tell this process from a later one.
     identity: snapshot::Identity<crate::os::state::BootId>,
+    /// The fleet's metrics file, with `[export]`.
+    textfile: Option<Textfile>,
+    /// What the metrics file was last written from: the supervisor's generation, the
+    /// latest feed's lateness in [`LATENESS_STEP_MS`] steps, and the wall clock's steps
+    /// (its times are Unix times).
+    exported: Option<(u64, u64, u64)>,
+    /// The wall clock's steps as last looked at.
+    wall_steps: u64,
+    /// Unix seconds when the agent started.
+    started_wall: i64,
 }
+
+/// The feed lateness the metrics file shows is rewritten when it grows by this much: a
+/// maximum grows in small steps at first, and a few milliseconds say nothing to a fleet.
+const LATENESS_STEP_MS: u128 = 10;
 
 impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
     /// Builds the agent for `config` (all allocation happens here).
@@ -261,6 +278,16 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             (now, parts.clock.uptime()),
         )
         .map_err(StartError::Confirm)?;
+        let most_components = if config.hearts.is_some() {
+            MAX_COMPONENTS
+        } else {
+            config.components.len()
+        };
+        let textfile = config
+            .export
+            .as_ref()
+            .map(|e| Textfile::new(&e.textfile, metrics::capacity(most_components)));
+        let started_wall = parts.clock.wall();
         Ok(Agent {
             sup,
             watched,
@@ -285,6 +312,10 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             config_path: config.path.clone(),
             hardware_timeout,
             identity,
+            textfile,
+            exported: None,
+            wall_steps: 0,
+            started_wall,
             parts,
         })
     }
@@ -318,6 +349,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
         if self.written_generation != Some(self.sup.generation()) {
             self.write_status(now);
         }
+        self.export_metrics();
         self.next_pass.min(led_edge)
     }
 
@@ -404,6 +436,9 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             }
             self.check_dirs(now);
             self.clear_hold_if_requested();
+            if self.textfile.as_mut().is_some_and(Textfile::check) {
+                self.exported = None;
+            }
         }
         self.reap(now);
         self.report_exits(now);
@@ -427,6 +462,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             if after != steps {
                 self.sup.wall_clock_stepped(now, after);
             }
+            self.wall_steps = after;
         }
         if let Some(confirming) = self.confirming.as_mut() {
             let uptime = self.parts.clock.uptime();
@@ -923,5 +959,76 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
             });
         }
         writer.finish()
+    }
+
+    /// Rewrites the metrics file when anything it shows has changed (see [`Self::exported`]).
+    fn export_metrics(&mut self) {
+        let lateness = self.sup.feed_lateness_max().as_millis() / LATENESS_STEP_MS;
+        let key = (
+            self.sup.generation(),
+            u64::try_from(lateness).unwrap_or(u64::MAX),
+            self.wall_steps,
+        );
+        if self.exported == Some(key) {
+            return;
+        }
+        let Some(mut textfile) = self.textfile.take() else {
+            return;
+        };
+        self.exported = Some(key);
+        if self.render_metrics(textfile.buffer()).is_ok() {
+            textfile.write();
+        } else {
+            log::error!(
+                "{}: the metrics do not fit their buffer; the file is left as it was",
+                textfile.path().display()
+            );
+        }
+        self.textfile = Some(textfile);
+    }
+
+    fn render_metrics(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        let history = self.parts.state.history();
+        let last_reset = history
+            .boots()
+            .rev()
+            .find(|b| b.end != End::Running)
+            .map(|b| metrics::LastReset {
+                boot: b.number,
+                end: b.end.as_str(),
+                component: &b.component,
+                reason: &b.reason,
+            });
+        let watchdog = self.parts.watchdog.as_ref().and_then(|w| w.device());
+        let board = metrics::Board {
+            version: env!("CARGO_PKG_VERSION"),
+            revision: env!("WATCHKEEPER_GIT"),
+            started: self.started_wall,
+            boot: history.current().map(|b| b.number),
+            ends: history.ends(),
+            last_reset,
+            hold: self.sup.in_hold(),
+            resetting: self.sup.resetting(),
+            watchdog: watchdog.map(|(path, identity)| metrics::Device {
+                path: path.to_str().unwrap_or_default(),
+                identity,
+            }),
+            watchdog_timeout: self.hardware_timeout,
+            feed_lateness_max: self.sup.feed_lateness_max(),
+            boot_phase: self.sup.boot_view().map(|b| b.phase.word()),
+        };
+        let wall_offset = i128::from(self.parts.clock.wall_offset());
+        let components = self.sup.indices().filter_map(|index| {
+            let view = self.sup.view(index)?;
+            Some(metrics::Component {
+                name: self.name(index),
+                state: view.state,
+                since: metrics::Seconds::from_nanos(
+                    i128::from(view.since.as_nanos()) + wall_offset,
+                ),
+                counts: view.counts,
+            })
+        });
+        metrics::write(out, &board, components)
     }
 }

@@ -9,8 +9,8 @@
 //! - [`config`]: the configuration: read once at startup, validated at the boundary.
 //! - [`agent`]: the loop that joins them: observe, tick the core, act.
 //! - [`cli`]: the command line's work (startup, `status`, the build's version).
-//! - [`limits`] (every capacity) and [`snapshot`] (the status file's format) are the
-//!   contracts the others share.
+//! - [`limits`] (every capacity), [`snapshot`] (the status file's format) and [`metrics`]
+//!   (the fleet's textfile) are the contracts the others share.
 //!
 //! See the README for the design.
 
@@ -19,5 +19,6 @@ pub mod cli;
 pub mod config;
 pub mod core;
 pub mod limits;
+pub mod metrics;
 pub mod os;
 pub mod snapshot;

@@ -93,6 +93,13 @@ impl fmt::Display for Config {
                 toml_string(&self.notify.socket.to_string_lossy())
             )?;
         }
+        if let Some(e) = &self.export {
+            writeln!(
+                f,
+                "\n[export]\ntextfile = {}",
+                toml_string(&e.textfile.to_string_lossy())
+            )?;
+        }
         if let Some(b) = &self.boot {
             writeln!(f, "\n[boot]\nconfirm = {}", argv(&b.confirm))?;
             writeln!(

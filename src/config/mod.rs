@@ -62,7 +62,16 @@ pub struct Config {
     pub notify: NotifyConfig,
     /// `[boot]`: confirm trial boots of A/B updates when healthy.
     pub boot: Option<BootConfig>,
+    /// `[export]`: the metrics file for node_exporter's textfile collector.
+    pub export: Option<ExportConfig>,
     pub components: Vec<ComponentConfig>,
+}
+
+/// `[export]`: where the fleet's metrics are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExportConfig {
+    /// A `*.prom` file in a directory of node_exporter's `--collector.textfile.directory`.
+    pub textfile: PathBuf,
 }
 
 /// `[boot]`: how a trial boot is recognised and confirmed.

@@ -148,6 +148,7 @@ impl Salvage {
             hearts: None,
             notify,
             boot: None,
+            export: None,
             components: Vec::new(),
         }
     }

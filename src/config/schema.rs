@@ -355,6 +355,7 @@ pub(super) struct RawConfig {
     pub(super) hearts: Option<Spanned<RawEntry>>,
     pub(super) notify: RawNotify,
     pub(super) boot: Option<Spanned<RawBoot>>,
+    pub(super) export: Option<Spanned<RawExport>>,
     /// `[[component]]`
     pub(super) components: Vec<Spanned<RawEntry>>,
 }
@@ -401,6 +402,12 @@ pub(super) struct RawBoot {
     pub(super) trial: Option<Spanned<Words>>,
     pub(super) trial_file: Option<Spanned<AbsPath>>,
     pub(super) trial_value: Option<Spanned<Text>>,
+}
+
+/// `[export]`: the metrics file for node_exporter's textfile collector.
+#[derive(Default)]
+pub(super) struct RawExport {
+    pub(super) textfile: Option<Spanned<AbsPath>>,
 }
 
 #[derive(Default)]
@@ -516,6 +523,7 @@ impl Section for RawConfig {
         "hearts",
         "notify",
         "boot",
+        "export",
         "component",
     ];
     fn set(&mut self, key: &str, value: &Value<'_>) -> Result<bool, ReadError> {
@@ -528,6 +536,7 @@ impl Section for RawConfig {
             "hearts" => self.hearts = Some(Spanned::new(value.span(), read_section(value)?)),
             "notify" => self.notify = read_section(value)?,
             "boot" => self.boot = Some(Spanned::new(value.span(), read_section(value)?)),
+            "export" => self.export = Some(Spanned::new(value.span(), read_section(value)?)),
             "component" => self.components = components(value)?,
             _ => return Ok(false),
         }
@@ -624,6 +633,17 @@ impl Section for RawBoot {
     }
 }
 
+impl Section for RawExport {
+    const KEYS: &'static [&'static str] = &["textfile"];
+    fn set(&mut self, key: &str, value: &Value<'_>) -> Result<bool, ReadError> {
+        match key {
+            "textfile" => self.textfile = spanned(value)?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
 impl Section for RawGuard {
     const KEYS: &'static [&'static str] = &["max_resets", "window"];
     fn set(&mut self, key: &str, value: &Value<'_>) -> Result<bool, ReadError> {
@@ -702,6 +722,7 @@ mod tests {
         knows_its_keys::<RawGuard>();
         knows_its_keys::<RawNotify>();
         knows_its_keys::<RawBoot>();
+        knows_its_keys::<RawExport>();
         knows_its_keys::<RawEntry>();
     }
 }

@@ -19,15 +19,15 @@ use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 use super::schema::{
-    AbsPath, Dur, Found, Int, RawAgent, RawBoot, RawConfig, RawEntry, RawGuard, RawLed, RawNotify,
-    RawWatchdog, Text, Words, check_path, toml_string,
+    AbsPath, Dur, Found, Int, RawAgent, RawBoot, RawConfig, RawEntry, RawExport, RawGuard, RawLed,
+    RawNotify, RawWatchdog, Text, Words, check_path, toml_string,
 };
 use super::{
-    AgentConfig, BootConfig, ComponentConfig, Config, GuardConfig, HeartsConfig, Liveness,
-    LogTarget, NotifyConfig, Repair, TrialCheck, WatchdogConfig, defaults,
+    AgentConfig, BootConfig, ComponentConfig, Config, ExportConfig, GuardConfig, HeartsConfig,
+    Liveness, LogTarget, NotifyConfig, Repair, TrialCheck, WatchdogConfig, defaults,
 };
 use crate::core::boot::BootPolicy;
-use crate::core::name::Name;
+use crate::core::name::{Name, check_name};
 use crate::core::supervisor::{Policy, RepairPolicy};
 use crate::limits::{
     HISTORY_LEN, MAX_COMPONENTS, MAX_NAME_LEN, MAX_REPAIR_ARGS, MAX_REPAIR_ATTEMPTS,
@@ -53,13 +53,16 @@ impl RawConfig {
         let notify = self.notify.validate(&agent)?;
         let (components, file_places) = component_sections(self.components, &self.defaults)?;
         let (hearts, hearts_place) = hearts.unzip();
+        let export = self.export.map(export_section).transpose()?;
         across_sections(
             &agent,
             &agent_places,
             hearts.as_ref().zip(hearts_place),
+            export.as_ref(),
             &components,
             &file_places,
         )?;
+        let export = export.map(|(textfile, _)| ExportConfig { textfile });
         let boot = self
             .boot
             .map(|section| boot_section(section, &components, hearts.as_ref()))
@@ -74,8 +77,47 @@ impl RawConfig {
             hearts,
             notify,
             boot,
+            export,
             components,
         })
+    }
+}
+
+/// `[export]`: the file's name is what the textfile collector reads (`*.prom`, and not
+/// hidden: the agent's temporary file is `.NAME.tmp`), short enough for that temporary
+/// name. Its place among the other paths is checked with them.
+fn export_section(section: Spanned<RawExport>) -> Result<(PathBuf, Range<usize>), Invalid> {
+    let span = section.span();
+    let Some(textfile) = section.into_inner().textfile else {
+        return Err((
+            Some(span),
+            "[export] needs textfile, the metrics file for node_exporter's textfile collector (e.g. \"/var/lib/prometheus/node-exporter/watchkeeper.prom\")".into(),
+        ));
+    };
+    let path = &textfile.get_ref().0;
+    let name = path.file_name().map(|n| n.to_string_lossy());
+    let fault = match name.as_deref() {
+        None => Some("names no file".to_owned()),
+        Some(n) if !n.ends_with(".prom") || n.len() == ".prom".len() => Some(format!(
+            "must name a file ending in .prom: node_exporter's textfile collector reads only those, not {}",
+            toml_string(n)
+        )),
+        Some(n) if n.starts_with('.') => {
+            Some("must not name a hidden file (the agent's temporary file is hidden)".to_owned())
+        }
+        Some(n) if n.len() > MAX_NAME_LEN => Some(format!(
+            "names a file of {} bytes; at most {MAX_NAME_LEN} are allowed",
+            n.len()
+        )),
+        Some(n) if check_name(n.trim_end_matches(".prom").as_bytes()).is_err() => Some(format!(
+            "names {}: a metrics file's name is letters, digits, '.', '_' and '-', ending in .prom",
+            toml_string(n)
+        )),
+        Some(_) => None,
+    };
+    match fault {
+        Some(message) => Err(at(&textfile, format!("export.textfile {message}"))),
+        None => Ok((path.clone(), textfile.span())),
     }
 }
 
@@ -829,10 +871,19 @@ fn across_sections(
     agent: &AgentConfig,
     agent_places: &AgentPlaces,
     hearts: Option<(&HeartsConfig, Range<usize>)>,
+    export: Option<&(PathBuf, Range<usize>)>,
     components: &[ComponentConfig],
     file_places: &[FilePlaces],
 ) -> Result<(), Invalid> {
-    let mut files = Vec::with_capacity(components.len() * 2);
+    let mut files = Vec::with_capacity(components.len() * 2 + 1);
+    if let Some((textfile, span)) = export {
+        files.push(Placed {
+            path: textfile,
+            span: span.clone(),
+            key: "export.textfile",
+            owner: None,
+        });
+    }
     for (c, places) in components.iter().zip(file_places) {
         if let (Some(heartbeat), Some(span)) = (&c.heartbeat, &places.heartbeat) {
             files.push(Placed {
@@ -956,6 +1007,17 @@ fn check_paths(
             return Err(f.refuse(format!(
                 "is inside the hearts directory {}: every file there is read as a heart (its content a timeout)",
                 toml_string(&h.path.to_string_lossy())
+            )));
+        }
+        if f.key == "export.textfile"
+            && let Some(other) = files
+                .iter()
+                .find(|o| o.key != f.key && normalised(o.path) == normalised(f.path))
+        {
+            return Err(f.refuse(format!(
+                "is also the {}{}: the metrics file is rewritten on every change, which would count as beats",
+                other.key,
+                whose(other)
             )));
         }
         if f.key == "heartbeat"

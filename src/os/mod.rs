@@ -19,5 +19,6 @@ pub mod rundir;
 pub mod signals;
 pub mod spawn;
 pub mod state;
+pub mod textfile;
 pub mod wallclock;
 pub mod watchdog;

@@ -62,6 +62,11 @@ pub trait Watchdog {
     fn shorten_for_reset(&mut self) -> Duration;
     /// The timeout in force.
     fn timeout(&self) -> Duration;
+    /// The device's path and its driver's identity, for the fleet's metrics; `None` when no
+    /// device is open.
+    fn device(&self) -> Option<(&Path, &str)> {
+        None
+    }
 }
 
 /// Why the watchdog device could not be used. Each names the device and what to do.
@@ -329,6 +334,10 @@ impl Watchdog for Device {
 
     fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    fn device(&self) -> Option<(&Path, &str)> {
+        Some((&self.path, self.identity()))
     }
 }
 
