@@ -30,6 +30,10 @@ use crate::os::rundir::{FED, PROBLEMS, STATUS};
 use crate::os::state::{BootId, State, StateError, current_boot_id};
 use crate::snapshot::{self, Identity, ParseError, Snapshot};
 
+/// The version of the `status --json` format, its first member `"schema"` (described by
+/// `docs/status.schema.json`). Bump it when a field is removed or changes meaning, so that
+/// a fleet collector can tell; adding a field does not bump it.
+pub const JSON_SCHEMA_VERSION: u32 = 1;
 /// Bytes of a problem file shown; the rest is marked as cut.
 const PROBLEM_SHOWN: usize = 512;
 /// Clock ticks (5 s at USER_HZ 100) by which the start time the agent recorded of itself may
@@ -797,7 +801,7 @@ fn render_json(seen: &Seen) -> String {
     let mut out = String::new();
     let _ = write!(
         out,
-        "{{\"agent\":{{\"running\":{},\"state\":\"{state}\",\"detail\":",
+        "{{\"schema\":{JSON_SCHEMA_VERSION},\"agent\":{{\"running\":{},\"state\":\"{state}\",\"detail\":",
         seen.running()
     );
     json_string(&mut out, &detail);
