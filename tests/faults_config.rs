@@ -168,6 +168,7 @@ fn check_and_status_answer_at_once_on_a_config_that_is_not_a_regular_file() {
         let text = String::from_utf8(json.stdout).unwrap();
         let parsed: serde_json::Value = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("status --json on {config:?} ({e}): {text}"));
+        check_status_schema(&parsed);
         assert!(parsed["agent"]["running"].is_boolean(), "{parsed}");
     }
     // A symlink to a regular file is a config like any other (/etc configs often are).

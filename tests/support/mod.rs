@@ -2,7 +2,8 @@
 //! directory with a config, the agent started with its log in a file, component scripts,
 //! `status` run with a deadline (a hung `status` is a failure, not a hung test), and the
 //! check every fault test ends with: the agent still runs, still feeds, and `status`
-//! answers with JSON that parses.
+//! answers with JSON that parses. Every `status --json` document read is checked against
+//! its documented format, `docs/status.schema.json` ([`check_status_schema`]).
 //!
 //! Waits are generous and poll: these tests share a 2-core machine with whatever else runs.
 //!
@@ -83,12 +84,15 @@ impl Sandbox {
         String::from_utf8(self.run(&["status"]).stdout).unwrap()
     }
 
-    /// `status --json`, parsed: a document that does not parse fails the test.
+    /// `status --json`, parsed: a document that does not parse, or does not conform to
+    /// `docs/status.schema.json`, fails the test.
     pub fn status_json(&self) -> serde_json::Value {
         let out = self.run(&["status", "--json"]);
         let text = String::from_utf8(out.stdout).expect("status --json is UTF-8");
-        serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("status --json is not JSON ({e}):\n{text}"))
+        let doc = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("status --json is not JSON ({e}):\n{text}"));
+        check_status_schema(&doc);
+        doc
     }
 
     /// Waits until `cond` holds, or fails with the agent log.
@@ -148,6 +152,57 @@ impl Drop for Sandbox {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// `docs/status.schema.json`, the documented format of `status --json`.
+pub const STATUS_SCHEMA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/status.schema.json");
+
+/// Fails the test, with the validator's error and the document, unless `doc` conforms to
+/// [`STATUS_SCHEMA`]: a member the schema does not describe fails too, so the file is
+/// kept up to date with the output.
+pub fn check_status_schema(doc: &serde_json::Value) {
+    // The ARM suites run these same tests under qemu-user without the validator (see
+    // Cargo.toml): the format does not depend on the target, and the host suite checks it.
+    #[cfg(target_arch = "x86_64")]
+    if let Err(why) = status_schema_errors(doc) {
+        panic!(
+            "status --json does not conform to {STATUS_SCHEMA}:\n{why}\n--- the document ---\n{doc:#}"
+        );
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = doc;
+}
+
+/// [`STATUS_SCHEMA`], compiled.
+#[cfg(target_arch = "x86_64")]
+pub struct StatusSchema {
+    schemas: boon::Schemas,
+    index: boon::SchemaIndex,
+}
+
+/// Compiles [`STATUS_SCHEMA`] afresh (a schema that does not compile is an error here,
+/// not a panic, for the test of the file itself).
+#[cfg(target_arch = "x86_64")]
+pub fn compile_status_schema() -> Result<StatusSchema, String> {
+    let mut schemas = boon::Schemas::new();
+    let index = boon::Compiler::new()
+        .compile(STATUS_SCHEMA, &mut schemas)
+        .map_err(|e| format!("{e:#}"))?;
+    Ok(StatusSchema { schemas, index })
+}
+
+/// Why `doc` does not conform to [`STATUS_SCHEMA`] (compiled once per test binary), if it
+/// does not.
+#[cfg(target_arch = "x86_64")]
+pub fn status_schema_errors(doc: &serde_json::Value) -> Result<(), String> {
+    static SCHEMA: std::sync::OnceLock<StatusSchema> = std::sync::OnceLock::new();
+    let schema = SCHEMA.get_or_init(|| {
+        compile_status_schema().unwrap_or_else(|e| panic!("{STATUS_SCHEMA} does not compile: {e}"))
+    });
+    schema
+        .schemas
+        .validate(doc, schema.index)
+        .map_err(|e| e.to_string())
 }
 
 fn fed_time(run_dir: &Path) -> Option<SystemTime> {
