@@ -14,6 +14,8 @@ have arm-linux-gnueabihf-gcc || need_apt+=(gcc-arm-linux-gnueabihf)
 have cpio || need_apt+=(cpio)
 have mke2fs || [ -x /sbin/mke2fs ] || need_apt+=(e2fsprogs)
 have python3 || need_apt+=(python3)
+# The scenarios check each `status --json` against docs/status.schema.json (tests/system/appliance.py).
+python3 -c 'import jsonschema' 2>/dev/null || need_apt+=(python3-jsonschema)
 # The Debian appliance (board/qemu/build-debian.sh) and its packages (board/build-deb).
 have mmdebstrap || need_apt+=(mmdebstrap)
 have fakeroot || need_apt+=(fakeroot)

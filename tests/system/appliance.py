@@ -1,7 +1,8 @@
 """The watchkeeper appliance on top of qemu_harness: build it, boot it, read its LED.
 
 Shared by board/qemu/demo.py (what `board/run` narrates) and tests/system/scenarios.py.
-python3 stdlib only.
+python3 stdlib, and python3-jsonschema to check each `status --json` against
+docs/status.schema.json (board/host-setup.sh installs it; imported only then).
 
     from appliance import build_binary, build_appliance, new_disk, Appliance
     build_binary("aarch64")
@@ -371,6 +372,35 @@ def classify_led(pulses, t0=None, t1=None, sampler=None):
 # ------------------------------------------------------------------------------- the guest
 KERNEL_LINE = re.compile(r"^\[\s*\d+\.\d+\] ")  # a kernel console message on the serial line
 
+STATUS_SCHEMA = os.path.join(REPO, "docs", "status.schema.json")
+_status_validator = None
+
+
+class NonconformingStatus(Exception):
+    """`watchkeeper status --json` printed a document that does not conform to
+    docs/status.schema.json. Not a HarnessError: the polling loops take those for a guest
+    that does not answer yet and ask again, which would hide it until a timeout."""
+
+
+def check_status_schema(doc, where=""):
+    """Raises NonconformingStatus, naming each error and showing DOC, unless DOC (a parsed
+    `status --json`) conforms to docs/status.schema.json."""
+    global _status_validator
+    if _status_validator is None:
+        try:
+            import jsonschema  # noqa: PLC0415 - the scripts must parse and import without it
+        except ImportError as e:
+            raise ImportError("checking `status --json` needs Python's jsonschema module "
+                              "(Debian's python3-jsonschema; board/host-setup.sh installs it)") from e
+        with open(STATUS_SCHEMA) as f:
+            _status_validator = jsonschema.Draft202012Validator(json.load(f))
+    errors = sorted({(f"/{'/'.join(str(p) for p in e.absolute_path)}", e.message)
+                     for e in _status_validator.iter_errors(doc)})
+    if errors:
+        said = "\n".join(f"  at {at}: {message}" for at, message in errors[:10])
+        raise NonconformingStatus(f"{where}status --json does not conform to {STATUS_SCHEMA}:\n{said}\n"
+                                  f"the document: {json.dumps(doc)}")
+
 
 class Appliance(Guest):
     """A Guest running the watchkeeper appliance, with its LED sampled from the host
@@ -425,7 +455,8 @@ class Appliance(Guest):
 
     # -- the agent
     def status(self, timeout=60, tries=3):
-        """`watchkeeper status --json`, parsed (raises if it does not parse).
+        """`watchkeeper status --json`, parsed (raises if it does not parse, and
+        NonconformingStatus if it does not conform to docs/status.schema.json).
 
         The serial console also carries the kernel's own console messages (crit and worse,
         e.g. "watchdog did not stop!"); they are dropped from the output, and the command
@@ -434,10 +465,13 @@ class Appliance(Guest):
             out, rc = self.run("watchkeeper status --json 2>/dev/null", timeout=timeout)
             text = "\n".join(l for l in out.splitlines() if not KERNEL_LINE.match(l))
             try:
-                return json.loads(text)
+                doc = json.loads(text)
             except ValueError as e:
                 if i == tries - 1:
                     raise HarnessError(f"{self.name}: status --json did not parse ({e}), rc {rc}:\n{out}") from None
+                continue
+            check_status_schema(doc, f"{self.name}: ")
+            return doc
 
     def status_text(self):
         return self.run("watchkeeper status 2>&1")[0]

@@ -74,8 +74,8 @@ import time
 import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from appliance import (Appliance, all_alive, build_appliance, build_binary,  # noqa: E402
-                       classify_led, component, ms, new_disk)
+from appliance import (Appliance, NonconformingStatus, all_alive, build_appliance,  # noqa: E402
+                       build_binary, classify_led, component, ms, new_disk)
 from led_decode import GROUP_GAP, HIDE, decode, precise  # noqa: E402
 from qemu_harness import REPO, HarnessError  # noqa: E402
 import ab  # noqa: E402
@@ -2059,6 +2059,10 @@ def run_one(entry, images, args, results, print_lock):
         fn(ctx)
     except ScenarioFailed as e:
         ok, err = False, str(e)
+    except NonconformingStatus as e:
+        # A failure of the scenario, like a failed check: the output broke its documented format.
+        ok, err = False, str(e)
+        ctx.log(f"[FAIL] {e}")
     except HostTooBusy as e:
         ok, busy, err = False, True, f"HOST TOO BUSY to measure, not an agent defect: {e}"
         ctx.log(f"[UNMEASURED] {e}")
