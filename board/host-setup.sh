@@ -16,6 +16,8 @@ have mke2fs || [ -x /sbin/mke2fs ] || need_apt+=(e2fsprogs)
 have python3 || need_apt+=(python3)
 # The scenarios check each `status --json` against docs/status.schema.json (tests/system/appliance.py).
 python3 -c 'import jsonschema' 2>/dev/null || need_apt+=(python3-jsonschema)
+# tests/export.rs checks the metrics file with promtool (Debian's prometheus package).
+have promtool || need_apt+=(prometheus)
 # The Debian appliance (board/qemu/build-debian.sh) and its packages (board/build-deb).
 have mmdebstrap || need_apt+=(mmdebstrap)
 have fakeroot || need_apt+=(fakeroot)

@@ -5,7 +5,7 @@
 //! the statically linked ARM test binaries only the Rust count is checked.
 //!
 //! The real `Agent` runs on real heartbeat files, a real hearts directory, real state and
-//! run directories and real repair processes, with a fake watchdog and LED and a simulated
+//! run directories, a real metrics file (`[export]`) and real repair processes, with a fake watchdog and LED and a simulated
 //! clock (`support/fakes.rs`), through the healthy, failing, repairing, held, escalating
 //! and resetting states, hearts appearing, changing, dying, being repaired and going away,
 //! for more than 10,000 loop iterations. After warm-up, not one allocation may happen
@@ -68,6 +68,8 @@ check_interval = "10ms"
 state_dir = "{dir}/state"
 run_dir = "{dir}/run"
 realtime_priority = 0
+[export]
+textfile = "{dir}/prom/watchkeeper.prom"
 [hearts]
 dir = "{dir}/hearts"
 critical = false
@@ -259,6 +261,28 @@ critical = false
     assert!(feeds.get() > 50, "fed {} times", feeds.get());
     let history = State::read_only(&config.agent.state_dir).unwrap().unwrap();
     assert_eq!(history.current().unwrap().component, "flaky");
+    // The metrics file was rewritten through all of it, the reset (after warm-up) included.
+    let metrics = std::fs::read_to_string(dir.join("prom/watchkeeper.prom")).unwrap();
+    for sample in [
+        "watchkeeper_reset_pending 1",
+        "watchkeeper_boots_ended_total{end=\"forced\"} 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == sample),
+            "no {sample:?} in\n{metrics}"
+        );
+    }
+    let late_repairs: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("watchkeeper_component_repairs_total{component=\"late\"} "))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(late_repairs >= u64::from(late_attempts), "{metrics}");
+    assert!(
+        metrics
+            .contains("watchkeeper_last_reset_info{boot=\"1\",end=\"forced\",component=\"flaky\""),
+        "{metrics}"
+    );
     assert!(level.get(), "LED solid on while the reset is imminent");
     let kernel_log = std::fs::read_to_string(dir.join("kmsg")).unwrap();
     assert!(

@@ -317,9 +317,6 @@ pub fn run(config_path: &Path, agent_binary: &Path) -> RunError {
             led::open(&LedSpec::None).expect("the none LED always opens")
         }
     };
-    for warning in harden::harden(config.agent.realtime_priority) {
-        log::warn!("{warning}");
-    }
     let may_reboot = config.watchdog.device.is_some();
     let readiness = match (watchdog.is_some(), may_reboot) {
         (true, true) => "guarding the board: the watchdog is fed after each healthy check",
@@ -359,6 +356,9 @@ pub fn run(config_path: &Path, agent_binary: &Path) -> RunError {
         Ok(agent) => agent,
         Err(e) => return RunError::Agent(e),
     };
+    for warning in harden::harden(config.agent.realtime_priority) {
+        log::warn!("{warning}");
+    }
     log::info!(
         "supervising {} components{}; safety-net look every {:?}, upkeep every {:?}",
         config.components.len(),

@@ -2,7 +2,10 @@
 //! busy processes, so that it is still there to feed the watchdog when the system is not well.
 //!
 //! Invariant: nothing here is fatal. Each step that fails becomes a [`Warning`] the agent
-//! logs: a weaker agent that feeds the watchdog beats no agent.
+//! logs: a weaker agent that feeds the watchdog beats no agent. It runs once the agent is
+//! built, so that locking the pages mapped then covers every buffer; future pages are
+//! locked too only where no memory-lock limit applies, since one reached would fail the
+//! stack's growth (a crash) rather than a call.
 //!
 //! Processes the agent starts inherit oom_score_adj and SCHED_FIFO across fork and exec
 //! (memory locks they do not): the repair launcher calls [`undo_for_child`] before it
@@ -34,6 +37,9 @@ const FIFO_PRIORITIES: core::ops::RangeInclusive<u8> = 1..=99;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Warning {
     Mlock(Errno),
+    /// RLIMIT_MEMLOCK binds (this many bytes, no CAP_IPC_LOCK): only the pages mapped now
+    /// were locked.
+    MlockCurrentOnly(u64),
     OomScoreAdj(Errno),
     /// SCHED_FIFO at this priority was refused.
     RtPriority {
@@ -58,6 +64,10 @@ impl fmt::Display for Warning {
                 "mlockall(MCL_CURRENT | MCL_FUTURE) failed: {errno}: the agent's pages can be \
                  evicted, so a keepalive may stall under memory pressure (run as root or raise \
                  RLIMIT_MEMLOCK)"
+            ),
+            Warning::MlockCurrentOnly(limit) => write!(
+                f,
+                "RLIMIT_MEMLOCK is {limit} bytes and the agent lacks CAP_IPC_LOCK: only the pages                  mapped at startup are locked (locking later ones too could make the stack's                  growth fail at the limit); run as root or set LimitMEMLOCK=infinity"
             ),
             Warning::OomScoreAdj(errno) => write!(
                 f,
@@ -94,8 +104,15 @@ pub(crate) fn harden(rt_priority: Option<u8>) -> heapless::Vec<Warning, 3> {
         // Capacity is the number of steps: one warning each at most.
         let _ = warnings.push(w);
     };
-    if let Err(errno) = mlockall(MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE) {
-        warn(Warning::Mlock(errno));
+    let limit = binding_lock_limit();
+    let flags = match limit {
+        Some(_) => MlockAllFlags::MCL_CURRENT,
+        None => MlockAllFlags::MCL_CURRENT | MlockAllFlags::MCL_FUTURE,
+    };
+    match (mlockall(flags), limit) {
+        (Err(errno), _) => warn(Warning::Mlock(errno)),
+        (Ok(()), Some(limit)) => warn(Warning::MlockCurrentOnly(limit)),
+        (Ok(()), None) => {}
     }
     if let Err(errno) = protect_from_oom_killer() {
         warn(Warning::OomScoreAdj(errno));
@@ -116,6 +133,19 @@ pub(crate) fn undo_for_child() -> Result<(), Errno> {
     // SCHED_OTHER takes static priority 0 (sched(7)); its nice value is set apart.
     set_scheduler(libc::SCHED_OTHER, 0)?;
     rustix::process::setpriority_process(None, 0).map_err(|e| Errno::from_raw(e.raw_os_error()))
+}
+
+/// The memory-lock limit, when it applies to this process: finite, and the process lacks
+/// CAP_IPC_LOCK (bit 14 of `CapEff` in `/proc/self/status`, capabilities(7)), which lifts it.
+fn binding_lock_limit() -> Option<u64> {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Memlock).current?;
+    const CAP_IPC_LOCK: u32 = 14;
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())?;
+    (effective & (1 << CAP_IPC_LOCK) == 0).then_some(limit)
 }
 
 fn protect_from_oom_killer() -> Result<(), Errno> {
