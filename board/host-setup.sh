@@ -55,6 +55,10 @@ if [ ${#need_apt[@]} -gt 0 ] || [ ${#need_qemu[@]} -gt 0 ]; then
     sudo_if_needed apt-get update -qq
     if [ ${#need_apt[@]} -gt 0 ]; then
         sudo_if_needed apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+        # Only its promtool is wanted: on a host run by systemd the package starts a server.
+        if [[ " ${need_apt[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+            sudo_if_needed systemctl disable --now prometheus >/dev/null 2>&1 || true
+        fi
     fi
     if [ ${#need_qemu[@]} -gt 0 ]; then
         sudo_if_needed apt-get install -y -qq --no-install-recommends -t bookworm-backports "${need_qemu[@]}" >/dev/null
