@@ -13,7 +13,8 @@
 # the kernel release): a cached build is offline and takes a second. Not root: the tarball
 # is unpacked and packed under fakeroot, so the image's files are still root's.
 #
-# What the image holds beyond minbase + systemd, udev, kmod, procps, util-linux: the cached
+# What the image holds beyond minbase + systemd, udev, kmod, procps, util-linux and
+# prometheus-node-exporter (not in the A/B image): the cached
 # kernel's watchdog module in /lib/modules (udev loads the i6300esb; armhf's softdog is
 # named in modules-load.d), the control shell as wk-control.service on ttyAMA0 (serial
 # getty masked), a shutdown marker unit, the sample service wk-sample, no docs or man
@@ -42,9 +43,12 @@ eval "$("$HERE/fetch-kernel.sh" "$ARCH")"
 G=$HERE/debian
 GAB=$HERE/debian-ab
 CONTROL_SHELL=$HERE/rootfs/etc/wk/control-shell
-FLAVOR=debian SIZE=1G PACKAGES=systemd,systemd-sysv,udev,kmod,procps,util-linux
+BASE=systemd,systemd-sysv,udev,kmod,procps,util-linux
+# node_exporter: the fleet export's scenario scrapes it (its textfile collector reads
+# /var/lib/prometheus/node-exporter, Debian's default).
+FLAVOR=debian SIZE=1G PACKAGES=$BASE,prometheus-node-exporter
 if [ "$AB" = 1 ]; then
-    FLAVOR=debian-ab SIZE=384M PACKAGES=$PACKAGES,dbus,rauc,rauc-service,libubootenv-tool
+    FLAVOR=debian-ab SIZE=384M PACKAGES=$BASE,dbus,rauc,rauc-service,libubootenv-tool
 fi
 # RAUC's bundle mounts, with what they depend on (a verity bundle: dm-verity).
 AB_MODULES="loop squashfs dax dm-mod dm-bufio reed_solomon dm-verity"

@@ -1303,10 +1303,13 @@ repair_backoff = "3s"
 """
 
 
-DEB_CONFIG = DEB_WATCHDOG_AGENT + """[led]
+DEB_TEXTFILE = "/var/lib/prometheus/node-exporter/watchkeeper.prom"
+DEB_CONFIG = DEB_WATCHDOG_AGENT + f"""[led]
 kind = "gpio"
 chip = "/dev/gpiochip0"
 line = 4
+[export]
+textfile = "{DEB_TEXTFILE}"
 """ + deb_sample(DEB_RESET_AFTER)
 DEB_BOOT_TIMEOUT = {"aarch64": 150, "armv7": 300}
 
@@ -1361,6 +1364,36 @@ def deb_break_sample(g):
          "printf '[Service]\\nExecStart=\\nExecStart=/bin/false\\n' "
          ">/run/systemd/system/wk-sample.service.d/broken.conf && systemctl daemon-reload && "
          "echo \"wk-test: kill -9 sample $(cat /run/wk-sample.pid)\" >/dev/kmsg && systemctl kill -s KILL wk-sample")
+
+
+def scrape(g):
+    """The watchkeeper and textfile series of Debian's node_exporter (its /metrics over the
+    guest's loopback, with bash's /dev/tcp: the image has no HTTP client), as
+    {series: value}."""
+    out = g.sh("bash -c 'exec 3<>/dev/tcp/127.0.0.1/9100 && "
+               "printf \"GET /metrics HTTP/1.0\\r\\n\\r\\n\" >&3 && cat <&3' | "
+               "grep -E \"^(watchkeeper_|node_textfile_)\"", timeout=30)
+    series = {}
+    for line in out.splitlines():
+        name, _, value = line.rpartition(" ")
+        series[name] = value
+    return series
+
+
+def scrape_when(ctx, g, what, cond, timeout=30):
+    """Scrapes until COND(series) holds; the last scrape either way, and whether it held."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            series = scrape(g)
+        except HarnessError:
+            series = {}
+        if cond(series) or time.monotonic() > deadline:
+            ctx.log(f"node_exporter /metrics ({what}):\n" + "\n".join(
+                f"  {k} {v}" for k, v in series.items()
+                if "state{" not in k and "_info{" not in k or v == "1"))
+            return series, cond(series)
+        time.sleep(1)
 
 
 def deb_unit_order(ctx, g):
@@ -1439,6 +1472,15 @@ def s_debian_systemd(ctx):
         ctx.figure("sample: kill -> 'is dead' (pidfd)", ts_dead - ts_kill, "s")
         ctx.figure("sample: kill -> alive again through systemctl", ts_alive - ts_kill, "s")
     ctx.check("no reset during the repair", not no_reset_since(g, t_kill), str(no_reset_since(g, t_kill)))
+    up = 'watchkeeper_component_up{component="sample"}'
+    deaths = 'watchkeeper_component_deaths_total{component="sample"}'
+    series, ok = scrape_when(ctx, g, "after the repair", lambda m: m.get(up) == "1" and m.get(deaths) == "1")
+    ctx.check("node_exporter serves the repair: sample up again, 1 death, 1 repair, its textfile read without error",
+              ok and series.get('watchkeeper_component_repairs_total{component="sample"}') == "1"
+              and series.get("node_textfile_scrape_error") == "0"
+              and series.get('watchkeeper_boots_ended_total{end="shutdown"}') == "1"
+              and series.get("watchkeeper_boot_number") == "2",
+              json.dumps({k: v for k, v in series.items() if "sample" in k or "boot" in k or "textfile" in k}))
 
     # upgrade
     pid = g.agent_pid()
@@ -1506,6 +1548,17 @@ def s_debian_systemd(ctx):
     line = next((l for l in text.splitlines() if re.search(r"boot 3\s", l)), "")
     ctx.check("`watchkeeper status` (text) says so", "reset by watchkeeper" in line and "sample" in line, line.strip())
     wait_alive(ctx, g)
+    ends = 'watchkeeper_boots_ended_total{end="%s"}'
+    series, ok = scrape_when(ctx, g, "after the forced reset and the reboot",
+                             lambda m: m.get("watchkeeper_boot_number") == "4")
+    last = next((k for k in series if k.startswith("watchkeeper_last_reset_info{")), "")
+    ctx.check("after the forced reset and reboot node_exporter serves the history: boot 4; one shutdown, "
+              "one watchdog reset, one forced; the last reset boot 3, forced, by sample",
+              ok and series.get(ends % "shutdown") == "1" and series.get(ends % "watchdog") == "1"
+              and series.get(ends % "forced") == "1" and series.get(ends % "unrequested") == "0"
+              and 'boot="3",end="forced",component="sample",reason="' in last
+              and series.get("node_textfile_scrape_error") == "0",
+              json.dumps({k: v for k, v in series.items() if "boot" in k or "reset" in k or "textfile" in k}))
 
 
 def s_debian_shutdowns(ctx):
