@@ -1,7 +1,8 @@
 //! Benchmark (not a test): the cost of one check pass of the real agent loop with 1, 64
 //! and 1024 components on real heartbeat files, with the allocations counted (Rust's and, on
-//! the host, libc's: `tests/support/alloc.rs`); then the real binary's time from exec to the
-//! first feed and its resident memory.
+//! the host, libc's: `tests/support/alloc.rs`); the cost of one rewrite of the metrics file
+//! (`[export]`: rendering, then the atomic replace); then the real binary's time from exec
+//! to the first feed and its resident memory.
 //!
 //! Run with `cargo bench --bench check_pass`, or `tests/bench`, which adds binary sizes.
 
@@ -142,6 +143,61 @@ fn resident_memory(components: usize) -> (u64, u64) {
     (field("VmRSS:"), field("VmHWM:"))
 }
 
+/// Median wall time of one metrics rewrite for `components` components (all dead, with
+/// counts: the longest lines), the file's size, and the allocations during the rewrites.
+fn measure_rewrite(components: usize) -> (Duration, usize, usize) {
+    use watchkeeper::core::history::Ends;
+    use watchkeeper::core::supervisor::{Counts, State as Health};
+    use watchkeeper::metrics::{self, Board, Component, Seconds};
+    use watchkeeper::os::textfile::Textfile;
+    let dir = scratch(&format!("rewrite{components}"));
+    let path = dir.join("prom/watchkeeper.prom");
+    let mut textfile = Textfile::new(&path, metrics::capacity(components));
+    let names: Vec<String> = (0..components).map(|i| format!("component-{i}")).collect();
+    let board = Board {
+        version: "0.1.0",
+        revision: "bench",
+        started: 1_700_000_000,
+        boot: Some(12),
+        ends: Ends::default(),
+        last_reset: None,
+        hold: false,
+        resetting: false,
+        watchdog: None,
+        watchdog_timeout: Duration::from_secs(10),
+        feed_lateness_max: Duration::from_millis(3),
+        boot_phase: None,
+    };
+    let mut times = Vec::new();
+    let mut allocations = 0;
+    for round in 0..250 {
+        let (took, counts) = counted(|| {
+            let start = WallInstant::now();
+            let list = names.iter().map(|name| Component {
+                name,
+                state: Health::Dead,
+                since: Seconds(1_700_000_000_000 + round),
+                counts: Counts {
+                    deaths: 3,
+                    repairs: 5,
+                    repair_failures: 4,
+                },
+            });
+            metrics::write(textfile.buffer(), &board, list).unwrap();
+            textfile.write();
+            start.elapsed()
+        });
+        if round >= 50 {
+            allocations += counts.rust + counts.libc;
+            times.push(took);
+        }
+    }
+    let bytes = std::fs::metadata(&path).unwrap().len() as usize;
+    let _ = std::fs::remove_dir_all(dir);
+    times.sort();
+    (times[times.len() / 2], bytes, allocations)
+}
+
 /// Supervision sizes measured: one component, a typical appliance's, and the capacity.
 const COMPONENT_COUNTS: [usize; 3] = [1, 64, watchkeeper::limits::MAX_COMPONENTS];
 
@@ -159,6 +215,18 @@ fn main() {
             mean.as_secs_f64() * 1e6,
             median.as_secs_f64() * 1e6,
             mean.as_secs_f64() * 1e6 / components as f64
+        );
+    }
+    println!();
+    println!(
+        "| components | metrics rewrite, render + atomic replace (median) | file size | allocations |"
+    );
+    println!("|---:|---:|---:|---:|");
+    for components in COMPONENT_COUNTS {
+        let (median, bytes, allocations) = measure_rewrite(components);
+        println!(
+            "| {components} | {:.1} µs | {bytes} bytes | {allocations} |",
+            median.as_secs_f64() * 1e6
         );
     }
     println!();
