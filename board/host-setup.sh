@@ -20,6 +20,8 @@ python3 -c 'import jsonschema' 2>/dev/null || need_apt+=(python3-jsonschema)
 have promtool || need_apt+=(prometheus)
 # The Debian appliance (board/qemu/build-debian.sh) and its packages (board/build-deb).
 have mmdebstrap || need_apt+=(mmdebstrap)
+# mmdebstrap needs it for a foreign architecture (a recommendation, so not pulled in).
+have arch-test || need_apt+=(arch-test)
 have fakeroot || need_apt+=(fakeroot)
 # mmdebstrap's unshare mode maps the user's subordinate ids when it is not root
 [ "$(id -u)" -eq 0 ] || have newuidmap || need_apt+=(uidmap)
