@@ -1,8 +1,9 @@
 //! The metrics file (`[export] textfile`) written by the real binary, checked the way a fleet
 //! reads it: `promtool check metrics` (Debian's `prometheus` package, installed by
 //! `board/host-setup.sh`) on every version the tests look at, the values after a repair and
-//! a forced reset, the counters rebuilt from a persisted history, and a reader that polls
-//! the file through a flood of rewrites.
+//! a forced reset, the counters rebuilt from a persisted history, a reader that polls
+//! the file through a flood of rewrites, and the README's alerting rules under `promtool test
+//! rules`.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -367,5 +368,23 @@ fn check_refuses_a_textfile_node_exporter_would_not_read() {
     assert!(
         !Path::new(&sb.path("prom")).exists(),
         "check writes nothing"
+    );
+}
+
+/// The README's alerting rules fire when they should: `promtool test rules` over made-up
+/// series of two boards (one reset and one component down on board-7, board-8 healthy).
+#[test]
+fn the_example_alerting_rules_fire_on_a_reset_and_a_component_down() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/prometheus");
+    let out = Command::new(PROMTOOL)
+        .args(["test", "rules", "alerts-test.yml"])
+        .current_dir(&dir)
+        .output()
+        .unwrap_or_else(|e| panic!("{PROMTOOL} cannot run ({e}): board/host-setup.sh installs it"));
+    assert!(
+        out.status.success(),
+        "promtool test rules:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
 }
