@@ -388,3 +388,22 @@ fn the_example_alerting_rules_fire_on_a_reset_and_a_component_down() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A config that does not load (and no last good one) still gives the metrics file: the
+/// fleet sees the board supervising nothing, with the fault, instead of losing it.
+#[test]
+fn a_broken_config_keeps_the_metrics_file() {
+    let sb = Sandbox::new("export-broken");
+    sb.config(&format!(
+        "{}[[component]\nname = \"svc\"\n",
+        export_section(&sb)
+    ));
+    let mut agent = sb.start();
+    sb.wait_for("the metrics file", Duration::from_secs(10), || {
+        metrics(&sb).contains("watchkeeper_reset_pending 0")
+    });
+    let text = metrics(&sb);
+    promtool_accepts(&text);
+    assert!(!text.contains("watchkeeper_component_up{"), "{text}");
+    kill9(&mut agent);
+}

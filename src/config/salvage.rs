@@ -4,16 +4,18 @@
 //! Invariants:
 //! - [`salvage`] never fails: each section is taken only if it validates on its own, by the
 //!   same validators as a full config; anything else is the default (see `defaults`).
-//! - The watchdog device, the directories and the log target are found even in text that
-//!   is not TOML, so a syntax error never makes the agent feed (or arm) a watchdog other
-//!   than the configured one, nor lose the state directory and its last good config.
+//! - The watchdog device, the directories, the log target and the metrics file are found
+//!   even in text that is not TOML, so a syntax error never makes the agent feed (or arm) a
+//!   watchdog other than the configured one, nor lose the state directory and its last good
+//!   config, nor the fleet its view of the board.
 
 use std::path::{Path, PathBuf};
 
 use toml::de::{DeTable, DeValue};
 
 use super::schema::{RawLed, RawWatchdog, check_path, read_section};
-use super::{AgentConfig, Config, LogTarget, NotifyConfig, WatchdogConfig, defaults};
+use super::validate::textfile_fault;
+use super::{AgentConfig, Config, ExportConfig, LogTarget, NotifyConfig, WatchdogConfig, defaults};
 use crate::os::led::LedSpec;
 
 /// What can still be used from a config that did not validate, so that the board is kept
@@ -25,6 +27,9 @@ pub struct Salvage {
     pub led: LedSpec,
     pub state_dir: PathBuf,
     pub run_dir: PathBuf,
+    /// `[export] textfile`, when it is a valid one: the fleet keeps its view of a board
+    /// whose config broke.
+    pub export: Option<ExportConfig>,
 }
 
 /// What `source` (`None`: the file could not be read) still gives, section by section;
@@ -61,6 +66,17 @@ pub fn salvage(source: Option<&str>) -> Salvage {
             .filter(|p| check_path(p).is_ok())
             .map_or_else(|| PathBuf::from(default), PathBuf::from)
     };
+    let state_dir = dir("state_dir", defaults::STATE_DIR);
+    let run_dir = dir("run_dir", defaults::RUN_DIR);
+    let export = key_in(table, source, "export", "textfile")
+        .map(PathBuf::from)
+        .filter(|p| {
+            check_path(&p.to_string_lossy()).is_ok()
+                && textfile_fault(p).is_none()
+                && !p.starts_with(&state_dir)
+                && !p.starts_with(&run_dir)
+        })
+        .map(|textfile| ExportConfig { textfile });
     Salvage {
         watchdog,
         log: key("log")
@@ -68,8 +84,9 @@ pub fn salvage(source: Option<&str>) -> Salvage {
             .and_then(LogTarget::from_name)
             .unwrap_or(defaults::LOG),
         led,
-        state_dir: dir("state_dir", defaults::STATE_DIR),
-        run_dir: dir("run_dir", defaults::RUN_DIR),
+        state_dir,
+        run_dir,
+        export,
     }
 }
 
@@ -148,7 +165,7 @@ impl Salvage {
             hearts: None,
             notify,
             boot: None,
-            export: None,
+            export: self.export,
             components: Vec::new(),
         }
     }

@@ -95,8 +95,16 @@ fn export_section(section: Spanned<RawExport>) -> Result<(PathBuf, Range<usize>)
         ));
     };
     let path = &textfile.get_ref().0;
+    match textfile_fault(path) {
+        Some(message) => Err(at(&textfile, format!("export.textfile {message}"))),
+        None => Ok((path.clone(), textfile.span())),
+    }
+}
+
+/// What is wrong with the name of a metrics file, if anything (see [`export_section`]).
+pub(super) fn textfile_fault(path: &Path) -> Option<String> {
     let name = path.file_name().map(|n| n.to_string_lossy());
-    let fault = match name.as_deref() {
+    match name.as_deref() {
         None => Some("names no file".to_owned()),
         Some(n) if !n.ends_with(".prom") || n.len() == ".prom".len() => Some(format!(
             "must name a file ending in .prom: node_exporter's textfile collector reads only those, not {}",
@@ -114,10 +122,6 @@ fn export_section(section: Spanned<RawExport>) -> Result<(PathBuf, Range<usize>)
             toml_string(n)
         )),
         Some(_) => None,
-    };
-    match fault {
-        Some(message) => Err(at(&textfile, format!("export.textfile {message}"))),
-        None => Ok((path.clone(), textfile.span())),
     }
 }
 
