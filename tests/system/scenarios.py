@@ -1369,7 +1369,7 @@ def deb_break_sample(g):
 def scrape(g):
     """The watchkeeper and textfile series of Debian's node_exporter (its /metrics over the
     guest's loopback, with bash's /dev/tcp: the image has no HTTP client), as
-    {series: value}."""
+    {series: value}, as node_exporter writes them (labels sorted by name)."""
     out = g.sh("bash -c 'exec 3<>/dev/tcp/127.0.0.1/9100 && "
                "printf \"GET /metrics HTTP/1.0\\r\\n\\r\\n\" >&3 && cat <&3' | "
                "grep -E \"^(watchkeeper_|node_textfile_)\"", timeout=30)
@@ -1556,7 +1556,7 @@ def s_debian_systemd(ctx):
               "one watchdog reset, one forced; the last reset boot 3, forced, by sample",
               ok and series.get(ends % "shutdown") == "1" and series.get(ends % "watchdog") == "1"
               and series.get(ends % "forced") == "1" and series.get(ends % "unrequested") == "0"
-              and 'boot="3",end="forced",component="sample",reason="' in last
+              and all(label in last for label in ('boot="3"', 'end="forced"', 'component="sample"', 'reason="'))
               and series.get("node_textfile_scrape_error") == "0",
               json.dumps({k: v for k, v in series.items() if "boot" in k or "reset" in k or "textfile" in k}))
 
