@@ -14,7 +14,8 @@
 //! Invariants: nothing here allocates after [`Agent::new`] returns (every buffer and table
 //! is sized at startup); the watchdog is fed only through the core's `Feed`, which follows a
 //! pass that looked at everything due; on the reset path the reason is persisted before
-//! feeding stops, and the device is kept open without the magic 'V'.
+//! feeding stops, and the device is kept open without the magic 'V'. The status snapshot
+//! and the metrics file (`[export]`) are rewritten after a turn that changed what they show.
 
 mod confirming;
 mod hearts;
@@ -329,7 +330,7 @@ impl<P: OutputPin<Error = PinError>, C: Clock> Agent<P, C> {
     }
 
     /// One turn of the loop: a pass if one is due (or something woke the loop), the LED,
-    /// the status snapshot. Returns when the loop should wake next.
+    /// the status snapshot, the metrics file. Returns when the loop should wake next.
     pub fn step(&mut self) -> Instant {
         let now = self.parts.clock.now();
         let woken = core::mem::take(&mut self.woken);
