@@ -14,7 +14,7 @@
 # is unpacked and packed under fakeroot, so the image's files are still root's.
 #
 # What the image holds beyond minbase + systemd, udev, kmod, procps, util-linux and
-# prometheus-node-exporter (not in the A/B image): the cached
+# prometheus-node-exporter (disabled; not in the A/B image): the cached
 # kernel's watchdog module in /lib/modules (udev loads the i6300esb; armhf's softdog is
 # named in modules-load.d), the control shell as wk-control.service on ttyAMA0 (serial
 # getty masked), a shutdown marker unit, the sample service wk-sample, no docs or man
@@ -45,10 +45,13 @@ GAB=$HERE/debian-ab
 CONTROL_SHELL=$HERE/rootfs/etc/wk/control-shell
 BASE=systemd,systemd-sysv,udev,kmod,procps,util-linux
 # node_exporter: the fleet export's scenario scrapes it (its textfile collector reads
-# /var/lib/prometheus/node-exporter, Debian's default).
+# /var/lib/prometheus/node-exporter, Debian's default). Disabled: only that scenario starts
+# it, so that the others' boots do not pay for it under emulation.
 FLAVOR=debian SIZE=1G PACKAGES=$BASE,prometheus-node-exporter
+EXTRA_DISABLE=prometheus-node-exporter.service
 if [ "$AB" = 1 ]; then
     FLAVOR=debian-ab SIZE=384M PACKAGES=$BASE,dbus,rauc,rauc-service,libubootenv-tool
+    EXTRA_DISABLE=
 fi
 # RAUC's bundle mounts, with what they depend on (a verity bundle: dm-verity).
 AB_MODULES="loop squashfs dax dm-mod dm-bufio reed_solomon dm-verity"
@@ -114,6 +117,7 @@ if [ ! -s "$cached" ]; then
         --customize-hook="echo wk-debian-$ARCH >\"\$1/etc/hostname\"" \
         --customize-hook="chroot \"\$1\" systemctl mask serial-getty@ttyAMA0.service getty@tty1.service" \
         --customize-hook="chroot \"\$1\" systemctl enable wk-control.service wk-shutdown-marker.service wk-sample.service" \
+        --customize-hook="[ -z '$EXTRA_DISABLE' ] || chroot \"\$1\" systemctl disable $EXTRA_DISABLE" \
         bookworm "$tmp.tar" "${sources[@]}" >&2
     # /dev is left out: the initramfs moves its devtmpfs there.
     rm -rf "$tmp.d"

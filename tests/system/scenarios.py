@@ -1433,9 +1433,10 @@ def s_debian_systemd(ctx):
               s["agent"]["running"] and s["components"] == [] and s["agent"].get("watchdog_at_takeover") == "stopped",
               json.dumps(s["agent"]))
     deb_configure(g)
+    g.sh("systemctl enable prometheus-node-exporter 2>&1 && sync")
     t_reboot = time.monotonic()
     g.run_nowait("systemctl reboot")
-    ctx.log("sample service configured, `systemctl reboot`")
+    ctx.log("sample service configured, node_exporter enabled, `systemctl reboot`")
     b2, s = deb_boot(ctx, g, 2)
     ctx.figure("systemctl reboot -> next WK-BOOT", b2.t_boot - t_reboot, "s")
     ctx.check("the reboot was clean: no watchdog fired", not g.events_since(t_reboot, "WATCHDOG"),
