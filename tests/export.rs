@@ -293,7 +293,8 @@ fn a_reader_never_sees_a_partial_file() {
         let mut versions = BTreeSet::new();
         let mut reads = 0u32;
         let started = std::time::Instant::now();
-        while started.elapsed() < Duration::from_secs(4) {
+        // Until enough rewrites were raced: a loaded host only takes longer.
+        while versions.len() < 20 && started.elapsed() < Duration::from_secs(60) {
             let text = fs::read_to_string(&path).unwrap();
             reads += 1;
             assert!(
@@ -312,9 +313,9 @@ fn a_reader_never_sees_a_partial_file() {
         churn.join().unwrap();
         (versions, reads)
     });
-    // Proof that the reader raced rewrites (how many is the host's speed, not a verdict).
+    // Proof that the reader raced rewrites.
     assert!(
-        versions.len() >= 10,
+        versions.len() >= 20,
         "only {} versions seen in {reads} reads: the hearts did not make the file change",
         versions.len()
     );
