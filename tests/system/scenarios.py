@@ -44,7 +44,7 @@ a time (--jobs).
                       service left dead resets the board and status names it
   16 sd-notify        a daemon linked against Debian's libsystemd, under watchkeeper exec:
                       healthy for 2 minutes; pings stopped (death, lateness); a trigger
-                      (repair at once); a foreign sender ignored; a flood of 10^5
+                      (repair at once); a foreign sender ignored; a flood of 10^5 (--flood)
                       datagrams (longest feed gap, memory unchanged); no READY=1 after the
                       agent's respawn (a death at the grace end). Debian's tor beside it,
                       started by its init script before the agent: ready at boot, alive
@@ -1731,8 +1731,9 @@ def s_sd_notify(ctx):
     ctx.check("tor's main pid is the one exec wrote", tor["daemon"]["pid"] == int(
         g.sh("cat /run/watchkeeper/exec/tor.pid")), json.dumps(tor))
     # -- healthy for minutes: READY=1, then a ping every quarter of WATCHDOG_USEC, while
-    # another process floods the socket with 10^5 datagrams; then 15 s of pings alone
-    g.sh(SDN_EXEC.format(f"status=serving ready flood=100000 mark=flood-over "
+    # another process floods the socket with --flood datagrams (10^5); then 15 s of pings alone
+    flood = ctx.args.flood
+    g.sh(SDN_EXEC.format(f"status=serving ready flood={flood} mark=flood-over "
                          f"pings={int(15 / (SDN_TIMEOUT / 4))} mark=pings-stopped"))
     env = sdn_wait(g, "wk-test: sd-client pid")
     line = next(t for ts, t in g.klog("wk-test: sd-client pid") if ts == env)
@@ -1764,9 +1765,9 @@ def s_sd_notify(ctx):
     ctx.log(f"client: {sent}; {gap}")
     m_sent = re.search(r"(\d+) datagrams sent in (\d+) ms", sent)
     m_gap = re.search(r"longest feed gap (\d+) ms, stranger exit (-?\d+)", gap)
-    ctx.check("the stranger sent its 10^5 datagrams", m_sent and int(m_sent.group(1)) == 100000 and
+    ctx.check(f"the stranger sent its {flood} datagrams", m_sent and int(m_sent.group(1)) == flood and
               m_gap and m_gap.group(2) == "0", f"{sent} / {gap}")
-    ctx.figure("flood: 10^5 datagrams from another process, sent in", int(m_sent.group(2)) / 1000, "s",
+    ctx.figure(f"flood: {flood} datagrams from another process, sent in", int(m_sent.group(2)) / 1000, "s",
                "the socket queue holds 10 (net.unix.max_dgram_qlen)")
     ctx.figure("flood: longest gap between two feeds", int(m_gap.group(1)) / 1000, "s", "feed_interval 1 s")
     # An agent the flood held up would miss feeds by seconds (the flood lasts minutes); what
@@ -2202,6 +2203,8 @@ def main():
     ap.add_argument("--only", help="comma-separated scenario names or numbers")
     ap.add_argument("--jobs", type=int, default=2, help="guests at once (default 2)")
     ap.add_argument("--soak", type=float, default=240.0, help="healthy soak seconds (default 240)")
+    ap.add_argument("--flood", type=int, default=100000,
+                    help="datagrams of the sd-notify scenario's flood from a stranger (default 100000)")
     ap.add_argument("--seed", type=int, default=None, help="random seed (default: from the clock)")
     ap.add_argument("--setup", action="store_true", help="run board/host-setup.sh first (fresh machine)")
     ap.add_argument("--no-build", action="store_true", help="use the binaries already built")
