@@ -93,7 +93,8 @@ pub struct Board<'a> {
     pub boot_phase: Option<&'a str>,
 }
 
-/// Seconds with millisecond precision, written as a decimal (`12.345`, `-0.5`).
+/// Seconds with millisecond precision (held as milliseconds), written as a decimal
+/// (`12.345`, `-0.500`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Seconds(pub i128);
 
