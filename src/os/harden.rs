@@ -67,7 +67,9 @@ impl fmt::Display for Warning {
             ),
             Warning::MlockCurrentOnly(limit) => write!(
                 f,
-                "RLIMIT_MEMLOCK is {limit} bytes and the agent lacks CAP_IPC_LOCK: only the pages                  mapped at startup are locked (locking later ones too could make the stack's                  growth fail at the limit); run as root or set LimitMEMLOCK=infinity"
+                "RLIMIT_MEMLOCK is {limit} bytes and the agent lacks CAP_IPC_LOCK: only the pages \
+                 mapped at startup are locked (locking later ones too could make the stack's \
+                 growth fail at the limit); run as root or set LimitMEMLOCK=infinity"
             ),
             Warning::OomScoreAdj(errno) => write!(
                 f,
@@ -209,6 +211,13 @@ mod tests {
         let text = Warning::Mlock(Errno::ENOMEM).to_string();
         assert!(
             text.starts_with("mlockall(MCL_CURRENT | MCL_FUTURE) failed: ENOMEM"),
+            "{text}"
+        );
+        let text = Warning::MlockCurrentOnly(8 << 20).to_string();
+        assert!(
+            text.starts_with("RLIMIT_MEMLOCK is 8388608 bytes")
+                && text.contains("only the pages mapped at startup are locked")
+                && text.ends_with("LimitMEMLOCK=infinity"),
             "{text}"
         );
     }
