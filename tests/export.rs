@@ -78,13 +78,17 @@ fn a_repair_and_a_forced_reset_show_in_metrics_promtool_accepts() {
     )
     .unwrap();
     make_executable(&restart);
-    sb.config(&format!(
-        "{export}[[component]]\nname = \"svc\"\nheartbeat = \"{d}/svc.beat\"\npidfile = \"{d}/svc.pid\"\ntimeout = \"1s\"\nrepair = [\"{r}\"]\nrepair_backoff = \"1s\"\nreset_after = \"60s\"\n\
-         [[component]]\nname = \"gone\"\nheartbeat = \"{d}/gone.beat\"\ntimeout = \"1s\"\ngrace = \"1s\"\nreset_after = \"60s\"\n",
-        export = export_section(&sb),
-        d = sb.dir.display(),
-        r = restart.display()
-    ));
+    // `gone`'s reset_after: long while svc is repaired, short for the reset after it.
+    let config = |gone_reset_after: &str| {
+        sb.config(&format!(
+            "{export}[[component]]\nname = \"svc\"\nheartbeat = \"{d}/svc.beat\"\npidfile = \"{d}/svc.pid\"\ntimeout = \"1s\"\nrepair = [\"{r}\"]\nrepair_backoff = \"1s\"\nreset_after = \"60s\"\n\
+             [[component]]\nname = \"gone\"\nheartbeat = \"{d}/gone.beat\"\ntimeout = \"1s\"\ngrace = \"1s\"\nreset_after = \"{gone_reset_after}\"\n",
+            export = export_section(&sb),
+            d = sb.dir.display(),
+            r = restart.display()
+        ))
+    };
+    config("60s");
     let mut component = spawn_component(&script);
     let gone = sb.path("gone.beat");
     fs::write(&gone, b"").unwrap();
@@ -148,13 +152,7 @@ fn a_repair_and_a_forced_reset_show_in_metrics_promtool_accepts() {
     assert!(since <= wall && since > wall - 30.0, "{since} vs {wall}");
     // `gone` stops beating and is never repaired: a forced reset, named in the metrics.
     fs::remove_file(&gone).unwrap();
-    sb.config(&format!(
-        "{export}[[component]]\nname = \"svc\"\nheartbeat = \"{d}/svc.beat\"\npidfile = \"{d}/svc.pid\"\ntimeout = \"1s\"\nrepair = [\"{r}\"]\nrepair_backoff = \"1s\"\nreset_after = \"60s\"\n\
-         [[component]]\nname = \"gone\"\nheartbeat = \"{d}/gone.beat\"\ntimeout = \"1s\"\ngrace = \"1s\"\nreset_after = \"1s\"\n",
-        export = export_section(&sb),
-        d = sb.dir.display(),
-        r = restart.display()
-    ));
+    config("1s");
     kill9(&mut agent);
     let mut agent = sb.start();
     sb.wait_for("the reset in the metrics", Duration::from_secs(15), || {
