@@ -117,7 +117,7 @@ pub(super) fn textfile_fault(path: &Path) -> Option<String> {
             "names a file of {} bytes; at most {MAX_NAME_LEN} are allowed",
             n.len()
         )),
-        Some(n) if check_name(n[..n.len() - ".prom".len()].as_bytes()).is_err() => Some(format!(
+        Some(n) if check_name(&n.as_bytes()[..n.len() - ".prom".len()]).is_err() => Some(format!(
             "names {}: a metrics file's name is letters, digits, '.', '_' and '-', ending in .prom",
             toml_string(n)
         )),
