@@ -3,7 +3,10 @@
 //! The new content goes to a temporary file beside the target, is fsynced, renamed over
 //! the target (atomic), and the directory is fsynced so the rename itself survives a power
 //! cut. A crash at any instant leaves either the old file or the new one, never a mix; at
-//! worst a stray temporary file, which the next write replaces. Nothing allocates: names
+//! worst a stray temporary file, which the next write removes: the temporary file is
+//! always created anew, so nothing at its name (a FIFO included) can make a write wait,
+//! which matters where others can write the directory (the metrics file's). Nothing
+//! allocates: names
 //! are formatted into stack buffers and the directory is an fd opened at startup.
 
 use std::os::fd::{AsFd, OwnedFd};
@@ -29,10 +32,14 @@ pub fn replace(
     for part in [".", name, ".tmp"] {
         temp.push_str(part).map_err(|_| Errno::ENAMETOOLONG)?;
     }
+    // Whatever holds the temporary name (a stray temporary file, or a FIFO someone who can
+    // write the directory put there, which an open for writing would wait on forever) is
+    // removed, and the file is created anew: O_EXCL opens only a new regular file.
+    let _ = nix::unistd::unlinkat(dir, temp.as_str(), nix::unistd::UnlinkatFlags::NoRemoveDir);
     let fd = nix::fcntl::openat(
         dir,
         temp.as_str(),
-        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
         Mode::from_bits_truncate(0o644),
     )?;
     let mut rest = bytes;
@@ -227,6 +234,22 @@ mod tests {
         let mut buf = [0u8; 16];
         assert_eq!(read(&dir, "link", &mut buf), Err(Errno::ELOOP));
         assert_eq!(read(&dir, "fifo", &mut buf), Err(Errno::EINVAL));
+        std::fs::remove_dir_all(path).unwrap();
+    }
+
+    /// A FIFO or a symlink at the temporary name would make an open for writing wait for a
+    /// reader, or write elsewhere: it is replaced, and the write goes through.
+    #[test]
+    fn nothing_at_the_temporary_name_holds_a_write_up() {
+        let (path, dir) = temp_dir("temp");
+        nix::unistd::mkfifo(&path.join(".a.tmp"), Mode::from_bits_truncate(0o600)).unwrap();
+        std::fs::write(path.join("elsewhere"), b"keep").unwrap();
+        std::os::unix::fs::symlink(path.join("elsewhere"), path.join(".b.tmp")).unwrap();
+        replace(&dir, "a", b"one", false).unwrap();
+        replace(&dir, "b", b"two", true).unwrap();
+        assert_eq!(std::fs::read(path.join("a")).unwrap(), b"one");
+        assert_eq!(std::fs::read(path.join("b")).unwrap(), b"two");
+        assert_eq!(std::fs::read(path.join("elsewhere")).unwrap(), b"keep");
         std::fs::remove_dir_all(path).unwrap();
     }
 }
