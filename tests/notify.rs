@@ -67,6 +67,18 @@ fn states_until(sb: &Sandbox, last: &str) -> Vec<String> {
     seen
 }
 
+/// The agent, started and past its first pass: its notify socket bound and its first
+/// status snapshot written (before it, `status` has no component states to show).
+fn start_agent(sb: &Sandbox) -> Child {
+    let agent = sb.start();
+    sb.wait_for(
+        "the notify socket and the first snapshot",
+        Duration::from_secs(20),
+        || sb.path("run/notify").exists() && sb.status_json()["agent"]["running"] == true,
+    );
+    agent
+}
+
 /// `watchkeeper exec daemon -- python3 CLIENT STEPS`, its environment report in `env`.
 fn exec_client(sb: &Sandbox, steps: &str) -> Child {
     let client = sb.path("client.py");
@@ -94,10 +106,7 @@ fn state(sb: &Sandbox) -> String {
 fn a_daemon_started_by_exec_is_alive_by_its_pings_and_dead_when_they_stop() {
     let sb = Sandbox::new("notify-pings");
     notify_config(&sb, "1s", "4s", "");
-    let mut agent = sb.start();
-    sb.wait_for("the notify socket", Duration::from_secs(20), || {
-        sb.path("run/notify").exists()
-    });
+    let mut agent = start_agent(&sb);
     let mut client = exec_client(&sb, "status=serving ready pings=8 stopping");
     sb.wait_for("the daemon ready", Duration::from_secs(20), || {
         state(&sb) == "alive"
@@ -146,10 +155,7 @@ fn a_daemon_started_by_exec_is_alive_by_its_pings_and_dead_when_they_stop() {
 fn without_ready_a_pinging_daemon_is_starting_then_dead_at_the_grace_end() {
     let sb = Sandbox::new("notify-noready");
     notify_config(&sb, "1s", "4s", "");
-    let mut agent = sb.start();
-    sb.wait_for("the notify socket", Duration::from_secs(20), || {
-        sb.path("run/notify").exists()
-    });
+    let mut agent = start_agent(&sb);
     let mut client = exec_client(&sb, "pings=1000");
     let seen = states_until(&sb, "dead");
     assert_eq!(
@@ -169,10 +175,7 @@ fn without_ready_a_pinging_daemon_is_starting_then_dead_at_the_grace_end() {
 fn a_trigger_is_a_death_and_its_repair_starts_at_once() {
     let sb = Sandbox::new("notify-trigger");
     notify_config(&sb, "1s", "4s", "");
-    let mut agent = sb.start();
-    sb.wait_for("the notify socket", Duration::from_secs(20), || {
-        sb.path("run/notify").exists()
-    });
+    let mut agent = start_agent(&sb);
     let mut client = exec_client(&sb, "ready ping sleep=0.5 trigger pings=1000");
     sb.wait_for("the repair", Duration::from_secs(20), || {
         sb.path("repaired").exists()
@@ -193,10 +196,7 @@ fn a_trigger_is_a_death_and_its_repair_starts_at_once() {
 fn watchdog_usec_changes_the_timeout_and_extend_timeout_lengthens_the_startup() {
     let sb = Sandbox::new("notify-usec");
     notify_config(&sb, "1s", "2s", "");
-    let mut agent = sb.start();
-    sb.wait_for("the notify socket", Duration::from_secs(20), || {
-        sb.path("run/notify").exists()
-    });
+    let mut agent = start_agent(&sb);
     // READY=1 comes 4 s after the client starts, after the 2 s grace: only the 6 s
     // extension keeps the daemon from dying first. Then pings 3 s apart, which a 1 s
     // timeout would not survive, under its own 5 s.
@@ -226,10 +226,7 @@ fn watchdog_usec_changes_the_timeout_and_extend_timeout_lengthens_the_startup() 
 fn a_strangers_datagrams_are_ignored_and_a_flood_of_them_changes_nothing() {
     let sb = Sandbox::new("notify-stranger");
     notify_config(&sb, "1s", "4s", "");
-    let mut agent = sb.start();
-    sb.wait_for("the notify socket", Duration::from_secs(20), || {
-        sb.path("run/notify").exists()
-    });
+    let mut agent = start_agent(&sb);
     let mut client = exec_client(&sb, "ready pings=16");
     sb.wait_for("the daemon ready", Duration::from_secs(20), || {
         state(&sb) == "alive"
@@ -359,6 +356,10 @@ fn exec_waits_for_the_agent_and_a_restarted_agent_keeps_a_ready_daemon_ready() {
     sb.wait_for("the new agent's look", Duration::from_secs(20), || {
         sb.log()
             .contains("is the one the previous agent knew: ready (its READY=1 went to that agent)")
+    });
+    // The old agent's snapshot stays until the new one writes its own.
+    sb.wait_for("the new agent's snapshot", Duration::from_secs(20), || {
+        sb.status_json()["agent"]["pid"] == agent.id()
     });
     // Past the 3 s grace, with pings every 0.25 s: alive all along, never starting.
     let since = std::time::Instant::now();
