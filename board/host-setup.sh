@@ -77,6 +77,13 @@ for component in clippy rustfmt; do
     grep -q "^$component" <<<"$installed_components" || rustup component add "$component"
 done
 
+# tests/run runs each test in a process of its own with cargo-nextest: the suites' tests
+# mostly wait on timeouts, so several at once take a third of the time, and under
+# qemu-user a test process has one test thread, which a fork cannot deadlock against.
+if ! cargo nextest --version >/dev/null 2>&1; then
+    cargo install --locked cargo-nextest
+fi
+
 # Let the kernel run ARM binaries through qemu-user (binfmt_misc), so that tests which
 # exec the agent (process tests, repairs) also run for the ARM targets.
 binfmt=/proc/sys/fs/binfmt_misc
