@@ -1752,8 +1752,15 @@ def s_sd_notify(ctx):
             rss.append(g.sh(f"grep -E 'VmRSS|VmHWM' /proc/{pid}/status | tr -s ' \t' ' '"))
         time.sleep(5)
     rss.append(g.sh(f"grep -E 'VmRSS|VmHWM' /proc/{pid}/status | tr -s ' \t' ' '"))
-    ctx.check(f"alive for {time.monotonic() - t0:.0f} s on its pings alone, flood or not", states == {"alive"},
-              str(states))
+    ctx.check(f"alive at every look (every 5 s) for {time.monotonic() - t0:.0f} s on its pings alone, flood or not",
+              states == {"alive"}, str(states))
+    # Its pings share the kernel's queue of 10 datagrams with the stranger's: a ping can
+    # wait behind them (libsystemd's send blocks) past its 2 s timeout, seen once in four
+    # runs: the agent then judges it dead, as it must, and its repair runs.
+    over_ts = klog_ts(g, "wk-test: flood-over")
+    deaths = [t for ts, t in g.klog("component sdclient is dead") if over_ts is None or ts <= over_ts]
+    ctx.figure("flood: deaths of the pinging daemon while its pings queued behind the stranger's", len(deaths), "",
+               "; ".join(deaths))
     ctx.check("tor alive all along, flood or not", tor_states == {"alive"}, str(tor_states))
     over = sdn_wait(g, "wk-test: flood-over")
     sent = next(t for ts, t in g.klog("wk-test: flood:") if "sent in" in t and ts <= over)
@@ -1765,12 +1772,17 @@ def s_sd_notify(ctx):
               m_gap and m_gap.group(2) == "0", f"{sent} / {gap}")
     ctx.figure(f"flood: {flood} datagrams from another process, sent in", int(m_sent.group(2)) / 1000, "s",
                "the socket queue holds 10 (net.unix.max_dgram_qlen)")
-    ctx.figure("flood: longest gap between two feeds", int(m_gap.group(1)) / 1000, "s", "feed_interval 1 s")
-    # An agent the flood held up would miss feeds by seconds (the flood lasts minutes); what
-    # a busy host adds to an emulated guest's timers is a few hundred ms (1.2 s seen with
-    # cargo test beside it, 1.003 s on a quiet one).
-    ctx.check("no feed was delayed by the flood (longest gap under feed_interval + 500 ms)",
-              int(m_gap.group(1)) <= 1500, gap)
+    ctx.figure("flood: longest gap between two feeds the daemon saw", int(m_gap.group(1)) / 1000, "s",
+               "feed_interval 1 s; the daemon's own view: it includes the time its pings were blocked")
+    # The agent's own measure: how late any feed came after it was due, since its start. An
+    # agent the flood held up would be late by seconds (the flood lasts minutes); what a busy
+    # host adds to an emulated guest's timers is a few hundred ms.
+    exported = g.sh("grep '^watchkeeper_feed_lateness_max_seconds ' /run/wk-metrics/watchkeeper.prom || true")
+    late = exported.split()[-1] if exported.split() else ""
+    ctx.figure("flood: the agent's latest feed after it was due (watchkeeper_feed_lateness_max_seconds)",
+               late or "(missing)", "s")
+    ctx.check("no feed was delayed by the flood (the agent's feed lateness under 500 ms)",
+              re.fullmatch(r"\d+(\.\d+)?", late) is not None and float(late) <= 0.5, exported.strip())
     kb = [[int(n) for n in re.findall(r"(\d+) kB", r)] for r in rss]
     ctx.figure("agent VmHWM, VmRSS 30 s into the flood -> after it", " -> ".join(
         f"{a} kB, {b} kB" for a, b in kb) if len(kb) == 2 else str(rss))
