@@ -1344,19 +1344,6 @@ def deb_configure(g):
     g.sh(f"cat >/etc/watchkeeper.toml <<'EOF'\n{DEB_CONFIG}EOF\nwatchkeeper check >/dev/null && sync")
 
 
-def deb_guest_ready(ctx, arch, tag=None):
-    """A fresh Debian guest with the package installed, DEB_CONFIG in place and the agent
-    restarted on it (no reboot). Returns the guest."""
-    g = ctx.debian_guest(arch, tag=tag)
-    deb_boot(ctx, g, agent=False)
-    deb_install(ctx, g, ctx.images[f"debian-{arch}"])
-    deb_configure(g)
-    g.sh("systemctl restart watchkeeper")
-    g.wait_agent(timeout=30)
-    wait_alive(ctx, g)
-    return g
-
-
 def deb_previous(g, number):
     return boots_by_number(g.status()).get(number, {})
 
