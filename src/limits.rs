@@ -49,3 +49,6 @@ pub const MAX_HEARTS_DIR_ENTRIES: usize = 16 * MAX_COMPONENTS;
 /// Bytes of a trial check's output (or trial file) compared with `trial_value`; a longer
 /// one cannot be told, so the boot is treated as a trial.
 pub const MAX_TRIAL_OUTPUT: usize = 256;
+/// Reads of a running trial check's output per look (256 bytes each): a check that prints
+/// without end is read this far, then the loop goes on, and its timeout kills it.
+pub const MAX_TRIAL_READS: usize = 16;

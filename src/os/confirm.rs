@@ -32,7 +32,7 @@ use nix::unistd::Pid;
 
 use crate::config::TrialCheck;
 use crate::core::boot::Trial;
-use crate::limits::MAX_TRIAL_OUTPUT;
+use crate::limits::{MAX_TRIAL_OUTPUT, MAX_TRIAL_READS};
 use crate::os::spawn::{self, Arg, Exit, PrepareError, Prepared};
 
 /// The hidden subcommand the confirm launcher runs as.
@@ -164,15 +164,19 @@ impl TrialRun {
     }
 }
 
-/// Reads the check's stdout (non-blocking) until it is empty or closed, keeping at most
-/// `output`'s capacity: a check that prints more is not left blocked on a full pipe.
+/// Reads the check's stdout (non-blocking) until it is empty or closed, or for at most
+/// [`MAX_TRIAL_READS`] reads, keeping at most `output`'s capacity: a check that prints more
+/// is not left blocked on a full pipe, nor can one that prints without end hold the loop.
 fn drain<const N: usize>(
     stdout: &mut ChildStdout,
     output: &mut heapless::Vec<u8, N>,
     closed: &mut bool,
 ) {
     let mut buf = [0u8; 256];
-    while !*closed {
+    for _ in 0..MAX_TRIAL_READS {
+        if *closed {
+            return;
+        }
         match stdout.read(&mut buf) {
             Ok(0) => *closed = true,
             Ok(n) => {
@@ -180,7 +184,7 @@ fn drain<const N: usize>(
                 let _ = output.extend_from_slice(&buf[..n.min(room)]);
             }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => break,
+            Err(_) => return,
         }
     }
 }
@@ -418,6 +422,24 @@ mod tests {
                 checked.note
             );
         }
+    }
+
+    /// A check that prints without end (here `yes`) is read a bounded amount per poll: the
+    /// agent's loop goes on, and the check is killed at its timeout.
+    #[test]
+    fn a_check_that_prints_without_end_does_not_hold_a_poll() {
+        let check = TrialCheck::Command {
+            argv: args(&["/bin/sh", "-c", "yes 1"]),
+            value: Some("1".to_owned()),
+        };
+        let mut run = TrialRun::start(&check);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        for _ in 0..20 {
+            assert!(run.poll().is_none());
+        }
+        run.kill();
+        let checked = wait(&mut run);
+        assert_eq!(checked.trial, Trial::Unknown, "{}", checked.note);
     }
 
     #[test]
