@@ -6,8 +6,8 @@
 //! worst a stray temporary file, which the next write removes: the temporary file is
 //! always created anew, so nothing at its name (a FIFO included) can make a write wait,
 //! which matters where others can write the directory (the metrics file's). Nothing
-//! allocates: names
-//! are formatted into stack buffers and the directory is an fd opened at startup.
+//! allocates: names are formatted into stack buffers and the directory is an fd opened at
+//! startup.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
